@@ -1,0 +1,129 @@
+"""Checkpoints of a JAX training run (Orbax). Twin: `torchvae/checkpoint.py`.
+
+A checkpoint holds the model parameters, the other model state (BatchNorm running stats), the
+optimizer state, the step, the epoch (the data order is a function of the root key and the
+epoch, so this is the whole data-order state), the root key, and the resolved config.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a process
+killed mid-write (even by SIGKILL) leaves the previous checkpoints intact; incomplete temporary
+directories are cleaned up the next time a manager opens the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["CheckpointManager", "CheckpointError", "save_model_weights", "load_model_weights"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or from a different model/framework."""
+
+
+def _pure(tree):
+    """nnx.State -> nested dicts of arrays (what Orbax stores)."""
+    return jax.tree.map(
+        lambda x: x, tree.to_pure_dict() if hasattr(tree, "to_pure_dict") else tree
+    )
+
+
+class CheckpointManager:
+    """Keep-last-N checkpoints of a `TrainState` in `directory` (one subfolder per step)."""
+
+    def __init__(self, directory: str | Path, *, keep: int = 3):
+        self.directory = Path(directory).absolute()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max(1, int(keep)),
+            enable_async_checkpointing=False,  # a returned save() is on disk
+            cleanup_tmp_directories=True,
+        )
+        self._mgr = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta")
+        )
+
+    def latest_step(self) -> int | None:
+        return self._mgr.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._mgr.all_steps())
+
+    def save(self, state, *, epoch: int, root_key: jax.Array, config: dict[str, Any]) -> int:
+        """Save `state` (a TrainState) under its step number; returns the step."""
+        step = int(jax.device_get(state.step))
+        tree = {
+            "params": _pure(state.params),
+            "rest": _pure(state.rest),
+            "opt_state": state.opt_state,
+            "step": state.step,
+        }
+        meta = {
+            "epoch": int(epoch),
+            "root_key": np.asarray(jax.random.key_data(root_key)).tolist(),
+            "config": config,
+            "framework": "jax",
+        }
+        self._mgr.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self._mgr.wait_until_finished()
+        return step
+
+    def restore(self, template, step: int | None = None):
+        """Restore into the structure of `template` (a fresh TrainState). Returns (state, meta)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        target = {
+            "params": _pure(template.params),
+            "rest": _pure(template.rest),
+            "opt_state": template.opt_state,
+            "step": template.step,
+        }
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        try:
+            restored = self._mgr.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # noqa: BLE001 - re-raised with the path and the likely cause
+            raise CheckpointError(
+                f"cannot restore checkpoint step {step} from {self.directory}: {type(e).__name__}: "
+                f"{str(e)[:500]} (is it from a different preset, framework or a truncated write?)"
+            ) from e
+        tree, meta = restored["state"], restored["meta"]
+        if meta.get("framework") != "jax":
+            raise CheckpointError(f"{self.directory}/{step} is not a jaxvae checkpoint")
+        params = template.params
+        params.replace_by_pure_dict(tree["params"])
+        rest = template.rest
+        rest.replace_by_pure_dict(tree["rest"])
+        state = type(template)(params, rest, tree["opt_state"], jnp.asarray(tree["step"]))
+        return state, meta
+
+
+def save_model_weights(path: str | Path, weights: dict[str, np.ndarray], meta: dict) -> None:
+    """Write canonical (PyTorch-named) weights + metadata as safetensors (see vaecommon.weights)."""
+    from vaecommon import weights as wlib
+
+    wlib.save_weights(path, weights, metadata={"meta": json.dumps(meta)})
+
+
+def load_model_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    from vaecommon import weights as wlib
+
+    w, md = wlib.load_weights(path)
+    return w, json.loads(md.get("meta", "{}"))

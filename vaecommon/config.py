@@ -1,0 +1,154 @@
+"""`TrainConfig`: the one training configuration, shared by `jaxvae.train` and `torchvae.train`.
+
+Both trainers read the same fields with the same meaning, so the same config (and seed) gives
+comparable runs side by side. Derived values (the preset's defaults for fields left as None) are
+resolved by `resolve`, never written back by the trainers. Framework-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from vaecommon import presets
+
+__all__ = ["TrainConfig", "resolve", "to_json", "from_json", "from_dict"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Fields left as None take the model preset's default (see `resolve`)."""
+
+    model: str = "pytorch_examples"
+    """Model preset name (see `list_models()`)."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """Overrides passed to `build_model` (latent_dim, hidden, reparam, image_size, ...)."""
+    init: str = "default"
+    """Parameter init: "default" (each framework's own) or "torch" (PyTorch's init in both)."""
+    objective: str | None = None
+    """Objective name in `losses.OBJECTIVES` (elbo, beta_vae, ...); None: the preset's."""
+    objective_params: dict[str, Any] = field(default_factory=dict)
+    """Keyword parameters of the objective (beta, warmup_steps, capacity, ...)."""
+    likelihood: str | None = None
+    """Reconstruction term name in `losses.RECONSTRUCTION`; None: the preset's."""
+    reduction: str = "mean"
+    """Batch reduction of the objective: "mean" (per-example loss averaged) or "sum" (notebooks)."""
+    dataset: str = "mnist5k"
+    """Dataset: mnist, fashion_mnist, mnist5k, image_folder."""
+    data_source: str = "auto"
+    """Where to read it: auto, idx, library (tfds / torchvision), embedded, image_folder."""
+    data_dir: str | None = None
+    """Directory for the idx / image_folder sources (None: the documented defaults)."""
+    binarization: str | None = None
+    """none | static | dynamic; None: the preset's."""
+    image_size: int | None = None
+    """Resize for the image_folder source (None: the preset's input size)."""
+    optimizer: str = "adam"
+    """adam | adamw | sgd."""
+    lr: float | None = None
+    """Peak learning rate; None: the preset's."""
+    weight_decay: float | None = None
+    """Weight decay (L2 added to the gradient for adam/sgd, decoupled for adamw); None: preset's."""
+    momentum: float = 0.0
+    """SGD momentum."""
+    schedule: str = "constant"
+    """Learning-rate schedule after warm-up: constant | cosine."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value (None: off)."""
+    batch_size: int | None = None
+    """Training batch size; None: the preset's. The last partial batch of an epoch is dropped
+    (the permutation changes every epoch, so every example is used)."""
+    epochs: int | None = None
+    """Number of epochs; None: the preset's."""
+    seed: int = 0
+    """Root seed: parameter init, data order, eps and binarization all derive from it."""
+    eval_every: int = 1
+    """Evaluate on the test split every N epochs (0: only at the end)."""
+    eval_batch_size: int = 500
+    """Batch size for evaluation (does not change the numbers)."""
+    nll_samples: int = 0
+    """Importance samples for the test NLL at each evaluation (0: skip)."""
+    final_nll_samples: int = 5000
+    """Importance samples for the final test NLL (0: skip)."""
+    checkpoint_every: int = 1
+    """Save a checkpoint every N epochs (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Keep the last N checkpoints."""
+    figures_every: int = 0
+    """Write figures every N epochs (0: only at the end)."""
+    precision: str = "float32"
+    """Compute dtype: float32, or bfloat16 (matmuls in bf16, params and loss in float32; JAX)."""
+    logvar_clamp: float | None = None
+    """Clamp the encoder's logvar to [-c, c] (a guard against exp overflow; None: off)."""
+    limit_train: int | None = None
+    """Use only the first N training examples (smoke runs)."""
+    limit_test: int | None = None
+    """Use only the first N test examples (smoke runs)."""
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_CHOICES = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("constant", "cosine"),
+    "reduction": ("mean", "sum"),
+    "precision": ("float32", "bfloat16"),
+    "init": ("default", "torch"),
+    "binarization": (None, "none", "static", "dynamic"),
+    "dataset": ("mnist", "fashion_mnist", "mnist5k", "image_folder"),
+    "data_source": ("auto", "idx", "library", "embedded", "image_folder"),
+}
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill the fields left as None from the model preset and validate every choice.
+
+    Raises:
+      KeyError / TypeError / ValueError naming the field and the valid values.
+    """
+    for name, valid in _CHOICES.items():
+        value = getattr(cfg, name)
+        if value not in valid:
+            raise ValueError(f"TrainConfig.{name}={value!r} is not valid; choose from {valid}")
+    spec = presets.get_spec(cfg.model, **cfg.model_overrides)
+    out = cfg.replace(
+        objective=cfg.objective or spec.objective,
+        likelihood=cfg.likelihood or spec.likelihood,
+        binarization=cfg.binarization or spec.binarization,
+        lr=spec.lr if cfg.lr is None else cfg.lr,
+        weight_decay=spec.weight_decay if cfg.weight_decay is None else cfg.weight_decay,
+        batch_size=cfg.batch_size or spec.batch_size,
+        epochs=spec.epochs if cfg.epochs is None else cfg.epochs,
+        image_size=cfg.image_size or spec.input_shape[1],
+    )
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(out, name) < 1:
+            raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(out, name)}")
+    if out.epochs < 0:
+        raise ValueError(f"TrainConfig.epochs must be >= 0, got {out.epochs}")
+    if out.lr <= 0:
+        raise ValueError(f"TrainConfig.lr must be > 0, got {out.lr}")
+    return out
+
+
+def to_json(cfg: TrainConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Build a TrainConfig from a dict (e.g. a run folder's config.json), refusing unknown keys."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(names)}")
+    d = dict(d)
+    return TrainConfig(**d)
+
+
+def from_json(text: str) -> TrainConfig:
+    return from_dict(json.loads(text))
