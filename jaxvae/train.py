@@ -166,20 +166,22 @@ class Trainer:
 
     # ---- noise -----------------------------------------------------------------------------
 
-    @property
-    def noise_samples(self) -> int:
-        """Posterior samples per example the objective needs (IWAE: k; otherwise 1)."""
-        return int(self.cfg.objective_params.get("k", 1)) if self.cfg.objective == "iwae" else 1
+    def draw_noise(self, key, batch: int) -> tuple[jax.Array, jax.Array | None]:
+        """(eps (B, D) for the reparameterization, extra noise the objective needs or None).
 
-    def draw_eps(self, key, batch: int) -> jax.Array:
-        """eps for one step: (B, D), or (k, B, D) for multi-sample objectives."""
-        k = self.noise_samples
-        shape = (batch, self.latent_dim) if k == 1 else (k, batch, self.latent_dim)
-        return jax.random.normal(key, shape, jnp.float32)
+        The extra noise (IWAE's (k, B, D) samples, InfoVAE's prior samples) has the shape
+        `losses.extra_noise_shape` gives; it is drawn from its own subkey.
+        """
+        k_eps, k_extra = jax.random.split(key)
+        eps = jax.random.normal(k_eps, (batch, self.latent_dim), jnp.float32)
+        shape = losses.extra_noise_shape(self.cfg.objective, batch, self.latent_dim,
+                                         **self.cfg.objective_params)
+        extra = None if shape is None else jax.random.normal(k_extra, shape, jnp.float32)
+        return eps, extra
 
     # ---- the one update -------------------------------------------------------------------
 
-    def loss_fn(self, params, rest, x, eps, step, hyper):
+    def loss_fn(self, params, rest, x, eps, extra, step, hyper):
         """Scalar loss, (terms, updated rest) for one batch."""
         cfg = self.cfg
         if cfg.precision == "bfloat16":
@@ -189,8 +191,7 @@ class Trainer:
             x_in = x
         model = nnx.merge(self.graphdef, params, rest)
         model.train()
-        eps0 = eps if eps.ndim == 2 else eps[0]
-        out = model(x_in, eps=eps0.astype(x_in.dtype))
+        out = model(x_in, eps=eps.astype(x_in.dtype))
         out = jax.tree.map(lambda a: a.astype(jnp.float32), out)
         if cfg.logvar_clamp is not None and out.logvar is not None:
             c = float(cfg.logvar_clamp)
@@ -200,25 +201,27 @@ class Trainer:
         loss, terms = losses.OBJECTIVES[cfg.objective](
             x, out, likelihood=cfg.likelihood, step=step, reduction=cfg.reduction,
             decode=lambda z: model.decode_logits(z.astype(x_in.dtype)).astype(jnp.float32),
-            eps=eps if eps.ndim == 3 else None, **params_obj,
+            eps=extra, **params_obj,
         )
         new_rest = nnx.state(model, nnx.Not(nnx.Param))
         return loss.astype(jnp.float32), (terms, new_rest)
 
-    def apply_update(self, state: TrainState, x, eps, hyper=None) -> tuple[TrainState, dict]:
+    def apply_update(self, state: TrainState, x, eps, extra=None, hyper=None
+                     ) -> tuple[TrainState, dict]:
         """One optimizer step on batch `x` with noise `eps`. Pure; jit/scan/vmap friendly.
 
         Args:
           state: TrainState.
           x: (B, H, W, C) float32 batch.
-          eps: (B, D) standard normal noise (or (k, B, D) for multi-sample objectives).
+          eps: (B, D) standard normal noise for z = mean + exp(logvar/2) * eps.
+          extra: the objective's extra noise (see `draw_noise`), or None.
           hyper: dict of traced hyperparameters ({"lr": ..., swept objective params}).
         Returns:
           (new state, terms): terms are the objective's scalar terms plus "grad_norm".
         """
         hyper = self.hyper if hyper is None else hyper
         (loss, (terms, new_rest)), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(
-            state.params, state.rest, x, eps, state.step, hyper
+            state.params, state.rest, x, eps, extra, state.step, hyper
         )
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         lr = jnp.asarray(hyper["lr"], jnp.float32)
@@ -253,11 +256,10 @@ class Trainer:
                 x = jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P("data")))
             if dynamic:
                 x = data_lib.binarize(x, stream_key(root_key, "binarize", state.step))
-            eps = self.draw_eps(stream_key(root_key, "eps", state.step), x.shape[0])
+            eps, extra = self.draw_noise(stream_key(root_key, "eps", state.step), x.shape[0])
             if self.mesh is not None:
-                spec = P("data") if eps.ndim == 2 else P(None, "data")
-                eps = jax.lax.with_sharding_constraint(eps, NamedSharding(self.mesh, spec))
-            state, terms = self.apply_update(state, x, eps, hyper)
+                eps = jax.lax.with_sharding_constraint(eps, NamedSharding(self.mesh, P("data")))
+            state, terms = self.apply_update(state, x, eps, extra, hyper)
             if progress is not None:
                 every = max(1, self.steps_per_epoch // 20)
                 jax.lax.cond(
@@ -284,17 +286,6 @@ class Trainer:
         else:
             kl_dim = jnp.zeros_like(out.mean)
         return terms, out.mean, kl_dim
-
-    def nll_batch(self, params, rest, x, eps):
-        """Per-example importance-sampled -log p(x) with eps (k, B, D)."""
-        model = self.model_from(params, rest, train=False)
-        mean, logvar = model.encode(x)
-        if self.cfg.logvar_clamp is not None:
-            c = float(self.cfg.logvar_clamp)
-            logvar = jnp.clip(logvar, -c, c)
-        return -losses.importance_sampled_log_likelihood(
-            x, mean, logvar, eps, model.decode_logits, self.cfg.likelihood
-        )
 
 
 def _pad_to(x: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:

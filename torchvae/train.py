@@ -102,33 +102,31 @@ class Trainer:
     def latent_dim(self) -> int:
         return self.model.spec.latent_dim
 
-    @property
-    def noise_samples(self) -> int:
-        """Posterior samples per example the objective needs (IWAE: k; otherwise 1)."""
-        return int(self.cfg.objective_params.get("k", 1)) if self.cfg.objective == "iwae" else 1
+    def draw_noise(self, generator: torch.Generator, batch: int):
+        """(eps (B, D) for the reparameterization, the objective's extra noise or None)."""
+        eps = torch.randn((batch, self.latent_dim), generator=generator)
+        shape = losses.extra_noise_shape(self.cfg.objective, batch, self.latent_dim,
+                                         **self.cfg.objective_params)
+        extra = None if shape is None else torch.randn(shape, generator=generator)
+        return eps, extra
 
-    def draw_eps(self, generator: torch.Generator, batch: int) -> torch.Tensor:
-        """eps for one step: (B, D), or (k, B, D) for multi-sample objectives."""
-        k = self.noise_samples
-        shape = (batch, self.latent_dim) if k == 1 else (k, batch, self.latent_dim)
-        return torch.randn(shape, generator=generator)
-
-    def loss_fn(self, x: torch.Tensor, eps: torch.Tensor):
+    def loss_fn(self, x: torch.Tensor, eps: torch.Tensor, extra: torch.Tensor | None = None):
         """(loss, terms) of one batch in train mode."""
         cfg = self.cfg
         self.model.train()
-        out = self.model(x, eps=eps if eps.dim() == 2 else eps[0])
+        out = self.model(x, eps=eps)
         if cfg.logvar_clamp is not None and out.logvar is not None:
             out = out._replace(logvar=out.logvar.clamp(-cfg.logvar_clamp, cfg.logvar_clamp))
         return losses.OBJECTIVES[cfg.objective](
             x, out, likelihood=cfg.likelihood, step=self.step, reduction=cfg.reduction,
-            decode=self.model.decode_logits, eps=eps if eps.dim() == 3 else None,
+            decode=self.model.decode_logits, eps=extra,
             **cfg.objective_params,
         )
 
-    def apply_update(self, x: torch.Tensor, eps: torch.Tensor) -> dict[str, float]:
+    def apply_update(self, x: torch.Tensor, eps: torch.Tensor,
+                     extra: torch.Tensor | None = None) -> dict[str, float]:
         """One optimizer step on batch `x` (B, C, H, W) with noise `eps` (B, D). Returns terms."""
-        loss, terms = self.loss_fn(x, eps)
+        loss, terms = self.loss_fn(x, eps, extra)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -138,7 +136,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        out = {k: float(v) for k, v in terms.items()}
+        out = {k: float(v.detach()) for k, v in terms.items()}
         out["grad_norm"] = float(grad_norm)
         return out
 
@@ -350,7 +348,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 x = images[ids]
                 if cfg.binarization == "dynamic":
                     x = data_lib.binarize(x, gens["binarize"])
-                terms = trainer.apply_update(x, trainer.draw_eps(gens["eps"], x.shape[0]))
+                terms = trainer.apply_update(x, *trainer.draw_noise(gens["eps"], x.shape[0]))
                 if not math.isfinite(terms["loss"]):
                     raise NonFiniteLossError(
                         f"non-finite loss at epoch {epoch + 1}, step {trainer.step}; the last good "

@@ -14,10 +14,11 @@ Per family (widths from `spec.hidden`, D = `spec.latent_dim`):
   glasses_vae: the book's conv stack, 3 stride-2 convs (8, 16, 32 channels; the third unpadded),
     fc1 (hidden[0]), mean/std (D: the book predicts log std), fc1, fc2 back to 32 channels, and
     3 transposed convs; spatial sizes follow the PyTorch conv arithmetic of the book's layers.
-  conv_vae, resnet_vae: one stride-2 stage per entry of `hidden` (channels; spatial size
-    ceil(n/2), i.e. kernel 3 stride 2 padding 1), a linear map to mean/logvar (D), a linear map
-    back to the last stage's shape, and mirrored transposed-conv stages up to the input shape.
-    resnet_vae's stages are residual blocks (same shapes).
+  conv_vae, resnet_vae: one stride-2 conv stage per entry of `hidden` (channels; kernel 4
+    stride 2 padding 1 halves H and W exactly), a linear map to mean/logvar (D), a linear map
+    back to the last stage's shape, and mirrored transposed convs (k4 s2 p1, doubling) up to
+    the input shape (get_spec requires H and W divisible by 4). resnet_vae adds residual blocks
+    after each stage, which keep the shapes.
 """
 
 from __future__ import annotations
@@ -103,15 +104,18 @@ def _conv(spec: ModelSpec) -> list[tuple[str, Size]]:
     stage = "res" if spec.family == "resnet_vae" else "conv"
     shapes = []
     for ch in spec.hidden:
-        h, w = (h + 1) // 2, (w + 1) // 2  # k3 s2 p1: ceil(n / 2)
+        h, w = h // 2, w // 2  # Conv k4 s2 p1: (n + 2 - 4) // 2 + 1 = n // 2
         shapes.append((int(ch), h, w))
     enc = [(f"{stage}{i}", _chw(*s)) for i, s in enumerate(shapes, 1)]
     # The decoder mirrors the encoder: a linear map to the deepest stage's shape, then one
     # upsampling stage per remaining encoder stage, the last producing the input shape.
+    # ConvTranspose k4 s2 p1 doubles: (n - 1) * 2 - 2 + 4 = 2n.
     dec = [("dec fc", _chw(*shapes[-1]))]
-    dec += [(f"up{i}", _chw(*s)) for i, s in enumerate(reversed(shapes[:-1]), 1)]
+    dec += [(f"up{i}", _chw(s[0], s[1], s[2])) for i, s in enumerate(reversed(shapes[:-1]), 1)]
+    scale = 2 ** len(shapes)
+    out = _chw(c, shapes[-1][1] * scale, shapes[-1][2] * scale)
     return [("input", _chw(*spec.input_shape)), *enc, ("mean/logvar", spec.latent_dim), *dec,
-            ("output", _chw(*spec.input_shape))]
+            ("output", out)]
 
 
 def describe_spec(spec: ModelSpec) -> list[tuple[str, Size]]:

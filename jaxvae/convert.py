@@ -1,0 +1,276 @@
+"""Canonical weights <-> Flax NNX models. Twin: `torchvae/convert.py`.
+
+Canonical weights are a flat `dict[str, np.ndarray]` in PyTorch `state_dict` naming and layout,
+so a notebook's `state_dict` and a JAX model exchange weights through one format (saved by
+`vaecommon.weights`). This module owns EVERY rename and transpose between the two, in the tables
+below; the models only mirror the torch module tree.
+
+Conventions (torch -> JAX):
+  * names: `a.b.3.weight` -> path ('a', 'b', 'layers', 3, <leaf>) (`nnx.Sequential` keeps its
+    children under `layers`), plus the renames in `_RENAMES`.
+  * Linear: weight (out, in) -> kernel (in, out); bias unchanged.
+  * Conv2d: weight (O, I, kH, kW) -> kernel (kH, kW, I, O).
+  * ConvTranspose2d: weight (I, O, kH, kW) -> kernel (kH, kW, O, I), the same transpose as Conv:
+    the JAX layer uses `transpose_kernel=True` (lax.conv_transpose flips the kernel spatially and
+    swaps its channel axes, i.e. computes the gradient of a forward conv, which is what torch
+    does), with explicit padding (k-1-p, k-1-p+output_padding) per spatial axis so its output size
+    is torch's (i-1)*s - 2p + k + output_padding (see `jaxvae.models._conv_transpose`).
+  * Flatten order: torch flattens (C, H, W), NHWC flattens (H, W, C). The first Linear after a
+    conv stack gets its input columns permuted, and the Linear feeding an unflatten gets its
+    output rows and bias permuted (`_FLATTEN_BOUNDARY`, shapes from
+    `vaecommon.presets.feature_shape`), so the models need no runtime transpose.
+  * BatchNorm: weight/bias -> scale/bias (Param); running_mean/running_var -> mean/var
+    (BatchStat); num_batches_tracked (int64) <-> int32 BatchStat, kept so the exported dict loads
+    into torch with strict=True. Momentum: torch 0.1 == Flax 0.9; `jaxvae.models.BatchNorm` uses
+    torch's convention and torch's unbiased running-variance update.
+
+All maps are exact (transposes, reshapes, renames): canonical -> JAX -> canonical returns the same
+bits, and so does JAX -> canonical -> JAX. Missing or unexpected tensors and shape mismatches
+raise `vaecommon.weights.WeightsMismatchError` naming the tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvae import models
+from vaecommon import presets
+from vaecommon.weights import WeightsMismatchError, check_weights
+
+__all__ = ["canonical_shapes", "to_canonical", "load_canonical_into", "from_canonical"]
+
+
+# ---- the table ----------------------------------------------------------------------------------
+# Array maps are written with array methods (.T, .transpose, .reshape) so they run on NumPy arrays
+# and on jax.eval_shape's abstract values alike (expected shapes come from the same code).
+
+def _same(a):
+    return a
+
+
+def _linear_to_torch(k):            # kernel (in, out) -> weight (out, in)
+    return k.T
+
+
+def _linear_to_jax(w):              # weight (out, in) -> kernel (in, out)
+    return w.T
+
+
+def _conv_to_torch(k):              # (kH, kW, I, O) -> (O, I, kH, kW); ConvT: (kH, kW, O, I) -> (I, O, kH, kW)
+    return k.transpose(3, 2, 0, 1)
+
+
+def _conv_to_jax(w):                # (O, I, kH, kW) -> (kH, kW, I, O); ConvT: (I, O, kH, kW) -> (kH, kW, O, I)
+    return w.transpose(2, 3, 1, 0)
+
+
+def _count_to_torch(c):             # int32 BatchStat -> torch's int64 buffer
+    # (abstract values from jax.eval_shape only need the shape; JAX has no int64 by default)
+    return c.astype(np.int64) if isinstance(c, np.ndarray) else c
+
+
+def _count_to_jax(c):
+    return c.astype(np.int32)
+
+
+class _Rule(NamedTuple):
+    torch_leaf: str                 # state_dict suffix
+    jax_attr: str                   # attribute of the NNX layer
+    to_torch: Callable              # JAX array -> canonical array
+    to_jax: Callable                # canonical array -> JAX array
+
+
+# JAX layer type -> what it holds, in torch naming.
+_LAYER_TABLE: dict[type, tuple[_Rule, ...]] = {
+    nnx.Linear: (
+        _Rule("weight", "kernel", _linear_to_torch, _linear_to_jax),
+        _Rule("bias", "bias", _same, _same),
+    ),
+    nnx.Conv: (
+        _Rule("weight", "kernel", _conv_to_torch, _conv_to_jax),
+        _Rule("bias", "bias", _same, _same),
+    ),
+    nnx.ConvTranspose: (
+        _Rule("weight", "kernel", _conv_to_torch, _conv_to_jax),
+        _Rule("bias", "bias", _same, _same),
+    ),
+    models.BatchNorm: (
+        _Rule("weight", "scale", _same, _same),
+        _Rule("bias", "bias", _same, _same),
+        _Rule("running_mean", "mean", _same, _same),
+        _Rule("running_var", "var", _same, _same),
+        _Rule("num_batches_tracked", "num_batches_tracked", _count_to_torch, _count_to_jax),
+    ),
+}
+
+# JAX attribute name -> torch attribute name, where they cannot be the same.
+_RENAMES = {
+    "decode_layer": "decode",  # ManningAE: an NNX attribute `decode` would shadow decode()
+}
+
+# family -> {torch Linear name: "in" (reads a flattened conv map) | "out" (feeds an unflatten)}
+_FLATTEN_BOUNDARY: dict[str, dict[str, str]] = {
+    "glasses_vae": {"encoder.linear1": "in", "decoder.decoder_lin.2": "out"},
+    "conv_vae": {"fc_mean": "in", "fc_logvar": "in", "decoder_fc": "out"},
+    "resnet_vae": {"fc_mean": "in", "fc_logvar": "in", "decoder_fc": "out"},
+}
+
+
+def _boundary_rules(side: str, chw: tuple[int, int, int]) -> tuple[_Rule, _Rule]:
+    """Linear rules with the (C, H, W) <-> (H, W, C) feature permutation folded in."""
+    c, h, w = chw
+    n = c * h * w
+    if side == "in":
+        # torch weight (out, C*H*W) <-> kernel (H*W*C, out): permute the input features
+        def w_to_jax(wt):
+            return wt.reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(n, -1)
+
+        def k_to_torch(k):
+            return k.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(-1, n)
+
+        return (_Rule("weight", "kernel", k_to_torch, w_to_jax), _Rule("bias", "bias", _same, _same))
+
+    # side == "out": torch weight (C*H*W, in) <-> kernel (in, H*W*C); bias (C*H*W,) <-> (H*W*C,)
+    def w_to_jax_out(wt):
+        return wt.reshape(c, h, w, -1).transpose(3, 1, 2, 0).reshape(-1, n)
+
+    def k_to_torch_out(k):
+        return k.reshape(-1, h, w, c).transpose(3, 1, 2, 0).reshape(n, -1)
+
+    def b_to_jax(b):
+        return b.reshape(c, h, w).transpose(1, 2, 0).reshape(n)
+
+    def b_to_torch(b):
+        return b.reshape(h, w, c).transpose(2, 0, 1).reshape(n)
+
+    return (_Rule("weight", "kernel", k_to_torch_out, w_to_jax_out),
+            _Rule("bias", "bias", b_to_torch, b_to_jax))
+
+
+# ---- walking a model ------------------------------------------------------------------------------
+
+def _torch_prefix(path: tuple) -> str:
+    """NNX module path -> torch module name: drop Sequential's `layers`, apply `_RENAMES`."""
+    parts: list[str] = []
+    for i, p in enumerate(path):
+        if p == "layers" and i + 1 < len(path) and isinstance(path[i + 1], int):
+            continue
+        parts.append(str(_RENAMES.get(p, p)) if isinstance(p, str) else str(p))
+    return ".".join(parts)
+
+
+class _Entry(NamedTuple):
+    var: nnx.Variable
+    rule: _Rule
+
+
+def _entries(model: nnx.Module) -> dict[str, _Entry]:
+    """canonical name -> (the NNX variable, its rule) for every variable of `model`."""
+    spec = getattr(model, "spec", None)
+    boundary = _FLATTEN_BOUNDARY.get(spec.family, {}) if spec is not None else {}
+    chw = presets.feature_shape(spec) if boundary else None
+    out: dict[str, _Entry] = {}
+    covered: set[tuple] = set()
+    for path, module in nnx.iter_modules(model):
+        rules = _LAYER_TABLE.get(type(module))
+        if rules is None:
+            continue
+        prefix = _torch_prefix(path)
+        if type(module) is nnx.Linear and prefix in boundary:
+            rules = _boundary_rules(boundary[prefix], chw)
+        for rule in rules:
+            var = getattr(module, rule.jax_attr, None)
+            if var is None:  # e.g. a Conv built with use_bias=False
+                continue
+            out[f"{prefix}.{rule.torch_leaf}"] = _Entry(var, rule)
+            covered.add(tuple(path) + (rule.jax_attr,))
+    # a layer type missing from _LAYER_TABLE must fail loudly, not be dropped from the export
+    for path, var in nnx.to_flat_state(nnx.state(model)):
+        if tuple(path) not in covered:
+            raise TypeError(
+                f"no conversion rule for variable {'.'.join(map(str, path))} "
+                f"({type(var).__name__}); add its layer type to jaxvae.convert._LAYER_TABLE"
+            )
+    return out
+
+
+def canonical_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    """canonical name -> shape (PyTorch layout) that `model` needs."""
+    return {
+        name: tuple(jax.eval_shape(e.rule.to_torch, jax.ShapeDtypeStruct(e.var.shape, e.var.dtype)).shape)
+        for name, e in _entries(model).items()
+    }
+
+
+# ---- public API -----------------------------------------------------------------------------------
+
+def to_canonical(model: nnx.Module) -> dict[str, np.ndarray]:
+    """The model's weights (params and BatchNorm stats) as canonical PyTorch-layout NumPy arrays.
+
+    Args:
+      model: a `jaxvae.models` model (any NNX module made of the table's layer types).
+    Returns:
+      dict name -> np.ndarray; float32 weights, int64 `num_batches_tracked` (torch's dtype), so
+      `torch_model.load_state_dict({k: torch.from_numpy(v) ...}, strict=True)` works.
+    """
+    return {
+        name: np.array(e.rule.to_torch(np.asarray(e.var.get_value())), order="C")
+        for name, e in _entries(model).items()
+    }
+
+
+def load_canonical_into(model: nnx.Module, weights: Mapping[str, np.ndarray]) -> nnx.Module:
+    """Overwrite every parameter and BatchNorm statistic of `model` (in place) from canonical weights.
+
+    Args:
+      model: the NNX model to fill.
+      weights: canonical name -> array (PyTorch layout); float arrays are cast to the model's
+        dtype (float32 in, float32 out is exact), `num_batches_tracked` to int32.
+    Returns:
+      `model`.
+    Raises:
+      WeightsMismatchError: missing or unexpected tensors or a shape mismatch (all named).
+    """
+    entries = _entries(model)
+    spec = getattr(model, "spec", None)
+    what = f"preset {spec.name!r} (jax)" if spec is not None else type(model).__name__
+    check_weights(canonical_shapes(model), weights, what=what)
+    for name, e in entries.items():
+        a = np.asarray(weights[name])
+        if np.issubdtype(e.var.dtype, np.integer):
+            if not np.issubdtype(a.dtype, np.integer):
+                raise WeightsMismatchError(f"{name}: expected an integer tensor, got {a.dtype}")
+            if a.size and (a.max() > np.iinfo(np.int32).max or a.min() < 0):
+                raise WeightsMismatchError(f"{name}: value {a} outside the int32 counter range")
+        elif not np.issubdtype(a.dtype, np.floating):
+            raise WeightsMismatchError(f"{name}: expected a floating tensor, got {a.dtype}")
+        # np.array copies: jnp.asarray may alias a NumPy buffer on CPU, and the caller's arrays can
+        # be views of live torch tensors (state_dict().numpy()) that torch later updates in place.
+        e.var.set_value(jnp.asarray(np.array(e.rule.to_jax(a), dtype=e.var.dtype, order="C")))
+    return model
+
+
+def from_canonical(model_or_name: nnx.Module | str, weights: Mapping[str, np.ndarray],
+                   **overrides: Any) -> nnx.Module:
+    """A model holding `weights`.
+
+    Args:
+      model_or_name: a model to fill in place, or a preset name to build (with `overrides`, e.g.
+        `image_size=64`; its init is skipped: every value comes from `weights`).
+      weights: canonical weights.
+    Returns:
+      The filled model (train mode, as built; call `.eval()` for inference with BatchNorm).
+    """
+    if isinstance(model_or_name, str):
+        # Abstract build (shapes only, no init compute), then every variable is set from weights;
+        # check_weights guarantees no variable stays abstract.
+        model = nnx.eval_shape(lambda: models.build_model(model_or_name, key=0, **overrides))
+        return load_canonical_into(model, weights)
+    if overrides:
+        raise TypeError("overrides apply only when building from a preset name")
+    return load_canonical_into(model_or_name, weights)

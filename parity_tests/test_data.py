@@ -1,0 +1,123 @@
+"""The data twins agree: the same source gives bit-identical images (JAX NHWC == torch NCHW
+transposed), equal labels (int32 vs int64) and the same DataInfo; same public API in both."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from jaxvae import data as jdata
+from torchvae import data as tdata
+from vaecommon import datasets
+from vaecommon.datasets_test import (fixture_arrays, make_idx_dir, make_image_folder,
+                                     needs_debian_fashion)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No network probes, no default IDX directories: only what a test creates is found."""
+    monkeypatch.setattr(datasets, "can_reach", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(datasets, "DEFAULT_DATA_DIRS", (str(tmp_path / "nowhere"),))
+
+
+def assert_twins_equal(jax_ds, torch_ds, *, same_info=True):
+    """Bit-identical images after NCHW -> NHWC (or equal flat rows), equal labels and info."""
+    j, t = np.asarray(jax_ds.images), torch_ds.images.numpy()
+    if t.ndim == 4:
+        t = t.transpose(0, 2, 3, 1)  # torch NCHW -> NHWC
+    assert j.dtype == t.dtype == np.float32 and j.shape == t.shape
+    assert j.tobytes() == t.tobytes()
+    assert str(jax_ds.labels.dtype) == "int32" and str(torch_ds.labels.dtype) == "torch.int64"
+    np.testing.assert_array_equal(np.asarray(jax_ds.labels), torch_ds.labels.numpy())
+    if same_info:
+        assert jax_ds.info == torch_ds.info
+
+
+def test_same_public_api():
+    assert jdata.__all__ == tdata.__all__
+    for name in jdata.__all__:
+        if name in ("load_dataset", "binarize"):
+            jp = inspect.signature(getattr(jdata, name)).parameters
+            tp = inspect.signature(getattr(tdata, name)).parameters
+            if name == "binarize":  # the randomness argument is each framework's own
+                assert list(jp) == ["images", "key"] and list(tp) == ["images", "generator"]
+                continue
+            assert [(p.name, p.kind, p.default) for p in jp.values()] == \
+                   [(p.name, p.kind, p.default) for p in tp.values()]
+        else:  # constants and types are shared from vaecommon
+            assert getattr(jdata, name) is getattr(tdata, name)
+    assert "Twin: `torchvae.data`" in jdata.__doc__ and "Twin: `jaxvae.data`" in tdata.__doc__
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("binarization", ["none", "static"])
+def test_idx_fixture(tmp_path, split, binarization):
+    make_idx_dir(tmp_path)
+    kw = dict(data_dir=tmp_path, binarization=binarization)
+    assert_twins_equal(jdata.load_dataset("mnist", split, **kw),
+                       tdata.load_dataset("mnist", split, **kw))
+    # C = 1: the NHWC and NCHW flattenings are the same order
+    assert_twins_equal(jdata.load_dataset("mnist", split, flatten=True, **kw),
+                       tdata.load_dataset("mnist", split, flatten=True, **kw))
+
+
+@pytest.mark.parametrize("binarization", ["none", "static"])
+def test_mnist5k(binarization):
+    j = jdata.load_dataset("mnist5k", "train", binarization=binarization)
+    assert_twins_equal(j, tdata.load_dataset("mnist5k", "train", binarization=binarization))
+    assert j.info.n == 4000
+
+
+def test_mnist_fallback(tmp_path):
+    with pytest.warns(datasets.DataWarning):
+        j = jdata.load_dataset("mnist", "test", data_dir=tmp_path, limit=50)
+    with pytest.warns(datasets.DataWarning):
+        t = tdata.load_dataset("mnist", "test", data_dir=tmp_path, limit=50)
+    # the warning names each framework's library, so only the arrays and the source agree
+    assert_twins_equal(j, t, same_info=False)
+    assert j.info[:5] == t.info[:5] == (j.info.dataset, "embedded", j.info.path, "test", 50)
+
+
+@needs_debian_fashion
+def test_real_debian_fashion_mnist(monkeypatch):
+    monkeypatch.setattr(datasets, "DEFAULT_DATA_DIRS", ("/usr/share/datasets",))
+    assert_twins_equal(jdata.load_dataset("fashion_mnist", "test", binarization="static"),
+                       tdata.load_dataset("fashion_mnist", "test", binarization="static"))
+
+
+def test_image_folder_rgb(tmp_path):
+    root = make_image_folder(tmp_path / "faces", sizes=[(30, 20), (20, 30), (25, 25)] * 2)
+    for split in ("train", "test"):
+        kw = dict(data_dir=root, image_size=16)
+        j = jdata.load_dataset("image_folder", split, **kw)
+        t = tdata.load_dataset("image_folder", split, **kw)
+        assert j.images.shape[1:] == (16, 16, 3) and t.images.shape[1:] == (3, 16, 16)
+        assert_twins_equal(j, t)
+    # C = 3: flat rows differ in order, (H, W, C) vs (C, H, W)
+    jf = np.asarray(jdata.load_dataset("image_folder", "train", flatten=True, **kw).images)
+    tf = tdata.load_dataset("image_folder", "train", flatten=True, **kw).images.numpy()
+    np.testing.assert_array_equal(jf.reshape(-1, 16, 16, 3),
+                                  tf.reshape(-1, 3, 16, 16).transpose(0, 2, 3, 1))
+
+
+def test_libraries_agree_on_the_same_digits(tmp_path, monkeypatch):
+    # tfds (mock_data serving the fixture, "online" so its no-op download runs) and torchvision
+    # (the same fixture as real files in <root>/MNIST/raw) give the same arrays
+    make_idx_dir(tmp_path / "MNIST" / "raw", gz=False)
+
+    def fixture_source(builder, split, **kwargs):
+        images, labels = fixture_arrays(split)
+        return [{"image": im[..., None], "label": np.int64(y)} for im, y in zip(images, labels)]
+
+    monkeypatch.setattr(datasets, "can_reach", lambda url, timeout=3.0: True)
+    for split in ("train", "test"):
+        t = tdata.load_dataset("mnist", split, source="library", data_dir=tmp_path,
+                               binarization="static")
+        with tfds.testing.mock_data(as_data_source_fn=fixture_source):
+            j = jdata.load_dataset("mnist", split, source="library", data_dir=tmp_path,
+                                   binarization="static")
+        assert_twins_equal(j, t, same_info=False)
+        assert (j.info.note, t.info.note) == ("tfds mnist 3.0.1", "torchvision MNIST")

@@ -1,0 +1,672 @@
+"""jaxvae.losses and torchvae.losses, each against the float64 oracle: values and gradients.
+
+Every check compares ONE framework (float32) with `oracle.py` (float64 NumPy): never one
+framework with the other. Gradients: jax.grad / torch.autograd against central finite
+differences of the oracle. Inputs are drawn in float64, rounded to float32 once, and that same
+float32 input goes to the oracle, so input rounding is not counted as error.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxvae import losses as jl
+from parity_tests import oracle
+from parity_tests.asserts import TOL, assert_close
+from torchvae import losses as tl
+
+FRAMEWORKS = ("jax", "torch")
+LIB = {"jax": jl, "torch": tl}
+
+
+class ModelOutput(NamedTuple):
+    """Stand-in for models.ModelOutput (same fields); the losses use attribute access only."""
+
+    logits: Any
+    mean: Any
+    logvar: Any
+    z: Any
+
+
+# ---- framework adapters -------------------------------------------------------------------------
+
+
+def to_fw(fw: str, a):
+    if a is None:
+        return None
+    if fw == "jax":
+        return jnp.asarray(np.asarray(a, np.float32))
+    return torch.tensor(np.asarray(a, np.float32))
+
+
+def to_np(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy().astype(np.float64)
+    return np.asarray(a, np.float64)
+
+
+def value_and_grads(fw: str, f, args: list):
+    """(value, aux, grads) of scalar f(*args) in framework fw; args are NumPy float32 arrays.
+
+    f receives framework arrays and returns (scalar, aux dict). Unused args get zero grads.
+    """
+    if fw == "jax":
+        vg = jax.jit(jax.value_and_grad(f, argnums=tuple(range(len(args))), has_aux=True))
+        (v, aux), g = vg(*[to_fw(fw, a) for a in args])
+        return float(v), {k: to_np(t) for k, t in aux.items()}, [to_np(t) for t in g]
+    ts = [to_fw(fw, a).requires_grad_() for a in args]
+    v, aux = f(*ts)
+    g = torch.autograd.grad(v, ts, allow_unused=True)
+    g = [torch.zeros_like(t) if gi is None else gi for gi, t in zip(g, ts)]
+    return float(v), {k: to_np(t) for k, t in aux.items()}, [to_np(t) for t in g]
+
+
+def linear_decoder(fw: str, w: np.ndarray, b: np.ndarray):
+    """z (N, D) -> z W + b, in framework fw (elementwise products: no matmul precision flags)."""
+    if fw == "oracle":
+        return lambda z: np.asarray(z, np.float64) @ w.astype(np.float64) + b.astype(np.float64)
+    w_, b_ = to_fw(fw, w), to_fw(fw, b)
+    return lambda z: (z[:, :, None] * w_[None]).sum(1) + b_
+
+
+def f32(a):
+    return np.asarray(a, np.float32)
+
+
+def seeded(name: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(name.encode()))
+
+
+# ---- registries ---------------------------------------------------------------------------------
+
+
+def test_registries_and_public_names_match():
+    assert list(jl.__all__) == list(tl.__all__), "public names (and their order) differ"
+    for name in jl.__all__:
+        assert hasattr(jl, name) and hasattr(tl, name), name
+    assert sorted(jl.OBJECTIVES) == sorted(tl.OBJECTIVES) == sorted(oracle.OBJECTIVES)
+    assert sorted(jl.RECONSTRUCTION) == sorted(tl.RECONSTRUCTION) == sorted(oracle.RECONSTRUCTION)
+    for name in jl.RECONSTRUCTION:
+        assert jl.RECONSTRUCTION[name][1] == tl.RECONSTRUCTION[name][1] == oracle.RECONSTRUCTION[name][1]
+    assert jl.__doc__ and "torchvae/losses.py" in jl.__doc__
+    assert tl.__doc__ and "jaxvae/losses.py" in tl.__doc__
+
+
+# ---- reconstruction terms -----------------------------------------------------------------------
+
+B, P, D = 4, 6, 3  # x is (B, 2, 3): the terms reshape it to the logits' (B, 6)
+
+# Parameters a term needs in these tests (default: none). A new term is picked up from the
+# registry automatically; give it parameters here if it needs any.
+RECON_PARAMS = {
+    "gaussian": {"sigma": 0.3},
+    "gaussian_learned": {"log_sigma": f32(seeded("log_sigma").normal(size=(P,)) * 0.3)},
+}
+RECON_CASES = [(name, RECON_PARAMS.get(name, {})) for name in sorted(jl.RECONSTRUCTION)] + [
+    ("gaussian_learned", {"log_sigma": np.float32(-0.7)}),
+    ("gaussian_calibrated", {"calibration": "example"}),
+]
+RECON_IDS = [f"{n}-{'-'.join(p)}" if p else n for n, p in RECON_CASES]
+
+
+@functools.lru_cache(maxsize=None)
+def recon_case(idx: int):
+    name, params = RECON_CASES[idx]
+    rng = seeded(RECON_IDS[idx])
+    x = f32(rng.uniform(size=(B, 2, 3)))
+    logits = f32(rng.normal(size=(B, P)) * 2.0)
+    arr_params = {k: v for k, v in params.items() if isinstance(v, np.ndarray | np.floating)}
+    static = {k: v for k, v in params.items() if k not in arr_params}
+    keys = list(arr_params)
+
+    def f_oracle(lg, *ps):
+        return float(np.sum(oracle.reconstruction_nll(x, lg, name, **static, **dict(zip(keys, ps)))))
+
+    args = [logits] + [np.asarray(arr_params[k]) for k in keys]
+    per_example = oracle.reconstruction_nll(x, logits, name, **params)
+    return x, args, keys, static, per_example, oracle.numerical_grad(f_oracle, args)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("idx", range(len(RECON_CASES)), ids=RECON_IDS)
+def test_reconstruction_vs_oracle(fw, idx):
+    name = RECON_CASES[idx][0]
+    x, args, keys, static, want, want_grads = recon_case(idx)
+    lib = LIB[fw]
+    xf = to_fw(fw, x)
+
+    def f(lg, *ps):
+        per = lib.reconstruction_nll(xf, lg, name, **static, **dict(zip(keys, ps)))
+        return per.sum(), {"per_example": per}
+
+    _, aux, grads = value_and_grads(fw, f, args)
+    assert_close(aux["per_example"], want, name=f"{fw}:{name}", **TOL["per_example_loss"])
+    for g, w, arg in zip(grads, want_grads, ["logits"] + keys):
+        assert_close(g, w, name=f"{fw}:d{name}/d{arg}", **TOL["gradients"])
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_bce_probs_reproduces_torch_backward(fw):
+    """bce_probs's gradient w.r.t. p is PyTorch's (p - x) / max(p(1-p), 1e-12), even where it is
+    not the derivative of the clamped forward (p = 0, 1, or p(1-p) < 1e-12)."""
+    p = f32([[0.0, 1e-30, 1e-13, 0.3, 0.5, 1 - 1e-7, 1.0, 0.9]])
+    for xv in (0.0, 1.0, 0.25):
+        x = np.full_like(p, xv)
+        _, aux, (g,) = value_and_grads(
+            fw, lambda pp: (LIB[fw].bce_probs(to_fw(fw, x), pp).sum(), {"v": LIB[fw].bce_probs(to_fw(fw, x), pp)}), [p]
+        )
+        assert_close(aux["v"], oracle.bce_probs(x, p), name=f"{fw}:bce_probs(x={xv})",
+                     **TOL["per_example_loss"])
+        assert_close(g, oracle.bce_probs_grad_torch_rule(x, p), name=f"{fw}:bce_probs grad (x={xv})",
+                     **TOL["gradients"])
+
+
+# ---- Gaussian latents ---------------------------------------------------------------------------
+
+
+def latent_case(name: str, n_samples: int = 0):
+    rng = seeded(name)
+    mean = f32(rng.normal(size=(B, D)) * 1.5)
+    logvar = f32(rng.normal(size=(B, D)))
+    eps = f32(rng.normal(size=(n_samples, B, D) if n_samples else (B, D)))
+    return mean, logvar, eps
+
+
+EXP = {jl: jnp.exp, tl: torch.exp}
+LATENT_FNS = {
+    # name: (library call on (mean, logvar, eps), oracle call)
+    "kl_normal": (lambda L, m, lv, e: L.kl_normal(m, lv), lambda m, lv, e: oracle.kl_normal(m, lv)),
+    "kl_normal_per_dim": (lambda L, m, lv, e: L.kl_normal_per_dim(m, lv),
+                          lambda m, lv, e: oracle.kl_normal_per_dim(m, lv)),
+    # std = exp(logvar / 2) so the book's std form is compared with the log-variance truth.
+    "kl_normal_std": (lambda L, m, lv, e: L.kl_normal_std(m, EXP[L](0.5 * lv)),
+                      lambda m, lv, e: oracle.kl_normal(m, lv)),
+    "reparameterize": (lambda L, m, lv, e: L.reparameterize(m, lv, e),
+                       lambda m, lv, e: oracle.reparameterize(m, lv, e)),
+    "log_normal_pdf": (lambda L, m, lv, e: L.log_normal_pdf(e, m, lv),
+                       lambda m, lv, e: oracle.log_normal_pdf(e, m, lv)),
+    "kl_monte_carlo": (lambda L, m, lv, e: L.kl_monte_carlo(L.reparameterize(m, lv, e), m, lv),
+                       lambda m, lv, e: oracle.kl_monte_carlo(oracle.reparameterize(m, lv, e), m, lv)),
+}
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("name", sorted(LATENT_FNS))
+def test_latent_functions_vs_oracle(fw, name):
+    lib_fn, oracle_fn = LATENT_FNS[name]
+    # kl_monte_carlo gets leading sample axes (S, B, D); the others one sample (B, D).
+    mean, logvar, eps = latent_case(name, n_samples=3 if name == "kl_monte_carlo" else 0)
+
+    def f(m, lv, e):
+        v = lib_fn(LIB[fw], m, lv, e)
+        return v.sum(), {"v": v}
+
+    _, aux, grads = value_and_grads(fw, f, [mean, logvar, eps])
+    assert_close(aux["v"], oracle_fn(mean, logvar, eps), name=f"{fw}:{name}", **TOL["per_example_loss"])
+    want = oracle.numerical_grad(lambda m, lv, e: float(np.sum(oracle_fn(m, lv, e))), [mean, logvar, eps])
+    for g, w, arg in zip(grads, want, ("mean", "logvar", "eps")):
+        assert_close(g, w, name=f"{fw}:d{name}/d{arg}", **TOL["gradients"])
+
+
+# ---- estimators ---------------------------------------------------------------------------------
+
+ESTIMATORS = ("log_importance_weights", "importance_sampled_log_likelihood", "importance_sampled_nll")
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_estimators_vs_oracle(fw, name, likelihood):
+    rng = seeded(f"{name}-{likelihood}")
+    x = f32(rng.uniform(size=(B, 2, 3)))
+    mean, logvar = f32(rng.normal(size=(B, D))), f32(rng.normal(size=(B, D)) * 0.5)
+    eps = f32(rng.normal(size=(7, B, D)))
+    w, b = f32(rng.normal(size=(D, P))), f32(rng.normal(size=(P,)))
+    dec_o = linear_decoder("oracle", w, b)
+    dec = linear_decoder(fw, w, b)
+    xf, ef = to_fw(fw, x), to_fw(fw, eps)
+
+    def f(m, lv):
+        v = getattr(LIB[fw], name)(xf, m, lv, ef, dec, likelihood)
+        return v.sum(), {"v": v}
+
+    _, aux, grads = value_and_grads(fw, f, [mean, logvar])
+    o = functools.partial(getattr(oracle, name), x, eps=eps, decode=dec_o, likelihood=likelihood)
+    assert_close(aux["v"], o(mean=mean, logvar=logvar), name=f"{fw}:{name}", **TOL["per_example_loss"])
+    want = oracle.numerical_grad(lambda m, lv: float(np.sum(o(mean=m, logvar=lv))), [mean, logvar])
+    for g, wg, arg in zip(grads, want, ("mean", "logvar")):
+        assert_close(g, wg, name=f"{fw}:d{name}/d{arg}", **TOL["gradients"])
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_elbo_terms_and_bits_per_dim_vs_oracle(fw):
+    rng = seeded("elbo_terms")
+    x = f32(rng.uniform(size=(B, 2, 3)))
+    out = ModelOutput(f32(rng.normal(size=(B, P))), f32(rng.normal(size=(B, D))),
+                      f32(rng.normal(size=(B, D))), None)
+    got = LIB[fw].elbo_terms(to_fw(fw, x), ModelOutput(*[to_fw(fw, a) for a in out]), "bernoulli")
+    want = oracle.elbo_terms(x, out, "bernoulli")
+    assert sorted(got) == sorted(want) == ["kl", "loss", "recon"]
+    for k in want:
+        assert_close(got[k], want[k], name=f"{fw}:elbo_terms[{k}]", **TOL["per_example_loss"])
+    bpd = LIB[fw].bits_per_dim(got["loss"], P)
+    assert_close(bpd, oracle.bits_per_dim(want["loss"], P), name=f"{fw}:bits_per_dim",
+                 **TOL["per_example_loss"])
+
+
+# ---- objectives ---------------------------------------------------------------------------------
+
+STEP = 30
+# Parameters per objective for these tests (default: none); a new objective is picked up from
+# the registry automatically. Steps put every schedule mid-ramp (warm-up 0.3, cyclical 0.6,
+# capacity 15 nats, far from the KL so |KL - C| is differentiable).
+OBJ_PARAMS = {
+    "kl_warmup": {"warmup_steps": 100},
+    "cyclical": {"cycle_steps": 100, "ratio": 0.5},
+    "capacity": {"gamma": 100.0, "c_max": 50.0, "c_steps": 100},
+    "beta_tcvae": {"dataset_size": 1000},
+    "iwae": {"k": 5},
+}
+OBJ_CASES = [(name, "bernoulli", OBJ_PARAMS.get(name, {})) for name in sorted(jl.OBJECTIVES)] + [
+    ("beta_tcvae", "bernoulli", {"dataset_size": 1000, "sampling": "mss"}),
+    ("info_vae", "bernoulli", {"kernel": "imq", "alpha": 0.5, "lam": 10.0, "kernel_scale": 3.0}),
+    ("iwae", "gaussian_calibrated", {"calibration": "example"}),
+    ("reconstruction", "mse_mean", {"autoencoder": True}),
+    ("beta_vae", "gaussian_learned", {"beta": 0.5, "log_sigma": np.float32(-1.0)}),
+] + [("elbo", lik, RECON_PARAMS.get(lik, {})) for lik in sorted(jl.RECONSTRUCTION) if lik != "bernoulli"]
+OBJ_IDS = [f"{o}-{lik}" + "".join(f"-{k}" for k in sorted(p) if k not in OBJ_PARAMS.get(o, {}))
+           for o, lik, p in OBJ_CASES]
+
+
+@functools.lru_cache(maxsize=None)
+def objective_case(idx: int):
+    name, likelihood, params = OBJ_CASES[idx]
+    params = dict(params)
+    ae = params.pop("autoencoder", False)
+    rng = seeded(OBJ_IDS[idx])
+    x = f32(rng.uniform(size=(B, 2, 3)))
+    logits = f32(rng.normal(size=(B, P)) * 2.0)
+    mean = f32(rng.normal(size=(B, D)))
+    logvar = f32(rng.normal(size=(B, D)) * 0.5)
+    z = f32(mean + np.exp(0.5 * logvar) * rng.normal(size=(B, D)))
+    w, b = f32(rng.normal(size=(D, P)) * 0.7), f32(rng.normal(size=(P,)) * 0.3)
+    eps = {"iwae": f32(rng.normal(size=(5, B, D))), "info_vae": f32(rng.normal(size=(6, D)))}.get(name)
+    if name == "free_bits":
+        # lam in the widest gap between the per-dimension batch-mean KLs: max() is smooth there.
+        kls = np.sort(np.concatenate([[0.0], oracle.kl_normal_per_dim(mean, logvar).mean(0)]))
+        i = int(np.argmax(np.diff(kls)))
+        params["lam"] = float(np.float32((kls[i] + kls[i + 1]) / 2))
+    dec_o = linear_decoder("oracle", w, b)
+
+    def f_oracle(lg, m, lv, zz):
+        out = ModelOutput(lg, None if ae else m, None if ae else lv, None if ae else zz)
+        return oracle.OBJECTIVES[name](x, out, likelihood=likelihood, step=STEP, decode=dec_o,
+                                       eps=eps, **params)
+
+    args = [logits, mean, logvar, z]
+    loss, terms = f_oracle(*args)
+    grads = oracle.numerical_grad(lambda *a: f_oracle(*a)[0], args)
+    return dict(x=x, args=args, w=w, b=b, eps=eps, params=params, ae=ae, terms=terms, grads=grads)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("idx", range(len(OBJ_CASES)), ids=OBJ_IDS)
+def test_objective_vs_oracle(fw, idx):
+    name, likelihood, _ = OBJ_CASES[idx]
+    c = objective_case(idx)
+    lib = LIB[fw]
+    xf, ef, dec = to_fw(fw, c["x"]), to_fw(fw, c["eps"]), linear_decoder(fw, c["w"], c["b"])
+    params = {k: to_fw(fw, v) if isinstance(v, np.ndarray | np.floating) else v
+              for k, v in c["params"].items()}
+
+    def f(lg, m, lv, zz):
+        out = ModelOutput(lg, m, lv, zz) if not c["ae"] else ModelOutput(lg, m, None, m)
+        loss, terms = lib.OBJECTIVES[name](xf, out, likelihood=likelihood, step=STEP, decode=dec,
+                                           eps=ef, **params)
+        return loss, terms
+
+    loss, terms, grads = value_and_grads(fw, f, c["args"])
+    assert sorted(terms) == sorted(c["terms"]), "term keys differ from the oracle's"
+    assert {"loss", "recon", "kl"} <= set(terms)
+    assert_close(loss, c["terms"]["loss"], name=f"{fw}:{name} loss", **TOL["per_example_loss"])
+    for k, want in c["terms"].items():
+        assert_close(terms[k], want, name=f"{fw}:{name} terms[{k}]", **TOL["per_example_loss"])
+    want_grads = c["grads"] if not c["ae"] else [c["grads"][0], 0 * c["grads"][1], 0 * c["grads"][2], 0 * c["grads"][3]]
+    for g, want, arg in zip(grads, want_grads, ("logits", "mean", "logvar", "z")):
+        assert_close(g, want, name=f"{fw}:d{name}/d{arg}", **TOL["gradients"])
+
+
+def test_every_objective_has_a_case():
+    assert {o for o, _, _ in OBJ_CASES} == set(oracle.OBJECTIVES) == set(jl.OBJECTIVES)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_schedules_vs_oracle(fw):
+    lib = LIB[fw]
+    for step in (0, 1, 17, 50, 99, 100, 101, 250, 399, 400, 1000):
+        assert_close(lib.warmup_beta(step, 100), oracle.warmup_beta(step, 100),
+                     name=f"{fw}:warmup_beta({step})", rtol=1e-6, atol=0)
+        assert_close(lib.cyclical_beta(step, total_steps=400, n_cycles=4, ratio=0.5),
+                     oracle.cyclical_beta(step, total_steps=400, n_cycles=4, ratio=0.5),
+                     name=f"{fw}:cyclical_beta({step})", rtol=1e-6, atol=0)
+        assert_close(lib.capacity_schedule(step, 25.0, 400), oracle.capacity_schedule(step, 25.0, 400),
+                     name=f"{fw}:capacity_schedule({step})", rtol=1e-6, atol=0)
+    assert float(lib.warmup_beta(5, 0)) == 1.0 and float(lib.capacity_schedule(5, 3.0, 0)) == 3.0
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_mss_weights_vs_oracle(fw):
+    for b, n in ((2, 10), (5, 60000), (7, 7)):
+        assert_close(LIB[fw].log_importance_weight_matrix(b, n), oracle.log_importance_weight_matrix(b, n),
+                     name=f"{fw}:log_importance_weight_matrix({b},{n})", rtol=1e-6, atol=0)
+
+
+# ---- hand goldens and extremes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_hand_goldens(fw):
+    lib = LIB[fw]
+    x = to_fw(fw, seeded("golden").uniform(size=(3, 5)))
+    zeros = to_fw(fw, np.zeros((3, 5)))
+    ln2 = math.log(2.0)
+    # logit 0 -> p = 1/2 -> ln 2 per pixel, whatever x is.
+    assert_close(lib.bernoulli(x, zeros), np.full(3, 5 * ln2), name="bernoulli(l=0)", rtol=1e-6, atol=0)
+    assert_close(lib.bce_probs(x, zeros + 0.5), np.full(3, 5 * ln2), name="bce(p=.5)", rtol=1e-6, atol=0)
+    # Continuous Bernoulli with logit 0 is the uniform density on [0, 1]: NLL 0.
+    assert_close(lib.continuous_bernoulli(x, zeros), np.zeros(3), name="cb(l=0)", rtol=0, atol=1e-6)
+    # KL: mu=0, logvar=0 -> 0; mu=1, logvar=0 -> 1/2 per latent dimension.
+    assert_close(lib.kl_normal(zeros, zeros), np.zeros(3), name="kl(0,0)", rtol=0, atol=0)
+    assert_close(lib.kl_normal(zeros + 1.0, zeros), np.full(3, 2.5), name="kl(1,0)", rtol=1e-7, atol=0)
+    assert_close(lib.kl_normal_std(zeros + 1.0, zeros + 1.0), np.full(3, 2.5), name="kl_std(1,1)",
+                 rtol=1e-7, atol=0)
+    assert_close(lib.bits_per_dim(784 * ln2, 784), 1.0, name="bits_per_dim", rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("big", [1e4, 1e9])
+def test_extreme_logits(fw, big):
+    """Logits of +-1e4 / +-1e9: finite values equal to the oracle, finite gradients."""
+    lib = LIB[fw]
+    logits = f32([[big, -big, big, -big, 0.5, -3.0]])
+    x = f32([[1.0, 0.0, 0.0, 1.0, 0.3, 0.7]])
+    for name in sorted(lib.RECONSTRUCTION):
+        params = {k: to_fw(fw, v) if isinstance(v, np.ndarray) else v for k, v in RECON_PARAMS.get(name, {}).items()}
+
+        def f(lg):
+            v = lib.reconstruction_nll(to_fw(fw, x), lg, name, **params)
+            return v.sum(), {"v": v}
+
+        _, aux, (g,) = value_and_grads(fw, f, [logits])
+        assert np.all(np.isfinite(aux["v"])) and np.all(np.isfinite(g)), (name, aux["v"], g)
+        want = oracle.reconstruction_nll(x, logits, name, **RECON_PARAMS.get(name, {}))
+        assert_close(aux["v"], want, name=f"{fw}:{name}(+-{big:g})", **TOL["per_example_loss"])
+
+
+EXTREME_LOGVAR = {"dip_vae_ii": 40.0}  # exp(50)^2 = 2.7e43 exceeds float32: the true value is inf
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("name", sorted(jl.OBJECTIVES))
+def test_objectives_finite_at_extremes(fw, name):
+    """logvar +-50 (and logits +-1e4): finite loss, terms and gradients for every objective."""
+    lib = LIB[fw]
+    c = objective_case(OBJ_IDS.index(f"{name}-bernoulli"))
+    lv_big = EXTREME_LOGVAR.get(name, 50.0)
+    logits = f32(np.tile([1e4, -1e4, 0.0], (B, 2)))
+    logvar = f32(np.tile([lv_big, -lv_big, 0.0], (B, 1)))
+    mean, z = c["args"][1], c["args"][3]
+    params = dict(c["params"])
+
+    def f(lg, m, lv, zz):
+        return lib.OBJECTIVES[name](to_fw(fw, c["x"]), ModelOutput(lg, m, lv, zz), likelihood="bernoulli",
+                                    step=STEP, decode=linear_decoder(fw, c["w"], c["b"]),
+                                    eps=to_fw(fw, c["eps"]), **params)
+
+    loss, terms, grads = value_and_grads(fw, f, [logits, mean, logvar, z])
+    assert np.isfinite(loss), loss
+    assert all(np.all(np.isfinite(t)) for t in terms.values()), terms
+    assert all(np.all(np.isfinite(g)) for g in grads), grads
+    _, want = oracle.OBJECTIVES[name](c["x"], ModelOutput(logits, mean, logvar, z), likelihood="bernoulli",
+                                      step=STEP, decode=linear_decoder("oracle", c["w"], c["b"]),
+                                      eps=c["eps"], **params)
+    for k in ("loss", "recon", "kl"):
+        assert_close(terms[k], want[k], name=f"{fw}:{name} extreme {k}", **TOL["per_example_loss"])
+
+
+# ---- continuous Bernoulli: the oracle's own truth, then both frameworks near the switch ---------
+
+
+def test_oracle_continuous_bernoulli_is_a_normalised_density():
+    # logit form == the paper's lambda form where the latter is accurate in float64
+    l = np.array([-30.0, -5.0, -0.3, -1e-3, 1e-3, 0.1, 2.0, 30.0])
+    lam = 1.0 / (1.0 + np.exp(-l))
+    np.testing.assert_allclose(oracle.continuous_bernoulli_log_norm(l),
+                               oracle.continuous_bernoulli_log_norm_lambda(lam), rtol=1e-9)
+    # integral over x in [0, 1] of exp(-NLL) = 1 (Gauss-Legendre, exact to float64 here)
+    nodes, weights = np.polynomial.legendre.leggauss(200)
+    xs = (nodes + 1.0) / 2.0
+    for logit in (-50.0, -4.0, -0.1, -1e-5, 0.0, 0.05, 0.1, 3.0, 20.0):
+        dens = np.exp(-oracle.continuous_bernoulli(xs[:, None], np.full((200, 1), logit)))
+        assert abs(np.sum(weights * dens) / 2.0 - 1.0) < 1e-9, logit
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_continuous_bernoulli_log_norm_near_the_taylor_switch(fw):
+    l = f32(np.concatenate([np.linspace(-0.2, 0.2, 81), [0.0999999, 0.1, 0.1000001, -0.1, 1e-7, -1e-30]]))
+    got = to_np(LIB[fw].continuous_bernoulli_log_norm(to_fw(fw, l)))
+    assert_close(got, oracle.continuous_bernoulli_log_norm(l), name=f"{fw}:cb_log_norm near 0",
+                 rtol=2e-7, atol=0)
+
+
+# ---- hypothesis: elementwise terms over wide input ranges ---------------------------------------
+
+N_HYP = 8
+_wide = st.lists(st.floats(-1e4, 1e4, width=32), min_size=N_HYP, max_size=N_HYP)
+_unit = st.lists(st.floats(0.0, 1.0, width=32), min_size=N_HYP, max_size=N_HYP)
+
+
+@settings(max_examples=40, deadline=None)
+@given(logits=_wide, x=_unit)
+def test_property_bernoulli_terms_vs_oracle(logits, x):
+    lg, xx = f32([logits]).T, f32([x]).T  # (8, 1): one pixel per example
+    for fw in FRAMEWORKS:
+        for name in ("bernoulli", "continuous_bernoulli"):
+            got = getattr(LIB[fw], name)(to_fw(fw, xx), to_fw(fw, lg))
+            # atol: x * l is rounded to float32 inside the frameworks (|l| up to 1e4 -> ~1e-3)
+            assert_close(got, getattr(oracle, name)(xx, lg), name=f"{fw}:{name}", rtol=1e-6,
+                         atol=1e-6 * float(np.max(np.abs(lg))) + 1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mean=st.lists(st.floats(-20, 20, width=32), min_size=N_HYP, max_size=N_HYP),
+       logvar=st.lists(st.floats(-50, 50, width=32), min_size=N_HYP, max_size=N_HYP))
+def test_property_kl_vs_oracle(mean, logvar):
+    m, lv = f32([mean]), f32([logvar])
+    want = oracle.kl_normal_per_dim(m, lv)
+    assert np.all(want >= 0)
+    for fw in FRAMEWORKS:
+        got = LIB[fw].kl_normal_per_dim(to_fw(fw, m), to_fw(fw, lv))
+        assert_close(got, want, name=f"{fw}:kl_normal_per_dim", rtol=1e-6, atol=1e-6)
+
+
+# ---- estimators vs a model with a closed-form likelihood ----------------------------------------
+
+
+def linear_gaussian_model(rng, *, p=5, d=2, s=0.5, orthogonal=False):
+    w = rng.normal(size=(p, d))
+    if orthogonal:  # W^T W diagonal -> the exact posterior is mean-field
+        q, _ = np.linalg.qr(w)
+        w = q * np.array([1.5, 0.7])[:d]
+    return f32(w), f32(rng.normal(size=(p,)) * 0.5), s
+
+
+def gaussian_identity_likelihood(fw, s):
+    # The decoder output is the Gaussian mean itself: pass it through as "logits" (no sigmoid).
+    if fw == "oracle":
+        return (functools.partial(oracle.gaussian, sigma=s), "logits")
+    return (functools.partial(LIB[fw].gaussian, sigma=s), "logits")
+
+
+def iw_log_likelihood(fw, x, mean, logvar, eps, w, b, s):
+    dec = linear_decoder(fw, w.T, b)  # z (N, d) -> z W^T + b
+    lik = gaussian_identity_likelihood(fw, s)
+    return to_np(LIB[fw].importance_sampled_log_likelihood(
+        to_fw(fw, x), to_fw(fw, mean), to_fw(fw, logvar), to_fw(fw, eps), dec, lik))
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_importance_sampling_exact_with_exact_posterior(fw):
+    """q(z|x) = p(z|x) makes every weight equal to p(x): the estimate is exact for any k."""
+    rng = seeded("exact-posterior")
+    w, b, s = linear_gaussian_model(rng, orthogonal=True)
+    x = f32(rng.normal(size=(6, 5)) + b)
+    m, cov = oracle.linear_gaussian_posterior(x, w, b, s)
+    assert np.allclose(cov, np.diag(np.diag(cov)), atol=1e-6)
+    logvar = np.tile(np.log(np.diag(cov)), (6, 1))
+    eps = rng.normal(size=(3, 6, 2))
+    got = iw_log_likelihood(fw, x, m, logvar, eps, w, b, s)
+    assert_close(got, oracle.linear_gaussian_log_px(x, w, b, s), name=f"{fw}:log p(x) exact q",
+                 rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_iwae_bound_increases_with_k_towards_log_px(fw):
+    """Mean-field q (the exact posterior is correlated), its mean shifted and variance inflated:
+    the k-sample bound rises with k in expectation and approaches log p(x) from below."""
+    rng = seeded("iwae-k")
+    w, b, s = linear_gaussian_model(rng)
+    n_x, reps = 4, 256  # each x replicated 256 times in the batch: the mean over replicates
+    x0 = f32(rng.normal(size=(n_x, 5)) * 0.5 + b)
+    m, cov = oracle.linear_gaussian_posterior(x0, w, b, s)
+    mean = f32(np.repeat(m + 0.3 * np.sqrt(np.diag(cov)), reps, axis=0))
+    logvar = f32(np.repeat(np.tile(np.log(1.5 * np.diag(cov)), (n_x, 1)), reps, axis=0))
+    x = np.repeat(x0, reps, axis=0)
+    log_px = oracle.linear_gaussian_log_px(x0, w, b, s)
+    ks = (1, 4, 16, 64, 256)
+    bounds = []
+    for k in ks:
+        eps = f32(rng.normal(size=(k, n_x * reps, 2)))
+        est = iw_log_likelihood(fw, x, mean, logvar, eps, w, b, s).reshape(n_x, reps)
+        bounds.append(est.mean(axis=1))  # (n_x,) expectation estimates
+    bounds = np.array(bounds)  # (len(ks), n_x)
+    gaps = log_px[None, :] - bounds
+    # monotone in expectation, with a margin, and the gap shrinks at least 2x per 16x samples
+    assert np.all(np.diff(bounds, axis=0) > 1e-3), bounds
+    assert np.all(gaps[-1] < 0.5 * gaps[2]), gaps
+    assert np.all(gaps[-1] < 0.01) and np.all(gaps[-1] > -0.005), gaps  # close to, not above
+    assert np.all(gaps[0] > 0.05), gaps  # k = 1 (the ELBO) is visibly below
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_kl_monte_carlo_converges_as_one_over_sqrt_n(fw):
+    rng = seeded("mc-kl")
+    mean, logvar = f32([[0.8, -1.2, 0.1]]), f32([[-0.5, 0.7, -2.0]])
+    exact = oracle.kl_normal(mean, logvar)[0]
+    reps, rms = 64, []
+    ns = (16, 256, 4096)
+    for n in ns:
+        eps = f32(rng.normal(size=(reps, n, 1, 3)))
+        lib = LIB[fw]
+        z = lib.reparameterize(to_fw(fw, mean), to_fw(fw, logvar), to_fw(fw, eps))
+        est = to_np(lib.kl_monte_carlo(z, to_fw(fw, mean), to_fw(fw, logvar))).mean(axis=1)[:, 0]
+        rms.append(np.sqrt(np.mean((est - exact) ** 2)))
+    ratios = np.array(rms[:-1]) / np.array(rms[1:])  # expected sqrt(16) = 4 each
+    assert np.all((ratios > 2.5) & (ratios < 6.5)), (rms, ratios)
+    assert rms[-1] < 0.05
+
+
+# ---- the source notes' mistakes ------------------------------------------------------------------
+
+
+def wrong_book_kl(mu, std):
+    """The flashcards' KL: -0.5 * sum(1 + std**2 - mu**2 - exp(std)) (std used as log-variance)."""
+    return -0.5 * np.sum(1.0 + std ** 2 - mu ** 2 - np.exp(std), axis=-1)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_mistake_wrong_book_kl(fw):
+    """The wrong KL disagrees with the closed form and with a Monte-Carlo estimate; the library's
+    std form agrees with both."""
+    rng = seeded("wrong-kl")
+    mu, std = f32([[0.2, 0.3], [0.0, 0.0]]), f32([[0.1, 0.1], [1.0, 1.0]])  # the card's example + N(0,1)
+    exact = oracle.kl_normal_std(mu, std)
+    eps = rng.normal(size=(200_000, 2, 2))
+    z = mu + std * eps
+    mc = oracle.kl_monte_carlo(z, mu, 2 * np.log(std))
+    mc_mean, mc_se = mc.mean(axis=0), mc.std(axis=0) / np.sqrt(len(mc))
+    lib_kl = to_np(LIB[fw].kl_normal_std(to_fw(fw, mu), to_fw(fw, std)))
+    assert np.all(np.abs(lib_kl - exact) < 1e-5)
+    assert np.all(np.abs(mc_mean - exact) < 4 * mc_se + 1e-9)
+    wrong = wrong_book_kl(mu.astype(np.float64), std.astype(np.float64))
+    assert np.all(np.abs(wrong - exact) > 0.3), (wrong, exact)  # q = N(0,1) even gets 0.36, not 0
+    assert np.all(np.abs(wrong - mc_mean) > 100 * mc_se)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_mistake_logvar_used_as_scale(fw):
+    """z = mu + logvar * eps (the leaky notebook) has variance logvar^2, not exp(logvar): at
+    logvar = 0 the posterior collapses to a point; the library's z = mu + exp(logvar/2) * eps
+    has the right variance and its Monte-Carlo KL matches the closed form."""
+    rng = seeded("logvar-scale")
+    lib = LIB[fw]
+    mean, logvar = f32([[0.5, -1.0, 0.0]]), f32([[0.0, -2.0, 1.0]])
+    eps = f32(rng.normal(size=(100_000, 1, 3)))
+    right = to_np(lib.reparameterize(to_fw(fw, mean), to_fw(fw, logvar), to_fw(fw, eps)))
+    wrong = mean + logvar * eps
+    np.testing.assert_allclose(right.var(axis=0)[0], np.exp(logvar[0]), rtol=0.02)
+    assert wrong.var(axis=0)[0, 0] == 0.0  # logvar = 0 -> no noise at all
+    np.testing.assert_allclose(wrong.var(axis=0)[0], logvar[0] ** 2, rtol=0.02)
+    assert np.all(np.abs(wrong.var(axis=0)[0] - np.exp(logvar[0])) > 0.2)
+    kl = oracle.kl_normal(mean, logvar)[0]
+    mc_right = to_np(lib.kl_monte_carlo(to_fw(fw, right), to_fw(fw, mean), to_fw(fw, logvar))).mean()
+    assert abs(mc_right - kl) < 0.02
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mc_wrong = oracle.kl_monte_carlo(wrong[:, :, 1:], mean[:, 1:], logvar[:, 1:]).mean()
+    assert abs(mc_wrong - oracle.kl_normal(mean[:, 1:], logvar[:, 1:])[0]) > 0.5
+
+
+def test_mistake_bce_on_raw_decoder_output():
+    """A decoder without its sigmoid fed to probability BCE: PyTorch raises for outputs outside
+    [0, 1], the JAX twin returns NaN (it cannot raise under jit), and raw outputs that happen to
+    lie in [0, 1] give silently wrong numbers (not the Bernoulli NLL of those logits)."""
+    raw = f32([[-0.3, 0.4, 1.7, 0.2]])
+    x = f32([[0.0, 1.0, 1.0, 0.0]])
+    with pytest.raises(RuntimeError, match="between 0 and 1"):
+        tl.bce_probs(torch.tensor(x), torch.tensor(raw))
+    assert np.isnan(to_np(jl.bce_probs(jnp.asarray(x), jnp.asarray(raw)))).all()
+    inside = f32([[0.3, 0.4, 0.9, 0.2]])
+    for fw in FRAMEWORKS:
+        as_probs = to_np(LIB[fw].bce_probs(to_fw(fw, x), to_fw(fw, inside)))
+        as_logits = to_np(LIB[fw].bernoulli(to_fw(fw, x), to_fw(fw, inside)))
+        assert np.isfinite(as_probs).all() and abs(as_probs - as_logits).max() > 0.3
+        # the registry routes "probs" terms through the sigmoid, so raw logits are always safe:
+        via_registry = to_np(LIB[fw].reconstruction_nll(to_fw(fw, x), to_fw(fw, raw), "bce_probs"))
+        assert_close(via_registry, oracle.bernoulli(x, raw), name=f"{fw}:bce_probs(sigmoid(raw))",
+                     **TOL["per_example_loss"])
+
+
+def test_mistake_mean_reduced_bce_plus_summed_kl():
+    """The flashcards' F.binary_cross_entropy(recon, x) (default: mean over batch AND pixels) +
+    a summed KL is beta-VAE with an implicit beta = B * D, divided by B * D."""
+    rng = seeded("mean-bce")
+    b, d = 8, 12
+    probs = torch.tensor(f32(rng.uniform(0.05, 0.95, size=(b, d))))
+    x = torch.tensor(f32(rng.uniform(size=(b, d))))
+    mu, logvar = torch.tensor(f32(rng.normal(size=(b, 2)))), torch.tensor(f32(rng.normal(size=(b, 2))))
+    notebook = F.binary_cross_entropy(probs, x) + (-0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()))
+    out = ModelOutput(torch.logit(probs.double()).float(), mu, logvar, mu)
+    implicit, _ = tl.beta_vae(x, out, likelihood="bce_probs", reduction="sum", beta=b * d)
+    assert_close(notebook, implicit / (b * d), name="notebook loss", rtol=1e-5, atol=0)

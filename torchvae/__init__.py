@@ -1,0 +1,1 @@
+"""torchvae: the PyTorch reference twin of `jaxvae` (same module and function names)."""

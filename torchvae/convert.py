@@ -1,0 +1,126 @@
+"""Canonical weights <-> PyTorch models. Twin: `jaxvae/convert.py`.
+
+Canonical weights are a flat `dict[str, np.ndarray]` in PyTorch `state_dict` naming and layout,
+so on this side the conversion is the identity (NumPy <-> torch, copies both ways). Every rename
+and transpose towards Flax lives in `jaxvae.convert`. `load_torch_file` reads a notebook's
+`torch.save` checkpoint safely (`weights_only=True`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from torchvae import models
+from vaecommon import presets
+from vaecommon.weights import WeightsFileError, WeightsMismatchError, check_weights
+
+__all__ = ["canonical_shapes", "to_canonical", "load_canonical_into", "from_canonical",
+           "load_torch_file"]
+
+
+def canonical_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """canonical name -> shape that `model` needs (its state_dict's)."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def to_canonical(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's `state_dict` as NumPy arrays (copies: later training does not change them).
+
+    Returns:
+      dict name -> np.ndarray (float32 weights, int64 `num_batches_tracked`).
+    """
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_canonical_into(model: nn.Module, weights: Mapping[str, np.ndarray]) -> nn.Module:
+    """Overwrite every parameter and buffer of `model` (in place) from canonical weights.
+
+    Args:
+      model: the torch model to fill.
+      weights: canonical name -> array; float arrays are cast to the model's dtype,
+        `num_batches_tracked` stays int64.
+    Returns:
+      `model`.
+    Raises:
+      WeightsMismatchError: missing or unexpected tensors or a shape mismatch (all named).
+    """
+    spec = getattr(model, "spec", None)
+    what = f"preset {spec.name!r} (torch)" if spec is not None else type(model).__name__
+    target = model.state_dict()
+    check_weights({k: tuple(v.shape) for k, v in target.items()}, weights, what=what)
+    tensors = {}
+    for k, t in target.items():
+        a = np.asarray(weights[k])
+        if t.dtype.is_floating_point != np.issubdtype(a.dtype, np.floating):
+            raise WeightsMismatchError(f"{k}: model holds {t.dtype}, weights hold {a.dtype}")
+        tensors[k] = torch.from_numpy(np.array(a, order="C")).to(t.dtype)
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def from_canonical(model_or_name: nn.Module | str, weights: Mapping[str, np.ndarray],
+                   **overrides: Any) -> nn.Module:
+    """A model holding `weights`.
+
+    Args:
+      model_or_name: a model to fill in place, or a preset name to build (with `overrides`, e.g.
+        `image_size=64`; no init is computed: every value comes from `weights`).
+      weights: canonical weights.
+    Returns:
+      The filled model (train mode, as built; call `.eval()` for inference with BatchNorm).
+    """
+    if isinstance(model_or_name, str):
+        spec = presets.get_spec(model_or_name, **overrides)
+        with torch.device("meta"):  # shapes only; load_state_dict fills every tensor below
+            model = models.FAMILIES[spec.family](spec)
+        return load_canonical_into(model.to_empty(device="cpu"), weights)
+    if overrides:
+        raise TypeError("overrides apply only when building from a preset name")
+    return load_canonical_into(model_or_name, weights)
+
+
+def load_torch_file(path: str | Path) -> dict[str, np.ndarray]:
+    """Canonical weights from a `torch.save` file (a notebook's checkpoint).
+
+    Always `torch.load(path, weights_only=True, map_location="cpu")`: a file that needs arbitrary
+    unpickling (a whole pickled nn.Module) is refused rather than executed. Accepts a bare
+    state_dict, or a dict holding one under "model" or "state_dict" (common training checkpoints).
+
+    Returns:
+      dict name -> np.ndarray.
+    Raises:
+      FileNotFoundError: no such file.
+      WeightsFileError: not a torch file, a pickled module, or no state_dict inside.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no torch checkpoint at {path}")
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # UnpicklingError for pickled modules; RuntimeError for corrupt files
+        raise WeightsFileError(
+            f"{path} cannot be read as a state_dict with torch.load(weights_only=True): {e}. "
+            "If it is a whole pickled model, re-save it with torch.save(model.state_dict(), path)."
+        ) from e
+    if isinstance(obj, dict) and not _is_state_dict(obj):
+        for key in ("model", "state_dict"):
+            if key in obj and isinstance(obj[key], dict) and _is_state_dict(obj[key]):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not _is_state_dict(obj):
+        keys = list(obj)[:10] if isinstance(obj, dict) else None
+        raise WeightsFileError(
+            f"{path} holds {type(obj).__name__}"
+            + (f" with keys {keys}" if keys is not None else "")
+            + ", not a state_dict (str -> tensor), nor a dict with one under 'model' or 'state_dict'"
+        )
+    return {k: v.detach().cpu().numpy().copy() for k, v in obj.items()}
+
+
+def _is_state_dict(d: dict) -> bool:
+    return len(d) > 0 and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())

