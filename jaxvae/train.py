@@ -227,7 +227,7 @@ class Trainer:
         lr = jnp.asarray(hyper["lr"], jnp.float32)
         params = jax.tree.map(lambda p, u: p - lr * u.astype(p.dtype), state.params, updates)
         terms = dict(terms)
-        terms["grad_norm"] = optax.global_norm(grads)
+        terms["grad_norm"] = optax.tree.norm(grads)
         return TrainState(params, new_rest, opt_state, state.step + 1), terms
 
     # ---- one epoch -------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 `assert_close(actual, desired, *, name, rtol, atol)` passes where |a - d| <= atol + rtol * |d|
 elementwise (NumPy's rule), requires identical shapes and identical NaN/inf positions, and
-on failure names the tensor and reports the max abs and max rel diff and where they occur.
+on failure names the tensor and reports the max abs and max rel diff (the latter over elements
+whose reference exceeds atol) and the worst element.
 Use it with a row of `TOL`: `assert_close(a, d, name="kl", **TOL["per_example_loss"])`.
 """
 
@@ -62,7 +63,10 @@ def assert_close(actual, desired, *, name: str, rtol: float, atol: float) -> Non
     fin = np.isfinite(d)
     a_f, d_f = a[fin], d[fin]
     abs_diff = np.abs(a_f - d_f)
-    rel_diff = abs_diff / np.maximum(np.abs(d_f), np.finfo(np.float64).tiny)
+    # Relative diff where it means something: elements whose reference exceeds atol (below
+    # that, atol decides and a 1e-30 reference would report a meaningless huge ratio).
+    big = np.abs(d_f) > max(atol, np.finfo(np.float64).tiny)
+    rel_diff = abs_diff[big] / np.abs(d_f[big])
     max_abs = float(abs_diff.max()) if abs_diff.size else 0.0
     max_rel = float(rel_diff.max()) if rel_diff.size else 0.0
     prev = _MEASURED.get(name)

@@ -70,7 +70,7 @@ def value_and_grads(fw: str, f, args: list):
     v, aux = f(*ts)
     g = torch.autograd.grad(v, ts, allow_unused=True)
     g = [torch.zeros_like(t) if gi is None else gi for gi, t in zip(g, ts)]
-    return float(v), {k: to_np(t) for k, t in aux.items()}, [to_np(t) for t in g]
+    return float(v.detach()), {k: to_np(t) for k, t in aux.items()}, [to_np(t) for t in g]
 
 
 def linear_decoder(fw: str, w: np.ndarray, b: np.ndarray):
@@ -451,24 +451,25 @@ def test_objectives_finite_at_extremes(fw, name):
 
 def test_oracle_continuous_bernoulli_is_a_normalised_density():
     # logit form == the paper's lambda form where the latter is accurate in float64
-    l = np.array([-30.0, -5.0, -0.3, -1e-3, 1e-3, 0.1, 2.0, 30.0])
+    # (for |l| > ~10 the lambda form itself loses digits: 1 - 2 lambda cancels, artanh -> inf)
+    l = np.array([-10.0, -5.0, -0.3, -1e-3, 1e-3, 0.1, 2.0, 10.0])
     lam = 1.0 / (1.0 + np.exp(-l))
     np.testing.assert_allclose(oracle.continuous_bernoulli_log_norm(l),
                                oracle.continuous_bernoulli_log_norm_lambda(lam), rtol=1e-9)
     # integral over x in [0, 1] of exp(-NLL) = 1 (Gauss-Legendre, exact to float64 here)
     nodes, weights = np.polynomial.legendre.leggauss(200)
     xs = (nodes + 1.0) / 2.0
-    for logit in (-50.0, -4.0, -0.1, -1e-5, 0.0, 0.05, 0.1, 3.0, 20.0):
+    for logit in (-50.0, -4.0, -0.5, -1e-5, 0.0, 0.05, 0.5, 3.0, 20.0):
         dens = np.exp(-oracle.continuous_bernoulli(xs[:, None], np.full((200, 1), logit)))
         assert abs(np.sum(weights * dens) / 2.0 - 1.0) < 1e-9, logit
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_continuous_bernoulli_log_norm_near_the_taylor_switch(fw):
-    l = f32(np.concatenate([np.linspace(-0.2, 0.2, 81), [0.0999999, 0.1, 0.1000001, -0.1, 1e-7, -1e-30]]))
+    l = f32(np.concatenate([np.linspace(-1.5, 1.5, 301), [0.4999999, 0.5, 0.5000001, -0.5, 1e-7, -1e-30]]))
     got = to_np(LIB[fw].continuous_bernoulli_log_norm(to_fw(fw, l)))
     assert_close(got, oracle.continuous_bernoulli_log_norm(l), name=f"{fw}:cb_log_norm near 0",
-                 rtol=2e-7, atol=0)
+                 rtol=4e-7, atol=0)  # ~3 float32 ulp at log C ~ 0.7
 
 
 # ---- hypothesis: elementwise terms over wide input ranges ---------------------------------------
@@ -523,8 +524,10 @@ def gaussian_identity_likelihood(fw, s):
 def iw_log_likelihood(fw, x, mean, logvar, eps, w, b, s):
     dec = linear_decoder(fw, w.T, b)  # z (N, d) -> z W^T + b
     lik = gaussian_identity_likelihood(fw, s)
-    return to_np(LIB[fw].importance_sampled_log_likelihood(
-        to_fw(fw, x), to_fw(fw, mean), to_fw(fw, logvar), to_fw(fw, eps), dec, lik))
+    fn = functools.partial(LIB[fw].importance_sampled_log_likelihood, decode=dec, likelihood=lik)
+    if fw == "jax":
+        fn = jax.jit(fn)  # one compile per shape instead of one per primitive
+    return to_np(fn(to_fw(fw, x), to_fw(fw, mean), to_fw(fw, logvar), to_fw(fw, eps)))
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -544,30 +547,32 @@ def test_importance_sampling_exact_with_exact_posterior(fw):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_iwae_bound_increases_with_k_towards_log_px(fw):
-    """Mean-field q (the exact posterior is correlated), its mean shifted and variance inflated:
-    the k-sample bound rises with k in expectation and approaches log p(x) from below."""
+    """Mean-field q with its mean shifted by one posterior sd and its variance doubled (the exact
+    posterior is correlated too): the k-sample bound rises with k in expectation and approaches
+    log p(x). E[bound_k] is estimated from one pool of 4096 samples per x split into 4096/k
+    groups of k, so the estimates for different k share samples and their differences are
+    far less noisy than the levels (checked over seeds: smallest rise 0.007, noise ~1e-3)."""
     rng = seeded("iwae-k")
     w, b, s = linear_gaussian_model(rng)
-    n_x, reps = 4, 256  # each x replicated 256 times in the batch: the mean over replicates
+    n_x, pool = 4, 4096
     x0 = f32(rng.normal(size=(n_x, 5)) * 0.5 + b)
     m, cov = oracle.linear_gaussian_posterior(x0, w, b, s)
-    mean = f32(np.repeat(m + 0.3 * np.sqrt(np.diag(cov)), reps, axis=0))
-    logvar = f32(np.repeat(np.tile(np.log(1.5 * np.diag(cov)), (n_x, 1)), reps, axis=0))
-    x = np.repeat(x0, reps, axis=0)
+    mean = f32(m + np.sqrt(np.diag(cov)))
+    logvar = f32(np.tile(np.log(2.0 * np.diag(cov)), (n_x, 1)))
     log_px = oracle.linear_gaussian_log_px(x0, w, b, s)
-    ks = (1, 4, 16, 64, 256)
+    eps = f32(rng.normal(size=(pool, n_x, 2)))
     bounds = []
-    for k in ks:
-        eps = f32(rng.normal(size=(k, n_x * reps, 2)))
-        est = iw_log_likelihood(fw, x, mean, logvar, eps, w, b, s).reshape(n_x, reps)
-        bounds.append(est.mean(axis=1))  # (n_x,) expectation estimates
-    bounds = np.array(bounds)  # (len(ks), n_x)
+    for k in (1, 4, 16, 64, 256):
+        r = pool // k  # replicates, folded into the batch axis: (k, r * n_x, 2)
+        e = eps.reshape(k, r * n_x, 2)
+        tile = lambda a: np.tile(a, (r, 1))  # noqa: E731
+        est = iw_log_likelihood(fw, tile(x0), tile(mean), tile(logvar), e, w, b, s)
+        bounds.append(est.reshape(r, n_x).mean(axis=0))
+    bounds = np.array(bounds)  # (5, n_x)
     gaps = log_px[None, :] - bounds
-    # monotone in expectation, with a margin, and the gap shrinks at least 2x per 16x samples
-    assert np.all(np.diff(bounds, axis=0) > 1e-3), bounds
-    assert np.all(gaps[-1] < 0.5 * gaps[2]), gaps
-    assert np.all(gaps[-1] < 0.01) and np.all(gaps[-1] > -0.005), gaps  # close to, not above
-    assert np.all(gaps[0] > 0.05), gaps  # k = 1 (the ELBO) is visibly below
+    assert np.all(np.diff(bounds, axis=0) > 1e-3), bounds  # monotone in k, with a margin
+    assert np.all(gaps[0] > 0.5), gaps  # the ELBO (k = 1) is far below log p(x)
+    assert np.all(np.abs(gaps[-1]) < 0.1) and np.all(np.abs(gaps[-1]) < gaps[0] / 10), gaps
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

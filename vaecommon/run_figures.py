@@ -125,12 +125,14 @@ def write_run_figures(run: RunFolder, spec: ModelSpec, cfg: dict[str, Any],
     if "reparameterization" in todo and spec.is_vae:
         out.append(F.plot_reparameterization_trick(
             figs / FIGURE_FILES["reparameterization"], latent_dim=spec.latent_dim,
-            input_dim=spec.input_dim, reparam=spec.reparam))
+            input_dim=spec.input_dim,
+            reparam="std" if spec.family == "glasses_vae" else spec.reparam))
     if "loss_composition" in todo:
         beta = float((cfg.get("objective_params") or {}).get("beta", 1.0))
         out.append(F.plot_loss_composition(
             figs / FIGURE_FILES["loss_composition"], likelihood=cfg.get("likelihood") or spec.likelihood,
-            beta=beta if spec.is_vae else 0.0, kl_form="std" if spec.family == "glasses_vae" else "logvar",
+            beta=beta if spec.is_vae else 0.0,
+            kl_form=("none" if not spec.is_vae else "std" if spec.family == "glasses_vae" else "logvar"),
             input_dim=spec.input_dim, latent_dim=spec.latent_dim))
     if "architecture" in todo:
         out.append(F.plot_architecture(spec, figs / FIGURE_FILES["architecture"],
