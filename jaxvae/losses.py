@@ -377,7 +377,8 @@ def log_normal_pdf(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Arra
 def kl_normal_per_dim(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """KL(N(mean, exp(logvar)) || N(0, 1)) per latent dimension.
 
-    (exp(logvar) + mean^2 - 1 - logvar) / 2.
+    (exp(logvar) + mean^2 - 1 - logvar) / 2, computed with expm1(logvar) - logvar so that
+    near-collapsed dimensions (logvar ~ 0) keep their digits.
 
     Args:
       mean: (B, D).
@@ -385,7 +386,7 @@ def kl_normal_per_dim(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     Returns:
       (B, D) nats.
     """
-    return 0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
+    return 0.5 * (jnp.square(mean) + (jnp.expm1(logvar) - logvar))
 
 
 def kl_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -603,7 +604,8 @@ def tc_decomposition(
 def dip_penalties(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
     """DIP-VAE penalties of a (D, D) covariance: (sum_{i!=j} C_ij^2, sum_i (C_ii - 1)^2)."""
     diag = jnp.diagonal(cov)
-    offdiag = jnp.sum(jnp.square(cov)) - jnp.sum(jnp.square(diag))
+    # Square the off-diagonal entries themselves: sum(C^2) - sum(diag^2) would cancel.
+    offdiag = jnp.sum(jnp.square(cov - jnp.diag(diag)))
     return offdiag, jnp.sum(jnp.square(diag - 1.0))
 
 

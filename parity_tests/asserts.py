@@ -14,22 +14,29 @@ from collections import defaultdict
 import numpy as np
 
 # Check kind -> tolerances (float32 frameworks vs the float64 oracle or each other, precision
-# pinned in conftest.py). Rows start from STYLE.md section 6; rows marked "measured" were
-# tightened to about 10x the worst diff seen on CPU (see the comment on each).
+# pinned in conftest.py). Rows start from STYLE.md section 6; the loss rows are tightened from
+# measurements (CPU, jax 0.10 / torch 2.15; no GPU was available to measure on):
 TOL: dict[str, dict[str, float]] = {
     # STYLE.md section 6 starting points (other modules' checks).
     "weight_roundtrip": {"rtol": 0.0, "atol": 0.0},
     "forward": {"rtol": 1e-5, "atol": 1e-6},
+    "gradients": {"rtol": 1e-4, "atol": 1e-6},  # model gradients (matmul accumulation)
     "sgd_steps": {"rtol": 1e-5, "atol": 1e-6},
     "adam_steps": {"rtol": 1e-4, "atol": 1e-5},
-    # Losses (measured; STYLE.md starts per-example recon/KL at rtol 1e-5, atol 1e-4).
-    "per_example_loss": {"rtol": 1e-5, "atol": 1e-5},
-    "gradients": {"rtol": 1e-4, "atol": 1e-6},
+    # Per-example reconstruction / KL / objective terms vs the oracle. STYLE starts at
+    # (1e-5, 1e-4); every loss check passes at (1e-6, 1e-7), worst rel seen 1.4e-6 (a TC term,
+    # itself a difference of log densities). ~4x margin for other backends' exp/log.
+    "per_example_loss": {"rtol": 5e-6, "atol": 1e-6},
+    # jax.grad / torch autograd of the losses vs finite differences of the oracle. All pass at
+    # (1e-5, 1e-6); the atol carries small components of O(1) gradients (e.g. 0.004 next to
+    # 1.0: float32 error scales with the tensor, not the element), and exp(lv) - 1 in the KL
+    # gradient (rel 1.2e-4 at |g| = 3e-4, abs 3e-8). 3x margin.
+    "loss_gradients": {"rtol": 3e-5, "atol": 1e-6},
 }
 
 
-# name -> (worst max_abs, worst max_rel, rtol, atol): filled by every assert_close call, printed
-# by conftest.py when JAXVAE_REPORT_TOL=1 (how the "measured" rows above were set).
+# name -> [worst max_abs, worst max_rel, rtol, atol]: filled by every assert_close call, printed
+# by conftest.py when JAXVAE_REPORT_TOL=1 (or =all, per name): how the loss rows were set.
 _MEASURED: dict[str, list[float]] = {}
 
 

@@ -154,7 +154,7 @@ def test_reconstruction_vs_oracle(fw, idx):
     _, aux, grads = value_and_grads(fw, f, args)
     assert_close(aux["per_example"], want, name=f"{fw}:{name}", **TOL["per_example_loss"])
     for g, w, arg in zip(grads, want_grads, ["logits"] + keys):
-        assert_close(g, w, name=f"{fw}:d{name}/d{arg}", **TOL["gradients"])
+        assert_close(g, w, name=f"{fw}:d{name}/d{arg}", **TOL["loss_gradients"])
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -170,7 +170,7 @@ def test_bce_probs_reproduces_torch_backward(fw):
         assert_close(aux["v"], oracle.bce_probs(x, p), name=f"{fw}:bce_probs(x={xv})",
                      **TOL["per_example_loss"])
         assert_close(g, oracle.bce_probs_grad_torch_rule(x, p), name=f"{fw}:bce_probs grad (x={xv})",
-                     **TOL["gradients"])
+                     **TOL["loss_gradients"])
 
 
 # ---- Gaussian latents ---------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_latent_functions_vs_oracle(fw, name):
     assert_close(aux["v"], oracle_fn(mean, logvar, eps), name=f"{fw}:{name}", **TOL["per_example_loss"])
     want = oracle.numerical_grad(lambda m, lv, e: float(np.sum(oracle_fn(m, lv, e))), [mean, logvar, eps])
     for g, w, arg in zip(grads, want, ("mean", "logvar", "eps")):
-        assert_close(g, w, name=f"{fw}:d{name}/d{arg}", **TOL["gradients"])
+        assert_close(g, w, name=f"{fw}:d{name}/d{arg}", **TOL["loss_gradients"])
 
 
 # ---- estimators ---------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def test_estimators_vs_oracle(fw, name, likelihood):
     assert_close(aux["v"], o(mean=mean, logvar=logvar), name=f"{fw}:{name}", **TOL["per_example_loss"])
     want = oracle.numerical_grad(lambda m, lv: float(np.sum(o(mean=m, logvar=lv))), [mean, logvar])
     for g, wg, arg in zip(grads, want, ("mean", "logvar")):
-        assert_close(g, wg, name=f"{fw}:d{name}/d{arg}", **TOL["gradients"])
+        assert_close(g, wg, name=f"{fw}:d{name}/d{arg}", **TOL["loss_gradients"])
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -345,7 +345,7 @@ def test_objective_vs_oracle(fw, idx):
         assert_close(terms[k], want, name=f"{fw}:{name} terms[{k}]", **TOL["per_example_loss"])
     want_grads = c["grads"] if not c["ae"] else [c["grads"][0], 0 * c["grads"][1], 0 * c["grads"][2], 0 * c["grads"][3]]
     for g, want, arg in zip(grads, want_grads, ("logits", "mean", "logvar", "z")):
-        assert_close(g, want, name=f"{fw}:d{name}/d{arg}", **TOL["gradients"])
+        assert_close(g, want, name=f"{fw}:d{name}/d{arg}", **TOL["loss_gradients"])
 
 
 def test_every_objective_has_a_case():

@@ -346,7 +346,8 @@ def log_normal_pdf(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) ->
 def kl_normal_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)) per latent dimension.
 
-    (exp(logvar) + mean^2 - 1 - logvar) / 2.
+    (exp(logvar) + mean^2 - 1 - logvar) / 2, computed with expm1(logvar) - logvar so that
+    near-collapsed dimensions (logvar ~ 0) keep their digits.
 
     Args:
       mean: (B, D).
@@ -354,7 +355,7 @@ def kl_normal_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     Returns:
       (B, D) nats.
     """
-    return 0.5 * (torch.exp(logvar) + mean.square() - 1.0 - logvar)
+    return 0.5 * (mean.square() + (torch.expm1(logvar) - logvar))
 
 
 def kl_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -574,7 +575,8 @@ def tc_decomposition(
 def dip_penalties(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """DIP-VAE penalties of a (D, D) covariance: (sum_{i!=j} C_ij^2, sum_i (C_ii - 1)^2)."""
     diag = torch.diagonal(cov)
-    offdiag = cov.square().sum() - diag.square().sum()
+    # Square the off-diagonal entries themselves: sum(C^2) - sum(diag^2) would cancel.
+    offdiag = (cov - torch.diag(diag)).square().sum()
     return offdiag, (diag - 1.0).square().sum()
 
 

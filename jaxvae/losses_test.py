@@ -1,0 +1,415 @@
+"""Unit tests of jaxvae.losses (JAX only; twin: torchvae/losses_test.py).
+
+Hand-derivable goldens, finiteness at extreme inputs, batch-size invariance, the registries'
+contract, and JAX specifics (jit with a traced step and traced hyperparameters, no retrace,
+vmap). Cross-framework agreement and the float64 oracle live in parity_tests/test_losses.py.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvae import losses
+
+LN2 = math.log(2.0)
+LOG_2PI = math.log(2.0 * math.pi)
+B, P, D = 4, 6, 3
+
+
+class ModelOutput(NamedTuple):
+    """Stand-in for models.ModelOutput (same fields)."""
+
+    logits: Any
+    mean: Any
+    logvar: Any
+    z: Any
+
+
+# Parameters each objective needs here (default none): a new objective is picked up from the
+# registry; add its parameters here if it has required ones.
+PARAMS = {
+    "kl_warmup": {"warmup_steps": 100},
+    "cyclical": {"cycle_steps": 100},
+    "capacity": {"c_max": 50.0, "c_steps": 100},
+    "beta_tcvae": {"dataset_size": 1000},
+}
+# The terms each objective reports (identical table in torchvae/losses_test.py).
+EXPECTED_TERMS = {
+    "reconstruction": set(),
+    "elbo": set(),
+    "beta_vae": {"beta"},
+    "kl_warmup": {"beta"},
+    "cyclical": {"beta"},
+    "capacity": {"capacity"},
+    "free_bits": {"kl_free_bits"},
+    "beta_tcvae": {"mi", "tc", "dw_kl"},
+    "dip_vae_i": {"dip_offdiag", "dip_diag"},
+    "dip_vae_ii": {"dip_offdiag", "dip_diag"},
+    "info_vae": {"mmd"},
+    "iwae": {"iwae_bound", "elbo"},
+}
+
+
+def make_batch(seed: int = 0, b: int = B):
+    rng = np.random.default_rng(seed)
+    f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
+    x = jnp.asarray(rng.uniform(size=(b, 2, 3)), jnp.float32)
+    mean, logvar = f(b, D), 0.5 * f(b, D)
+    out = ModelOutput(2.0 * f(b, P), mean, logvar, mean + jnp.exp(0.5 * logvar) * f(b, D))
+    w, bias = 0.7 * f(D, P), 0.3 * f(P)
+    eps = {"iwae": f(5, b, D), "info_vae": f(6, D)}
+    return x, out, (lambda z: z @ w + bias), eps
+
+
+def call(name, x, out, decode, eps, **kw):
+    return losses.OBJECTIVES[name](x, out, likelihood=kw.pop("likelihood", "bernoulli"), step=30,
+                                   decode=decode, eps=eps.get(name), **{**PARAMS.get(name, {}), **kw})
+
+
+# ---- reconstruction goldens --------------------------------------------------------------------
+
+
+def test_bernoulli_and_bce_goldens():
+    x = jnp.asarray(np.random.default_rng(1).uniform(size=(3, 5)), jnp.float32)
+    # logit 0 <=> p = 1/2: ln 2 per pixel for any target in [0, 1]
+    np.testing.assert_allclose(losses.bernoulli(x, jnp.zeros_like(x)), 5 * LN2, rtol=1e-6)
+    np.testing.assert_allclose(losses.bce_probs(x, jnp.full_like(x, 0.5)), 5 * LN2, rtol=1e-6)
+    # a confident right answer costs ~0, a confident wrong one ~|logit|
+    np.testing.assert_allclose(losses.bernoulli(jnp.array([[1.0, 0.0]]), jnp.array([[30.0, -30.0]])),
+                               [2 * math.exp(-30)], rtol=1e-5)
+    np.testing.assert_allclose(losses.bernoulli(jnp.array([[0.0]]), jnp.array([[1e4]])), [1e4])
+    # PyTorch's clamp: a probability of exactly 0 for a 1 costs 100 nats, not inf
+    np.testing.assert_allclose(losses.bce_probs(jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 1.0]])), [200.0])
+
+
+def test_mse_and_gaussian_goldens():
+    x, m = jnp.array([[0.0, 1.0, 0.5, 0.5]]), jnp.array([[0.5, 0.5, 0.5, 1.5]])
+    np.testing.assert_allclose(losses.mse_sum(x, m), [0.25 + 0.25 + 0 + 1.0], rtol=1e-7)
+    np.testing.assert_allclose(losses.mse_mean(x, m), [1.5 / 4], rtol=1e-7)
+    # x = mean: only the normaliser, log sigma + log(2 pi)/2 per pixel
+    np.testing.assert_allclose(losses.gaussian(x, x, sigma=2.0), [4 * (LN2 + 0.5 * LOG_2PI)], rtol=1e-6)
+    want = 0.5 * 1.5 / 4.0 + 4 * (LN2 + 0.5 * LOG_2PI)  # sigma = 2: sq / (2 * 4)
+    np.testing.assert_allclose(losses.gaussian(x, m, sigma=2.0), [want], rtol=1e-6)
+    np.testing.assert_allclose(losses.gaussian_learned(x, m, log_sigma=jnp.log(2.0)), [want], rtol=1e-6)
+    per_pixel = jnp.log(jnp.array([2.0, 2.0, 2.0, 2.0]))
+    np.testing.assert_allclose(losses.gaussian_learned(x, m, log_sigma=per_pixel), [want], rtol=1e-6)
+    # calibrated: sigma^2 = MSE -> D/2 * (1 + log(2 pi) + log MSE)
+    want_cal = 2.0 * (1.0 + LOG_2PI + math.log(1.5 / 4))
+    for calibration in ("batch", "example"):
+        got = losses.gaussian_calibrated(x, m, calibration=calibration)
+        np.testing.assert_allclose(got, [want_cal], rtol=1e-6)
+    # perfect fit: the floor log sigma = -6 instead of -inf
+    np.testing.assert_allclose(losses.gaussian_calibrated(x, x), [4 * (-6.0 + 0.5 * LOG_2PI)], rtol=1e-6)
+
+
+def test_calibrated_decoder_gradient_holds_sigma_fixed():
+    """d/dmean of the calibrated NLL is -(x - mean) / sigma*^2 (sigma* under stop-gradient)."""
+    x = jnp.array([[0.1, 0.9, 0.4], [0.3, 0.2, 0.8]])
+    m = jnp.array([[0.3, 0.5, 0.5], [0.1, 0.6, 0.6]])
+    g = jax.grad(lambda mm: losses.gaussian_calibrated(x, mm, calibration="example").sum())(m)
+    var = jnp.mean((x - m) ** 2, axis=1, keepdims=True)
+    np.testing.assert_allclose(g, -(x - m) / var, rtol=1e-5)
+
+
+def test_continuous_bernoulli_goldens():
+    x = jnp.array([[0.0, 0.3, 1.0]])
+    # logit 0: the uniform density on [0, 1], log C = log 2, NLL 0
+    np.testing.assert_allclose(losses.continuous_bernoulli(x, jnp.zeros_like(x)), [0.0], atol=1e-7)
+    np.testing.assert_allclose(losses.continuous_bernoulli_log_norm(jnp.zeros(3)), LN2, rtol=1e-7)
+    # even in the logit; log C -> log |l| for large |l| (C = l / tanh(l / 2))
+    l = jnp.array([-7.0, 7.0, 1e4, -1e9])
+    got = losses.continuous_bernoulli_log_norm(l)
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-7)
+    np.testing.assert_allclose(got[2:], np.log([1e4, 1e9]), rtol=1e-7)
+    # C(l) = l / tanh(l / 2) on both sides of the Taylor switch
+    l = jnp.array([0.3, 0.499, 0.501, 2.0])
+    np.testing.assert_allclose(losses.continuous_bernoulli_log_norm(l),
+                               np.log(np.float64(l) / np.tanh(np.float64(l) / 2)), rtol=3e-7)
+
+
+def test_registry_routes_probs_terms_through_sigmoid():
+    x, logits = jnp.array([[1.0, 0.0, 0.3]]), jnp.array([[2.0, -1.0, 0.5]])
+    for name, (fn, kind) in losses.RECONSTRUCTION.items():
+        params = {"log_sigma": jnp.zeros(())} if name == "gaussian_learned" else {}
+        want = fn(x, jax.nn.sigmoid(logits) if kind == "probs" else logits, **params)
+        np.testing.assert_allclose(losses.reconstruction_nll(x.reshape(1, 3, 1), logits, name, **params), want)
+    assert {k for k, (_, kind) in losses.RECONSTRUCTION.items() if kind == "logits"} == {
+        "bernoulli", "continuous_bernoulli"}
+    custom = (lambda xx, raw: jnp.sum(raw, axis=1), "logits")  # a custom (fn, kind) pair
+    np.testing.assert_allclose(losses.reconstruction_nll(x, logits, custom), [1.5])
+
+
+# ---- KL and latents ----------------------------------------------------------------------------
+
+
+def test_kl_goldens():
+    z = jnp.zeros((2, 3))
+    np.testing.assert_array_equal(losses.kl_normal(z, z), [0.0, 0.0])
+    np.testing.assert_allclose(losses.kl_normal(z + 1.0, z), [1.5, 1.5], rtol=1e-7)  # 1/2 per dim
+    np.testing.assert_allclose(losses.kl_normal_per_dim(jnp.array([[0.0]]), jnp.array([[LN2]])),
+                               [[0.5 * (2.0 - 1.0 - LN2)]], rtol=1e-6)
+    std = jnp.array([[0.5, 2.0, 1.0]])
+    mean = jnp.array([[0.2, -1.0, 0.0]])
+    np.testing.assert_allclose(losses.kl_normal_std(mean, std), losses.kl_normal(mean, 2 * jnp.log(std)),
+                               rtol=1e-6)
+    # a near-collapsed dimension keeps its digits: KL ~ logvar^2 / 4
+    np.testing.assert_allclose(losses.kl_normal_per_dim(jnp.zeros((1, 1)), jnp.full((1, 1), 1e-3)),
+                               [[(math.expm1(1e-3) - 1e-3) / 2]], rtol=1e-3)
+
+
+def test_reparameterize_and_monte_carlo_kl():
+    mean, logvar = jnp.array([[1.0, -2.0]]), jnp.array([[0.0, 2.0 * LN2]])
+    eps = jnp.array([[[1.0, 1.0]], [[-1.0, 0.5]]])  # (S=2, B=1, D=2)
+    np.testing.assert_allclose(losses.reparameterize(mean, logvar, eps),
+                               [[[2.0, 0.0]], [[0.0, -1.0]]], rtol=1e-6)  # mean + exp(lv/2) eps
+    # at z = mean, log q - log p = -logvar/2 + mean^2/2 per dim
+    kl = losses.kl_monte_carlo(mean[None], mean, logvar)
+    np.testing.assert_allclose(kl, [[-LN2 + 0.5 + 2.0]], rtol=1e-6)
+
+
+def test_bits_per_dim():
+    assert losses.bits_per_dim(784 * LN2, 784) == pytest.approx(1.0)
+    np.testing.assert_allclose(losses.bits_per_dim(jnp.array([2 * LN2, 0.0]), 2), [1.0, 0.0], rtol=1e-6)
+
+
+# ---- schedules and batch-statistic pieces ------------------------------------------------------
+
+
+def test_schedules():
+    for step, want in [(0, 0.0), (50, 0.5), (100, 1.0), (1000, 1.0)]:
+        assert float(losses.warmup_beta(step, 100)) == pytest.approx(want)
+    assert float(losses.warmup_beta(0, 0)) == 1.0
+    for step, want in [(0, 0.0), (25, 0.5), (50, 1.0), (99, 1.0), (100, 0.0), (125, 0.5), (399, 1.0)]:
+        assert float(losses.cyclical_beta(step, cycle_steps=100, ratio=0.5)) == pytest.approx(want)
+        assert float(losses.cyclical_beta(step, total_steps=400, n_cycles=4)) == pytest.approx(want)
+    assert float(losses.capacity_schedule(50, 25.0, 100)) == pytest.approx(12.5)
+    assert float(losses.capacity_schedule(500, 25.0, 100)) == pytest.approx(25.0)
+    with pytest.raises(ValueError):
+        losses.cyclical_beta(3)
+
+
+def test_mss_weight_matrix():
+    n, b = 1000, 5
+    w = np.exp(np.asarray(losses.log_importance_weight_matrix(b, n), np.float64))
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.diag(w), 1.0 / n, rtol=1e-6)
+    strat = (n - (b - 1)) / (n * (b - 1))
+    np.testing.assert_allclose([w[i, (i + 1) % b] for i in range(b)], strat, rtol=1e-6)
+    with pytest.raises(ValueError):
+        losses.log_importance_weight_matrix(1, n)
+
+
+def test_tc_decomposition_with_identical_posteriors():
+    """Identical posteriors: q(z) = q(z|x) exactly. MSS gets MI = TC = 0; MWS has its fixed offsets
+    MI = log N and TC = (D - 1) log N. The three terms always sum to the Monte-Carlo KL."""
+    n, b, d = 500, 6, 3
+    rng = np.random.default_rng(3)
+    mean = jnp.tile(jnp.asarray(rng.normal(size=(1, d)), jnp.float32), (b, 1))
+    logvar = jnp.tile(jnp.asarray(rng.normal(size=(1, d)), jnp.float32), (b, 1))
+    z = mean + jnp.exp(0.5 * logvar) * jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
+    for sampling, mi_want, tc_want in [("mss", 0.0, 0.0), ("mws", math.log(n), (d - 1) * math.log(n))]:
+        t = losses.tc_decomposition(z, mean, logvar, dataset_size=n, sampling=sampling)
+        np.testing.assert_allclose(t["log_qz_x"] - t["log_qz"], mi_want, atol=2e-5)
+        np.testing.assert_allclose(t["log_qz"] - t["log_prod_qzi"], tc_want, atol=5e-5)
+        np.testing.assert_allclose(t["log_qz_x"] - t["log_pz"], losses.kl_monte_carlo(z, mean, logvar),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_mmd_and_dip_pieces():
+    z = jnp.asarray(np.random.default_rng(4).normal(size=(8, 2)), jnp.float32)
+    for kernel in ("rbf", "imq"):
+        assert abs(float(losses.mmd(z, z, kernel=kernel))) < 1e-6  # same samples: 0
+        assert float(losses.mmd(z, jnp.concatenate([z, z]), kernel=kernel)) == pytest.approx(0.0, abs=1e-6)
+        assert float(losses.mmd(z, z + 3.0, kernel=kernel)) > 0.1
+    off, dg = losses.dip_penalties(jnp.eye(3))
+    assert float(off) == 0.0 and float(dg) == 0.0
+    off, dg = losses.dip_penalties(jnp.array([[2.0, 0.5], [0.5, 1.0]]))
+    assert float(off) == pytest.approx(0.5) and float(dg) == pytest.approx(1.0)
+
+
+# ---- objectives: contract, reductions, invariances ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(losses.OBJECTIVES))
+def test_objective_terms_and_reductions(name):
+    x, out, dec, eps = make_batch()
+    loss, terms = call(name, x, out, dec, eps)
+    assert set(terms) == {"loss", "recon", "kl"} | EXPECTED_TERMS[name]
+    assert all(t.shape == () and t.dtype == jnp.float32 for t in terms.values())
+    assert float(loss) == float(terms["loss"]) and np.isfinite(float(loss))
+    loss_sum, terms_sum = call(name, x, out, dec, eps, reduction="sum")
+    for k in ("loss", "recon", "kl"):  # "sum" is exactly B times "mean"
+        np.testing.assert_allclose(terms_sum[k], B * terms[k], rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(losses.OBJECTIVES))
+def test_objective_invariant_to_duplicating_the_batch(name):
+    """Mean-reduced objectives do not change when every example appears twice. True for the
+    batch-statistic variants as well: DIP's 1/B covariance, the MMD V-statistic, MWS's
+    log(B N) normaliser, the batch-mean KL of capacity / free bits and the calibrated sigma."""
+    x, out, dec, eps = make_batch()
+    twice = lambda a: jnp.concatenate([a, a])  # noqa: E731
+    eps2 = {**eps, "iwae": jnp.concatenate([eps["iwae"], eps["iwae"]], axis=1)}
+    _, t1 = call(name, x, out, dec, eps)
+    _, t2 = call(name, twice(x), ModelOutput(*map(twice, out)), dec, eps2)
+    for k in t1:
+        np.testing.assert_allclose(t2[k], t1[k], rtol=2e-6, atol=2e-6, err_msg=k)
+
+
+def test_mss_is_not_invariant_to_duplicating_the_batch():
+    """MSS gives each row's own posterior weight 1/N and the others ~1/(B-1): a duplicate of
+    x_i counts as a different example, so MSS (unlike MWS) changes; documented, not a bug."""
+    x, out, dec, eps = make_batch()
+    twice = lambda a: jnp.concatenate([a, a])  # noqa: E731
+    _, t1 = call("beta_tcvae", x, out, dec, eps, sampling="mss")
+    _, t2 = call("beta_tcvae", twice(x), ModelOutput(*map(twice, out)), dec, eps, sampling="mss")
+    assert abs(float(t2["mi"]) - float(t1["mi"])) > 1e-3
+
+
+def test_iwae_with_one_sample_is_the_single_sample_elbo():
+    x, out, dec, eps = make_batch()
+    e = eps["iwae"][:1]
+    loss, terms = losses.iwae(x, out, likelihood="bernoulli", decode=dec, eps=e)
+    z = losses.reparameterize(out.mean, out.logvar, e[0])
+    want = losses.bernoulli(x.reshape(B, P), dec(z)) + losses.kl_monte_carlo(z, out.mean, out.logvar)
+    np.testing.assert_allclose(loss, jnp.mean(want), rtol=1e-6)
+    np.testing.assert_allclose(terms["elbo"], -loss, rtol=1e-6)
+
+
+def test_free_bits_gradient_vanishes_below_the_floor():
+    x, out, dec, eps = make_batch()
+    out = out._replace(mean=out.mean.at[:, 0].set(0.0), logvar=out.logvar.at[:, 0].set(0.0))
+    g = jax.grad(lambda m, lv: losses.free_bits(x, out._replace(mean=m, logvar=lv),
+                                                  likelihood="bernoulli", lam=0.1)[0], argnums=(0, 1))
+    gm, glv = g(out.mean, out.logvar)
+    assert float(jnp.abs(gm[:, 0]).max()) == 0.0 and float(jnp.abs(glv[:, 0]).max()) == 0.0
+    assert float(jnp.abs(gm[:, 1:]).min()) > 0.0
+
+
+def test_reconstruction_objective_for_autoencoders():
+    x, out, dec, eps = make_batch()
+    ae = ModelOutput(out.logits, out.mean, None, out.mean)
+    loss, terms = losses.reconstruction(x, ae, likelihood="mse_mean")
+    assert float(terms["kl"]) == 0.0
+    np.testing.assert_allclose(loss, jnp.mean((jax.nn.sigmoid(out.logits) - x.reshape(B, P)) ** 2), rtol=1e-6)
+    for name in sorted(set(losses.OBJECTIVES) - {"reconstruction"}):
+        with pytest.raises(ValueError, match="VAE output"):
+            call(name, x, ae, dec, eps)
+
+
+def test_input_errors():
+    x, out, dec, eps = make_batch()
+    with pytest.raises(KeyError, match="valid"):
+        losses.elbo(x, out, likelihood="bernouli")
+    with pytest.raises(ValueError):
+        losses.elbo(x, out, likelihood="bernoulli", reduction="median")
+    with pytest.raises(TypeError):  # a misspelt parameter reaches the term and is refused
+        losses.beta_vae(x, out, likelihood="bernoulli", betta=2.0)
+    with pytest.raises(ValueError, match="decode"):
+        losses.iwae(x, out, likelihood="bernoulli", eps=eps["iwae"])
+    with pytest.raises(ValueError, match="k=3"):
+        losses.iwae(x, out, likelihood="bernoulli", decode=dec, eps=eps["iwae"], k=3)
+    with pytest.raises(ValueError, match="prior samples"):
+        losses.info_vae(x, out, likelihood="bernoulli")
+    with pytest.raises(ValueError):
+        losses.beta_tcvae(x, out, likelihood="bernoulli", dataset_size=10, sampling="xyz")
+    with pytest.raises(ValueError):
+        losses.info_vae(x, out, likelihood="bernoulli", eps=eps["info_vae"], kernel="laplace")
+    with pytest.raises(ValueError):
+        losses.gaussian_calibrated(x, x, calibration="pixel")
+
+
+def test_extra_noise_shape():
+    assert losses.extra_noise_shape("iwae", 8, 3, k=7) == (7, 8, 3)
+    assert losses.extra_noise_shape("iwae", 8, 3) == (5, 8, 3)
+    assert losses.extra_noise_shape("info_vae", 8, 3, lam=10.0) == (8, 3)
+    assert losses.extra_noise_shape("info_vae", 8, 3, prior_samples=20) == (20, 3)
+    assert losses.extra_noise_shape("elbo", 8, 3, beta=2.0) is None
+
+
+# ---- extremes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("big", [1e4, 1e9])
+def test_reconstruction_terms_finite_at_extreme_logits(big):
+    x = jnp.array([[1.0, 0.0, 0.0, 1.0, 0.5, 0.3]])
+    logits = jnp.array([[big, -big, big, -big, big, -big]])
+    for name in losses.RECONSTRUCTION:
+        params = {"log_sigma": jnp.zeros(())} if name == "gaussian_learned" else {}
+        v, g = jax.value_and_grad(lambda l: losses.reconstruction_nll(x, l, name, **params).sum())(logits)
+        assert np.isfinite(float(v)) and np.all(np.isfinite(g)), (name, v, g)
+
+
+def test_kl_finite_at_extreme_logvar():
+    mean, logvar = jnp.array([[0.0, 3.0]]), jnp.array([[50.0, -50.0]])
+    v, g = jax.value_and_grad(lambda m, lv: losses.kl_normal(m, lv).sum(), argnums=(0, 1))(mean, logvar)
+    np.testing.assert_allclose(v, 0.5 * (math.exp(50) - 51.0) + 0.5 * (math.exp(-50) + 9 - 1 + 50), rtol=1e-6)
+    assert all(np.all(np.isfinite(gi)) for gi in g)
+
+
+@pytest.mark.parametrize("name", sorted(losses.OBJECTIVES))
+def test_objectives_finite_at_extremes(name):
+    x, out, dec, eps = make_batch()
+    lv = 40.0 if name == "dip_vae_ii" else 50.0  # DIP-II squares exp(logvar): exp(50)^2 > float32 max
+    out = out._replace(logits=jnp.tile(jnp.array([1e4, -1e4, 0.0]), (B, 2)),
+                       logvar=jnp.tile(jnp.array([lv, -lv, 0.0]), (B, 1)))
+
+    def f(o):
+        return call(name, x, o, dec, eps)
+
+    (loss, terms), grads = jax.value_and_grad(f, has_aux=True)(out)
+    assert np.isfinite(float(loss)) and all(np.isfinite(float(t)) for t in terms.values()), terms
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_bce_probs_outside_unit_interval_is_nan():
+    """PyTorch raises here; under jit JAX cannot, so invalid probabilities give NaN, not a number."""
+    x = jnp.array([[1.0, 0.0]])
+    assert np.all(np.isnan(losses.bce_probs(x, jnp.array([[1.2, 0.5]]))))
+    assert np.all(np.isnan(losses.bce_probs(x, jnp.array([[0.5, -0.1]]))))
+
+
+# ---- JAX specifics -------------------------------------------------------------------------------
+
+
+def test_jit_with_traced_step_and_hyperparameters_compiles_once():
+    x, out, dec, eps = make_batch()
+    traces = []
+
+    @jax.jit
+    def step_fn(o, step, beta, warmup, c_max, n):
+        traces.append(None)  # runs only while tracing
+        loss = losses.beta_vae(x, o, likelihood="bernoulli", step=step, beta=beta)[0]
+        loss += losses.kl_warmup(x, o, likelihood="bernoulli", step=step, warmup_steps=warmup)[0]
+        loss += losses.cyclical(x, o, likelihood="bernoulli", step=step, total_steps=warmup)[0]
+        loss += losses.capacity(x, o, likelihood="bernoulli", step=step, c_max=c_max, c_steps=warmup)[0]
+        for sampling in ("mws", "mss"):
+            loss += losses.beta_tcvae(x, o, likelihood="bernoulli", dataset_size=n, sampling=sampling)[0]
+        return loss
+
+    vals = [float(step_fn(out, jnp.int32(s), jnp.float32(2.0), jnp.float32(100.0),
+                          jnp.float32(25.0), jnp.float32(1000.0))) for s in range(4)]
+    assert len(traces) == 1 and len(set(vals)) == 4
+
+
+def test_objectives_vmap_over_a_leading_axis():
+    x, out, dec, eps = make_batch()
+    outs = [make_batch(seed=s)[1] for s in range(3)]
+    stacked = ModelOutput(*[jnp.stack(f) for f in zip(*outs)])
+    for name in sorted(losses.OBJECTIVES):
+        got = jax.vmap(lambda o: call(name, x, o, dec, eps)[0])(stacked)
+        want = [call(name, x, o, dec, eps)[0] for o in outs]
+        np.testing.assert_allclose(got, want, rtol=2e-6, err_msg=name)
+
+
+def test_module_does_not_import_torch():
+    code = "import sys, jaxvae.losses; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -1,0 +1,218 @@
+"""Rebuild a JAX model from a run folder, and the model operations the commands run.
+Twin: `torchvae/restore.py` (same names and signatures; `vaecommon.dispatch` picks the twin
+from the run folder's config.json).
+
+Everything here takes and returns NumPy: images NHWC `(N, H, W, C)` float32 in [0, 1] (the
+twin converts to and from its NCHW tensors), latents `(N, D)`. Evaluation and figures use the
+trainer's own random streams (`jaxvae.train.stream_key` of the run's seed at the checkpoint's
+epoch), so `evaluate_run` on a finished run reproduces the test record the trainer wrote, and
+`run_figure_arrays` the trainer's figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvae import checkpoint as ckpt_lib
+from jaxvae import convert
+from jaxvae import data as data_lib
+from jaxvae import figures as jfig
+from jaxvae import train as train_lib
+from vaecommon import dispatch, runs
+from vaecommon.config import TrainConfig, resolve
+from vaecommon.datasets import Dataset
+from vaecommon.presets import ModelSpec
+from vaecommon.run_figures import FigureArrays, as_nhwc
+
+__all__ = [
+    "FRAMEWORK", "Restored", "restore", "load_run", "load_split", "evaluate_run", "encode_means",
+    "reconstruct", "sample", "interpolate", "decode", "run_figure_arrays", "canonical_weights",
+    "model_from_weights", "write_run_folder",
+]
+
+FRAMEWORK = "jax"
+
+
+class Restored(NamedTuple):
+    """A run folder's model at one checkpoint, and what evaluating it needs.
+
+    Attributes:
+      model: the model in eval mode.
+      cfg: the run's resolved TrainConfig.
+      spec: its ModelSpec.
+      step, epoch: the checkpoint's optimizer step and completed epochs.
+      record: the run's config.json.
+      trainer: the `jaxvae.train.Trainer` (torch: `torchvae.train.Trainer`).
+      state: the restored `TrainState` (torch: None; the trainer holds the model).
+    """
+
+    model: Any
+    cfg: TrainConfig
+    spec: ModelSpec
+    step: int
+    epoch: int
+    record: dict
+    trainer: Any
+    state: Any
+
+
+def restore(run_dir: str | Path, step: int | None = None) -> Restored:
+    """Restore a JAX run folder's latest checkpoint (or `step`).
+
+    Raises:
+      RunFolderError: not a run folder, a torch run, corrupt config, no (such) checkpoint, or a
+        checkpoint that does not fit the config's model.
+    """
+    record = dispatch.read_run_config(run_dir)
+    if record["framework"] != FRAMEWORK:
+        raise dispatch.RunFolderError(f"{run_dir} is a {record['framework']} run; use "
+                                      f"vaecommon.dispatch.load_run, which picks the twin")
+    cfg = dispatch.train_config(record, where=Path(run_dir) / "config.json")
+    step = dispatch.pick_step(run_dir, FRAMEWORK, step)
+    spec = dispatch.spec_of(cfg.model, cfg.model_overrides)
+    trainer = train_lib.Trainer.create(cfg, dispatch.n_train(record, cfg))
+    template = trainer.init_state(jax.random.key(cfg.seed))
+    manager = ckpt_lib.CheckpointManager(runs.RunFolder(run_dir).checkpoints,
+                                         keep=cfg.keep_checkpoints)
+    try:
+        state, meta = manager.restore(template, step)
+    except ckpt_lib.CheckpointError as e:
+        raise dispatch.RunFolderError(str(e)) from None
+    model = trainer.model_from(state.params, state.rest, train=False)
+    return Restored(model, cfg, spec, int(state.step), int(meta.get("epoch", 0)), record,
+                    trainer, state)
+
+
+def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, TrainConfig, ModelSpec]:
+    """(model in eval mode, resolved TrainConfig, ModelSpec) of a run folder's checkpoint."""
+    r = restore(run_dir, step)
+    return r.model, r.cfg, r.spec
+
+
+def load_split(cfg: TrainConfig, split: str = "test", *, dataset: str | None = None,
+               data_source: str | None = None, data_dir: str | None = None,
+               limit: int | None = None) -> Dataset:
+    """One split as the run saw it (same source, binarization and limit), or another dataset.
+
+    Args:
+      cfg: the run's resolved config.
+      split: "train" or "test".
+      dataset, data_source, data_dir: evaluate on other data (None: the run's; a new dataset
+        reads with source "auto" unless data_source is given).
+      limit: first N examples (None: the run's limit_test / limit_train).
+    Returns:
+      Dataset(images float32 (N, H, W, C), labels int64 (N,), info), NumPy.
+    Raises:
+      DataError: missing data; RunFolderError: images of another shape than the model's input.
+    """
+    cfg2 = dispatch.data_config(cfg, dataset, data_source, data_dir)
+    if limit is None:
+        limit = cfg.limit_test if split == "test" else cfg.limit_train
+    ds = data_lib.load_dataset(cfg2.dataset, split, limit=limit, **dispatch.data_kwargs(cfg2))
+    images = np.asarray(ds.images)  # (N, H, W, C): already NHWC in JAX (torch: from NCHW)
+    h, w, c = images.shape[1:]
+    dispatch.check_input_shape(cfg, (c, h, w), ds.info)
+    return Dataset(images, np.asarray(ds.labels, np.int64), ds.info)
+
+
+def evaluate_run(restored: Restored, data: Dataset, *, nll_samples: int = 0) -> dict[str, Any]:
+    """Test metrics of the restored model: the trainer's `evaluate` with its eval/NLL streams at
+    the checkpoint's epoch, so on the run's own test set -ELBO, recon, KL, KL per dimension and
+    active units equal the final test record (and the NLL too, for the same sample count).
+
+    Returns:
+      {"loss" (-ELBO, nats/example), "recon", "kl", "bits_per_dim", "kl_per_dim", "active_units",
+       "nll", "nll_samples", "nll_bits_per_dim" (VAEs, when nll_samples > 0)}.
+    """
+    r = restored
+    return train_lib.evaluate(r.trainer, r.state.params, r.state.rest, data.images,
+                              jax.random.key(r.cfg.seed), nll_samples=int(nll_samples),
+                              epoch=r.epoch)
+
+
+def encode_means(model, images: np.ndarray, *, batch: int = 500) -> np.ndarray:
+    """(N, D) posterior means (AE: codes) of NHWC images."""
+    return np.asarray(jfig.encode_means(model, np.asarray(images, np.float32), batch=batch))
+
+
+def reconstruct(model, images: np.ndarray) -> np.ndarray:
+    """NHWC reconstructions in [0, 1], decoded from the posterior mean (no sampling noise)."""
+    return jfig.reconstruct(model, np.asarray(images, np.float32))
+
+
+def sample(model, n: int, seed: int) -> np.ndarray:
+    """(n, H, W, C) images decoded from z ~ N(0, I) drawn with `jax.random.key(seed)`.
+
+    The same seed gives different images in the torch twin (different generators).
+    """
+    return as_nhwc(np.asarray(model.sample(int(n), jax.random.key(int(seed)))), model.spec)
+
+
+def interpolate(model, x0: np.ndarray, x1: np.ndarray, *, steps: int = 10,
+                method: str = "linear") -> np.ndarray:
+    """(steps, H, W, C) decoded along lerp/slerp between the posterior means of x0 and x1 (H, W, C)."""
+    return jfig.interpolate(model, np.asarray(x0, np.float32), np.asarray(x1, np.float32),
+                            steps=steps, method=method)
+
+
+def decode(model, z: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) images in [0, 1] (`model.generate`) of latents z (N, D)."""
+    model.eval()
+    return as_nhwc(np.asarray(jax.jit(model.generate)(jnp.asarray(z, jnp.float32))), model.spec)
+
+
+def run_figure_arrays(restored: Restored, data: Dataset, **kw: Any) -> FigureArrays:
+    """What `vaecommon.run_figures.write_run_figures` draws, with the trainer's figures stream
+    (the same samples as the figures written at the end of training)."""
+    key = train_lib.stream_key(jax.random.key(restored.cfg.seed), "figures", 0)
+    return jfig.figure_arrays(restored.model, data.images, data.labels, key, **kw)
+
+
+def canonical_weights(model) -> dict[str, np.ndarray]:
+    """The model's weights in canonical (PyTorch) naming and layout (`jaxvae.convert`)."""
+    return convert.to_canonical(model)
+
+
+def model_from_weights(cfg: TrainConfig, weights: Mapping[str, np.ndarray]):
+    """The preset of `cfg` holding canonical `weights` (eval mode).
+
+    Raises:
+      WeightsMismatchError: missing/unexpected tensors or shapes (all named).
+    """
+    model = convert.from_canonical(cfg.model, weights, **cfg.model_overrides)
+    model.eval()
+    return model
+
+
+def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str, np.ndarray],
+                     *, converted_from: str) -> Path:
+    """A JAX run folder holding `weights`: config.json, one Orbax checkpoint (step 0, epoch 0,
+    fresh optimizer state) and summary.md, readable by every command (and resumable by train).
+
+    Raises:
+      RunFolderError: `workdir` already holds a run; WeightsMismatchError: weights do not fit.
+    """
+    cfg = resolve(cfg)
+    run = runs.RunFolder(workdir)
+    if run.config_path.exists() or (run.checkpoints.is_dir() and any(run.checkpoints.iterdir())):
+        raise dispatch.RunFolderError(f"{run.root} already holds a run; choose a new folder")
+    model = convert.from_canonical(cfg.model, weights, **cfg.model_overrides)
+    trainer = train_lib.Trainer.create(cfg, cfg.batch_size)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    state = train_lib.TrainState(params, rest, trainer.tx.init(params), jnp.zeros((), jnp.int32))
+    run.create()
+    ckpt_lib.CheckpointManager(run.checkpoints, keep=cfg.keep_checkpoints).save(
+        state, epoch=0, root_key=jax.random.key(cfg.seed), config=dataclasses.asdict(cfg))
+    run.write_config(dispatch.config_record(
+        cfg, framework=FRAMEWORK, converted_from=converted_from,
+        versions=runs.versions("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")))
+    run.write_summary(dispatch.converted_summary(cfg, framework=FRAMEWORK,
+                                                 converted_from=converted_from))
+    return run.root

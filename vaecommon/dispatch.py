@@ -1,0 +1,337 @@
+"""Which twin handles a run folder or a weights file. Framework-free; the commands' entry point.
+
+A run folder written by `jaxvae.train` or `torchvae.train` (or by `scripts/convert.py
+--to-run-folder`) names its framework in `config.json`; `twin_of(run)` imports the matching
+`jaxvae.restore` or `torchvae.restore` lazily (the twins have the same public names), so a
+command works on either kind of folder and only imports the framework it needs.
+
+Every problem with the input raises `RunFolderError` (a ValueError) whose message says what was
+expected and how to get it: not a directory, no or corrupt config.json, an unknown framework, no
+checkpoint, a checkpoint of the other framework, or a framework that is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from vaecommon import config as config_lib
+from vaecommon import presets
+from vaecommon.config import TrainConfig
+from vaecommon.runs import RunFolder
+
+__all__ = [
+    "RunFolderError", "FRAMEWORKS", "WEIGHT_SUFFIXES", "TORCH_SUFFIXES", "read_run_config",
+    "framework_of", "twin", "twin_of", "load_run", "train_config", "spec_of", "n_train",
+    "data_kwargs", "checkpoint_steps", "require_checkpoint", "pick_step", "run_label",
+    "finite_or_str", "input_kind",
+]
+
+FRAMEWORKS = {"jax": "jaxvae.restore", "torch": "torchvae.restore"}
+"""config.json "framework" -> the twin module that restores such a run."""
+_EXTRAS = {"jax": "jax", "torch": "torch"}  # pyproject optional-dependency names
+
+TORCH_SUFFIXES = (".pt", ".pth")
+"""torch.save files (a state_dict, read with weights_only=True)."""
+WEIGHT_SUFFIXES = (".safetensors", ".npz")
+"""Canonical weights files (`vaecommon.weights`): PyTorch naming and layout, NumPy only."""
+
+
+class RunFolderError(ValueError):
+    """The input is not a usable run folder / checkpoint; the message says why and what to do."""
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The validated config.json record of a run folder.
+
+    Returns:
+      The record: {"config": dict, "spec": dict, "framework": "jax"|"torch", "data": ..., ...}.
+    Raises:
+      RunFolderError: not a directory, no config.json, corrupt JSON, missing keys, an unknown
+        framework or a config that no longer parses into a `TrainConfig`.
+    """
+    root = Path(run_dir)
+    if not root.exists():
+        raise RunFolderError(f"{root} does not exist; pass a run folder written by scripts/train.py")
+    if not root.is_dir():
+        hint = ""
+        if root.suffix in TORCH_SUFFIXES + WEIGHT_SUFFIXES:
+            hint = (f"; to use a weights file, make a run folder from it first: "
+                    f"python scripts/convert.py {root} --model PRESET --to-run-folder DIR")
+        raise RunFolderError(f"{root} is a file, not a run folder (config.json + checkpoints/)"
+                             + hint)
+    run = RunFolder(root)
+    try:
+        record = run.read_config()
+    except FileNotFoundError as e:
+        raise RunFolderError(str(e)) from None
+    except ValueError as e:  # corrupt JSON
+        raise RunFolderError(f"{e}; the run folder's config.json is damaged") from None
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{run.config_path}: corrupt config: expected a JSON object, got "
+                             f"{type(record).__name__}")
+    missing = [k for k in ("config", "framework") if k not in record]
+    if missing:
+        raise RunFolderError(f"{run.config_path}: corrupt config: missing key(s) {missing} "
+                             "(a run folder's config.json has config, spec, framework, data)")
+    fw = record["framework"]
+    if fw not in FRAMEWORKS:
+        raise RunFolderError(f"{run.config_path}: unknown framework {fw!r}; expected one of "
+                             f"{sorted(FRAMEWORKS)}")
+    train_config(record, where=run.config_path)  # fail here, with the file named, not later
+    return record
+
+
+def train_config(record: dict[str, Any], *, where: Any = "config.json") -> TrainConfig:
+    """The resolved `TrainConfig` of a config.json record (RunFolderError if it does not parse)."""
+    try:
+        cfg = config_lib.from_dict(record["config"])
+        return config_lib.resolve(cfg)
+    except (TypeError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise RunFolderError(f"{where}: corrupt or outdated config: {msg}") from None
+
+
+def spec_of(model: str, overrides: dict[str, Any] | None = None) -> presets.ModelSpec:
+    """`presets.get_spec` with every bad input raised as RunFolderError (the message lists the
+    valid presets or override keys)."""
+    try:
+        return presets.get_spec(model, **(overrides or {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunFolderError(e.args[0] if e.args else str(e)) from None
+
+
+def framework_of(run_dir: str | Path) -> str:
+    """"jax" or "torch": the framework that wrote the run folder."""
+    return read_run_config(run_dir)["framework"]
+
+
+def twin(framework: str) -> ModuleType:
+    """`jaxvae.restore` or `torchvae.restore`, imported now (RunFolderError if not installed)."""
+    if framework not in FRAMEWORKS:
+        raise RunFolderError(f"unknown framework {framework!r}; expected one of {sorted(FRAMEWORKS)}")
+    try:
+        return importlib.import_module(FRAMEWORKS[framework])
+    except ImportError as e:
+        raise RunFolderError(
+            f"this needs the {framework} framework, which cannot be imported ({e}); install it "
+            f"with pip install 'jaxvae[{_EXTRAS[framework]}]'"
+        ) from None
+
+
+def twin_of(run_dir: str | Path) -> ModuleType:
+    """The restore twin of the framework that wrote `run_dir`."""
+    return twin(framework_of(run_dir))
+
+
+def load_run(run_dir: str | Path, step: int | None = None):
+    """(model, resolved TrainConfig, ModelSpec) of a run folder of either framework, from its
+    latest checkpoint (or `step`). The model is in eval mode."""
+    return twin_of(run_dir).load_run(run_dir, step)
+
+
+def n_train(record: dict[str, Any], cfg: TrainConfig) -> int:
+    """Training-set size the run was built with (it sizes the optimizer's schedule only)."""
+    info = (record.get("data") or {}).get("train") or {}
+    n = info.get("n")
+    return int(n) if isinstance(n, int) and n > 0 else int(cfg.batch_size)
+
+
+def data_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """`load_dataset` keyword arguments that reproduce a run's data treatment (as both
+    trainers' `load_data` do: dynamic binarization evaluates on grey values)."""
+    kw: dict[str, Any] = dict(
+        source=cfg.data_source, data_dir=cfg.data_dir,
+        binarization="none" if cfg.binarization == "dynamic" else cfg.binarization)
+    if cfg.dataset == "image_folder":
+        kw["image_size"] = cfg.image_size
+    return kw
+
+
+def checkpoint_steps(run_dir: str | Path, framework: str) -> list[int]:
+    """Steps of the complete checkpoints in `<run>/checkpoints` for `framework`, ascending.
+
+    Reads the folder names only (jax: Orbax step directories holding commit_success.txt or
+    _CHECKPOINT_METADATA; torch: step_XXXXXXXXX.pt), so nothing is created or cleaned up.
+    """
+    d = RunFolder(run_dir).checkpoints
+    if not d.is_dir():
+        return []
+    if framework == "torch":
+        out = []
+        for p in d.glob("step_*.pt"):
+            try:
+                out.append(int(p.stem.split("_", 1)[1]))
+            except ValueError:
+                continue
+        return sorted(out)
+    return sorted(int(p.name) for p in d.iterdir()
+                  if p.is_dir() and p.name.isdigit() and not p.name.startswith(".")
+                  and ((p / "_CHECKPOINT_METADATA").exists() or (p / "commit_success.txt").exists()))
+
+
+def require_checkpoint(run_dir: str | Path, framework: str) -> list[int]:
+    """`checkpoint_steps`, raising RunFolderError when there is none (naming what is there)."""
+    steps = checkpoint_steps(run_dir, framework)
+    if steps:
+        return steps
+    d = RunFolder(run_dir).checkpoints
+    other = "torch" if framework == "jax" else "jax"
+    if checkpoint_steps(run_dir, other):
+        raise RunFolderError(
+            f"{d} holds {other} checkpoints but {Path(run_dir) / 'config.json'} says framework "
+            f"{framework!r}: the folder mixes two runs; train into a fresh folder"
+        )
+    found = sorted(p.name for p in d.iterdir())[:5] if d.is_dir() else []
+    raise RunFolderError(
+        f"no {framework} checkpoint in {d}"
+        + (f" (found only {found})" if found else " (the folder is missing or empty)")
+        + "; train it (scripts/train.py --workdir ...) or make one with scripts/convert.py "
+        "--to-run-folder"
+    )
+
+
+def pick_step(run_dir: str | Path, framework: str, step: int | None) -> int:
+    """`step` if a checkpoint of it exists, else the latest; RunFolderError listing the steps."""
+    steps = require_checkpoint(run_dir, framework)
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise RunFolderError(f"no checkpoint for step {step} in {RunFolder(run_dir).checkpoints}; "
+                             f"available steps: {steps}")
+    return int(step)
+
+
+def run_label(run_dir: str | Path) -> str:
+    """A short legend label: '<folder name> (<model>, <framework>)'."""
+    try:
+        rec = read_run_config(run_dir)
+        return f"{Path(run_dir).resolve().name} ({rec['config'].get('model')}, {rec['framework']})"
+    except RunFolderError:
+        return Path(run_dir).resolve().name
+
+
+def finite_or_str(value: Any) -> Any:
+    """JSON-safe numbers: non-finite floats become "nan"/"inf" strings (as metrics.jsonl does)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: finite_or_str(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_str(v) for v in value]
+    return value
+
+
+def input_kind(path: str | Path) -> str:
+    """What `scripts/convert.py` was given: "run" (a run folder, or an Orbax step folder inside
+    one), "torch" (.pt/.pth) or "canonical" (.safetensors/.npz).
+
+    Raises:
+      RunFolderError: nothing there, or a kind of file no converter reads.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise RunFolderError(f"{p} does not exist")
+    if p.is_dir():
+        if (p / "config.json").exists() or run_of_step_dir(p) is not None:
+            return "run"
+        raise RunFolderError(f"{p} is a directory without config.json: not a run folder (nor a "
+                             "checkpoints/<step> folder of one)")
+    if p.suffix in TORCH_SUFFIXES:
+        return "torch"
+    if p.suffix in WEIGHT_SUFFIXES:
+        return "canonical"
+    raise RunFolderError(f"{p}: unknown weights file type {p.suffix!r}; expected a torch state_dict "
+                         f"{TORCH_SUFFIXES}, canonical weights {WEIGHT_SUFFIXES} or a run folder")
+
+
+def run_of_step_dir(path: str | Path) -> tuple[Path, int] | None:
+    """(run folder, step) when `path` is `<run>/checkpoints/<step>`, else None."""
+    p = Path(path)
+    if p.name.isdigit() and p.parent.name == "checkpoints" and (p.parent.parent / "config.json").exists():
+        return p.parent.parent, int(p.name)
+    return None
+
+
+def config_record(cfg: TrainConfig, *, framework: str, converted_from: str, versions: dict
+                  ) -> dict[str, Any]:
+    """config.json of a run folder made from converted weights (no training data recorded)."""
+    spec = spec_of(cfg.model, cfg.model_overrides)
+    return {"config": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec),
+            "framework": framework, "data": {"train": None, "test": None},
+            "converted_from": converted_from, "versions": versions}
+
+
+def converted_summary(cfg: TrainConfig, *, framework: str, converted_from: str) -> str:
+    """summary.md of a run folder made from converted weights."""
+    return (f"# Converted weights: `{cfg.model}` ({framework})\n\n"
+            f"- converted from: `{converted_from}`\n"
+            f"- model overrides: {cfg.model_overrides or 'none'}\n"
+            "- no training happened in this folder: it has one checkpoint (step 0, epoch 0) and "
+            "no metrics.jsonl, so loss curves and KL-per-dimension figures are not available; "
+            "`scripts/evaluate.py` computes the test numbers.\n")
+
+
+def meta_for_weights(cfg: TrainConfig, *, converted_from: str) -> dict[str, Any]:
+    """Metadata stored with a canonical weights file: enough to rebuild the model."""
+    return {"model": cfg.model, "model_overrides": dict(cfg.model_overrides),
+            "config": dataclasses.asdict(cfg), "converted_from": converted_from}
+
+
+def config_for_weights(meta: dict[str, Any], model: str | None, overrides: dict[str, Any]
+                       ) -> TrainConfig:
+    """The resolved TrainConfig for weights: --model/--override win over the file's metadata.
+
+    Raises:
+      RunFolderError: no preset known (the message lists the valid ones), or bad overrides.
+    """
+    base: dict[str, Any] = {}
+    if isinstance(meta.get("config"), dict):
+        base = dict(meta["config"])
+    elif meta.get("model"):
+        base = {"model": meta["model"], "model_overrides": meta.get("model_overrides") or {}}
+    if model is not None and model != base.get("model"):
+        base = {"model": model, "model_overrides": {}}  # another preset: the old config is moot
+    if "model" not in base:
+        raise RunFolderError(
+            "which preset are these weights for? pass --model PRESET (valid presets: "
+            + ", ".join(presets.list_models()) + ")")
+    base["model_overrides"] = {**(base.get("model_overrides") or {}), **overrides}
+    spec_of(base["model"], base["model_overrides"])  # clear message for a bad preset/override
+    try:
+        return config_lib.resolve(config_lib.from_dict(base))
+    except (TypeError, ValueError) as e:
+        raise RunFolderError(f"bad configuration in the weights' metadata: {e}") from None
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """Pretty JSON of a result record (non-finite numbers as strings)."""
+    return json.dumps(finite_or_str(record), indent=2, sort_keys=False)
+
+
+def data_config(cfg: TrainConfig, dataset: str | None = None, data_source: str | None = None,
+                data_dir: str | None = None) -> TrainConfig:
+    """`cfg` with the data fields replaced (a new dataset reads with source "auto" and its own
+    default folder unless data_source / data_dir are given)."""
+    changes: dict[str, Any] = {}
+    if dataset is not None and dataset != cfg.dataset:
+        changes.update(dataset=dataset, data_source="auto", data_dir=None)
+    if data_source is not None:
+        changes["data_source"] = data_source
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    return cfg.replace(**changes) if changes else cfg
+
+
+def check_input_shape(cfg: TrainConfig, chw: tuple[int, int, int], info: Any) -> None:
+    """RunFolderError unless examples of shape (C, H, W) fit the run's model."""
+    want = tuple(spec_of(cfg.model, cfg.model_overrides).input_shape)
+    if tuple(chw) != want:
+        raise RunFolderError(
+            f"data from {getattr(info, 'path', '?')} has examples of shape {tuple(chw)} (C, H, W) "
+            f"but the run's model {cfg.model!r} expects {want}; pick a dataset of that shape")
