@@ -343,9 +343,11 @@ def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: i
     var = s["mean_sq"] / n - (s["mean_sum"] / n) ** 2
     res["active_units"] = int(np.sum(var > 0.01))
     if nll_samples and get_spec(cfg.model, **cfg.model_overrides).is_vae:
-        res["nll"] = importance_sampled_nll(trainer, params, rest, images, root_key,
+        sub = images[: cfg.nll_limit] if cfg.nll_limit else images
+        res["nll"] = importance_sampled_nll(trainer, params, rest, sub, root_key,
                                             k=nll_samples, epoch=epoch, chunk=nll_chunk)
         res["nll_samples"] = int(nll_samples)
+        res["nll_examples"] = int(sub.shape[0])
         res["nll_bits_per_dim"] = res["nll"] / (input_dim * math.log(2.0))
     return res
 

@@ -73,6 +73,26 @@ def value_and_grads(fw: str, f, args: list):
     return float(v.detach()), {k: to_np(t) for k, t in aux.items()}, [to_np(t) for t in g]
 
 
+def value_and_grads_many(fw: str, jobs: dict):
+    """value_and_grads of many (f, args) jobs: {key: (value, aux, grads)}.
+
+    JAX evaluates all jobs in ONE jit (one compile per family of checks: merging halves the
+    compile time, which dominates these tests); PyTorch runs them one by one.
+    """
+    if fw == "torch":
+        return {k: value_and_grads(fw, f, args) for k, (f, args) in jobs.items()}
+    keys = sorted(jobs)
+
+    @jax.jit
+    def run(all_args):
+        return {k: jax.value_and_grad(jobs[k][0], argnums=tuple(range(len(a))), has_aux=True)(*a)
+                for k, a in zip(keys, all_args)}
+
+    res = run([[to_fw(fw, a) for a in jobs[k][1]] for k in keys])
+    return {k: (float(v), {n: to_np(t) for n, t in aux.items()}, [to_np(t) for t in g])
+            for k, ((v, aux), g) in res.items()}
+
+
 def linear_decoder(fw: str, w: np.ndarray, b: np.ndarray):
     """z (N, D) -> z W + b, in framework fw (elementwise products: no matmul precision flags)."""
     if fw == "oracle":
@@ -118,7 +138,8 @@ RECON_CASES = [(name, RECON_PARAMS.get(name, {})) for name in sorted(jl.RECONSTR
     ("gaussian_learned", {"log_sigma": np.float32(-0.7)}),
     ("gaussian_calibrated", {"calibration": "example"}),
 ]
-RECON_IDS = [f"{n}-{'-'.join(p)}" if p else n for n, p in RECON_CASES]
+RECON_IDS = [name for name, _ in RECON_CASES[:-2]] + ["gaussian_learned-global", "gaussian_calibrated-example"]
+assert len(set(RECON_IDS)) == len(RECON_IDS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,19 +160,26 @@ def recon_case(idx: int):
     return x, args, keys, static, per_example, oracle.numerical_grad(f_oracle, args)
 
 
+@functools.lru_cache(maxsize=None)
+def recon_results(fw: str):
+    jobs = {}
+    for idx, (name, _) in enumerate(RECON_CASES):
+        x, args, keys, static, _, _ = recon_case(idx)
+
+        def f(lg, *ps, name=name, xf=to_fw(fw, x), keys=keys, static=static):
+            per = LIB[fw].reconstruction_nll(xf, lg, name, **static, **dict(zip(keys, ps)))
+            return per.sum(), {"per_example": per}
+
+        jobs[RECON_IDS[idx]] = (f, args)
+    return value_and_grads_many(fw, jobs)
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("idx", range(len(RECON_CASES)), ids=RECON_IDS)
 def test_reconstruction_vs_oracle(fw, idx):
     name = RECON_CASES[idx][0]
-    x, args, keys, static, want, want_grads = recon_case(idx)
-    lib = LIB[fw]
-    xf = to_fw(fw, x)
-
-    def f(lg, *ps):
-        per = lib.reconstruction_nll(xf, lg, name, **static, **dict(zip(keys, ps)))
-        return per.sum(), {"per_example": per}
-
-    _, aux, grads = value_and_grads(fw, f, args)
+    _, _, keys, _, want, want_grads = recon_case(idx)
+    _, aux, grads = recon_results(fw)[RECON_IDS[idx]]
     assert_close(aux["per_example"], want, name=f"{fw}:{name}", **TOL["per_example_loss"])
     for g, w, arg in zip(grads, want_grads, ["logits"] + keys):
         assert_close(g, w, name=f"{fw}:d{name}/d{arg}", **TOL["loss_gradients"])
@@ -202,18 +230,29 @@ LATENT_FNS = {
 }
 
 
+def latent_inputs(name: str):
+    # kl_monte_carlo gets leading sample axes (S, B, D); the others one sample (B, D).
+    return latent_case(name, n_samples=3 if name == "kl_monte_carlo" else 0)
+
+
+@functools.lru_cache(maxsize=None)
+def latent_results(fw: str):
+    jobs = {}
+    for name, (lib_fn, _) in LATENT_FNS.items():
+        def f(m, lv, e, lib_fn=lib_fn):
+            v = lib_fn(LIB[fw], m, lv, e)
+            return v.sum(), {"v": v}
+
+        jobs[name] = (f, list(latent_inputs(name)))
+    return value_and_grads_many(fw, jobs)
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("name", sorted(LATENT_FNS))
 def test_latent_functions_vs_oracle(fw, name):
-    lib_fn, oracle_fn = LATENT_FNS[name]
-    # kl_monte_carlo gets leading sample axes (S, B, D); the others one sample (B, D).
-    mean, logvar, eps = latent_case(name, n_samples=3 if name == "kl_monte_carlo" else 0)
-
-    def f(m, lv, e):
-        v = lib_fn(LIB[fw], m, lv, e)
-        return v.sum(), {"v": v}
-
-    _, aux, grads = value_and_grads(fw, f, [mean, logvar, eps])
+    _, oracle_fn = LATENT_FNS[name]
+    mean, logvar, eps = latent_inputs(name)
+    _, aux, grads = latent_results(fw)[name]
     assert_close(aux["v"], oracle_fn(mean, logvar, eps), name=f"{fw}:{name}", **TOL["per_example_loss"])
     want = oracle.numerical_grad(lambda m, lv, e: float(np.sum(oracle_fn(m, lv, e))), [mean, logvar, eps])
     for g, w, arg in zip(grads, want, ("mean", "logvar", "eps")):
@@ -225,25 +264,42 @@ def test_latent_functions_vs_oracle(fw, name):
 ESTIMATORS = ("log_importance_weights", "importance_sampled_log_likelihood", "importance_sampled_nll")
 
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("name", ESTIMATORS)
-def test_estimators_vs_oracle(fw, name, likelihood):
+ESTIMATOR_LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def estimator_inputs(name: str, likelihood: str):
     rng = seeded(f"{name}-{likelihood}")
     x = f32(rng.uniform(size=(B, 2, 3)))
     mean, logvar = f32(rng.normal(size=(B, D))), f32(rng.normal(size=(B, D)) * 0.5)
     eps = f32(rng.normal(size=(7, B, D)))
     w, b = f32(rng.normal(size=(D, P))), f32(rng.normal(size=(P,)))
-    dec_o = linear_decoder("oracle", w, b)
-    dec = linear_decoder(fw, w, b)
-    xf, ef = to_fw(fw, x), to_fw(fw, eps)
+    return x, mean, logvar, eps, w, b
 
-    def f(m, lv):
-        v = getattr(LIB[fw], name)(xf, m, lv, ef, dec, likelihood)
-        return v.sum(), {"v": v}
 
-    _, aux, grads = value_and_grads(fw, f, [mean, logvar])
-    o = functools.partial(getattr(oracle, name), x, eps=eps, decode=dec_o, likelihood=likelihood)
+@functools.lru_cache(maxsize=None)
+def estimator_results(fw: str):
+    jobs = {}
+    for name in ESTIMATORS:
+        for likelihood in ESTIMATOR_LIKELIHOODS:
+            x, mean, logvar, eps, w, b = estimator_inputs(name, likelihood)
+
+            def f(m, lv, name=name, likelihood=likelihood, xf=to_fw(fw, x), ef=to_fw(fw, eps),
+                  dec=linear_decoder(fw, w, b)):
+                v = getattr(LIB[fw], name)(xf, m, lv, ef, dec, likelihood)
+                return v.sum(), {"v": v}
+
+            jobs[f"{name}-{likelihood}"] = (f, [mean, logvar])
+    return value_and_grads_many(fw, jobs)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("likelihood", ESTIMATOR_LIKELIHOODS)
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_estimators_vs_oracle(fw, name, likelihood):
+    x, mean, logvar, eps, w, b = estimator_inputs(name, likelihood)
+    _, aux, grads = estimator_results(fw)[f"{name}-{likelihood}"]
+    o = functools.partial(getattr(oracle, name), x, eps=eps, decode=linear_decoder("oracle", w, b),
+                          likelihood=likelihood)
     assert_close(aux["v"], o(mean=mean, logvar=logvar), name=f"{fw}:{name}", **TOL["per_example_loss"])
     want = oracle.numerical_grad(lambda m, lv: float(np.sum(o(mean=m, logvar=lv))), [mean, logvar])
     for g, wg, arg in zip(grads, want, ("mean", "logvar")):
@@ -288,6 +344,7 @@ OBJ_CASES = [(name, "bernoulli", OBJ_PARAMS.get(name, {})) for name in sorted(jl
 ] + [("elbo", lik, RECON_PARAMS.get(lik, {})) for lik in sorted(jl.RECONSTRUCTION) if lik != "bernoulli"]
 OBJ_IDS = [f"{o}-{lik}" + "".join(f"-{k}" for k in sorted(p) if k not in OBJ_PARAMS.get(o, {}))
            for o, lik, p in OBJ_CASES]
+assert len(set(OBJ_IDS)) == len(OBJ_IDS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -321,9 +378,8 @@ def objective_case(idx: int):
     return dict(x=x, args=args, w=w, b=b, eps=eps, params=params, ae=ae, terms=terms, grads=grads)
 
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("idx", range(len(OBJ_CASES)), ids=OBJ_IDS)
-def test_objective_vs_oracle(fw, idx):
+def objective_fn(fw: str, idx: int):
+    """f(logits, mean, logvar, z) -> (loss, terms) of objective case idx in framework fw."""
     name, likelihood, _ = OBJ_CASES[idx]
     c = objective_case(idx)
     lib = LIB[fw]
@@ -333,17 +389,45 @@ def test_objective_vs_oracle(fw, idx):
 
     def f(lg, m, lv, zz):
         out = ModelOutput(lg, m, lv, zz) if not c["ae"] else ModelOutput(lg, m, None, m)
-        loss, terms = lib.OBJECTIVES[name](xf, out, likelihood=likelihood, step=STEP, decode=dec,
-                                           eps=ef, **params)
-        return loss, terms
+        return lib.OBJECTIVES[name](xf, out, likelihood=likelihood, step=STEP, decode=dec, eps=ef,
+                                    **params)
 
-    loss, terms, grads = value_and_grads(fw, f, c["args"])
+    return f
+
+
+def extreme_inputs(name: str):
+    """The base case's inputs with logits +-1e4 and logvar +-50 (DIP-II: +-40, see below)."""
+    c = objective_case(OBJ_IDS.index(f"{name}-bernoulli"))
+    lv_big = EXTREME_LOGVAR.get(name, 50.0)
+    logits = f32(np.tile([1e4, -1e4, 0.0], (B, 2)))
+    logvar = f32(np.tile([lv_big, -lv_big, 0.0], (B, 1)))
+    return [logits, c["args"][1], logvar, c["args"][3]]
+
+
+EXTREME_LOGVAR = {"dip_vae_ii": 40.0}  # exp(50)^2 = 2.7e43 exceeds float32: the true value is inf
+
+
+@functools.lru_cache(maxsize=None)
+def objective_results(fw: str):
+    """Every objective case, plus every objective at extreme inputs: one JAX compile."""
+    jobs = {OBJ_IDS[i]: (objective_fn(fw, i), objective_case(i)["args"]) for i in range(len(OBJ_CASES))}
+    for name in sorted(jl.OBJECTIVES):
+        jobs[f"extreme:{name}"] = (objective_fn(fw, OBJ_IDS.index(f"{name}-bernoulli")), extreme_inputs(name))
+    return value_and_grads_many(fw, jobs)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("idx", range(len(OBJ_CASES)), ids=OBJ_IDS)
+def test_objective_vs_oracle(fw, idx):
+    name = OBJ_CASES[idx][0]
+    c = objective_case(idx)
+    loss, terms, grads = objective_results(fw)[OBJ_IDS[idx]]
     assert sorted(terms) == sorted(c["terms"]), "term keys differ from the oracle's"
     assert {"loss", "recon", "kl"} <= set(terms)
     assert_close(loss, c["terms"]["loss"], name=f"{fw}:{name} loss", **TOL["per_example_loss"])
     for k, want in c["terms"].items():
         assert_close(terms[k], want, name=f"{fw}:{name} terms[{k}]", **TOL["per_example_loss"])
-    want_grads = c["grads"] if not c["ae"] else [c["grads"][0], 0 * c["grads"][1], 0 * c["grads"][2], 0 * c["grads"][3]]
+    want_grads = c["grads"] if not c["ae"] else [c["grads"][0]] + [0 * g for g in c["grads"][1:]]
     for g, want, arg in zip(grads, want_grads, ("logits", "mean", "logvar", "z")):
         assert_close(g, want, name=f"{fw}:d{name}/d{arg}", **TOL["loss_gradients"])
 
@@ -395,53 +479,53 @@ def test_hand_goldens(fw):
     assert_close(lib.bits_per_dim(784 * ln2, 784), 1.0, name="bits_per_dim", rtol=1e-12, atol=0)
 
 
+EXTREME_X = f32([[1.0, 0.0, 0.0, 1.0, 0.3, 0.7]])
+
+
+def extreme_logits(big: float):
+    return f32([[big, -big, big, -big, 0.5, -3.0]])
+
+
+@functools.lru_cache(maxsize=None)
+def extreme_logit_results(fw: str):
+    jobs = {}
+    for big in (1e4, 1e9):
+        for name in sorted(jl.RECONSTRUCTION):
+            params = {k: to_fw(fw, v) if isinstance(v, np.ndarray) else v
+                      for k, v in RECON_PARAMS.get(name, {}).items()}
+
+            def f(lg, name=name, params=params):
+                v = LIB[fw].reconstruction_nll(to_fw(fw, EXTREME_X), lg, name, **params)
+                return v.sum(), {"v": v}
+
+            jobs[f"{name}:{big:g}"] = (f, [extreme_logits(big)])
+    return value_and_grads_many(fw, jobs)
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("big", [1e4, 1e9])
 def test_extreme_logits(fw, big):
     """Logits of +-1e4 / +-1e9: finite values equal to the oracle, finite gradients."""
-    lib = LIB[fw]
-    logits = f32([[big, -big, big, -big, 0.5, -3.0]])
-    x = f32([[1.0, 0.0, 0.0, 1.0, 0.3, 0.7]])
-    for name in sorted(lib.RECONSTRUCTION):
-        params = {k: to_fw(fw, v) if isinstance(v, np.ndarray) else v for k, v in RECON_PARAMS.get(name, {}).items()}
-
-        def f(lg):
-            v = lib.reconstruction_nll(to_fw(fw, x), lg, name, **params)
-            return v.sum(), {"v": v}
-
-        _, aux, (g,) = value_and_grads(fw, f, [logits])
+    for name in sorted(jl.RECONSTRUCTION):
+        _, aux, (g,) = extreme_logit_results(fw)[f"{name}:{big:g}"]
         assert np.all(np.isfinite(aux["v"])) and np.all(np.isfinite(g)), (name, aux["v"], g)
-        want = oracle.reconstruction_nll(x, logits, name, **RECON_PARAMS.get(name, {}))
+        want = oracle.reconstruction_nll(EXTREME_X, extreme_logits(big), name, **RECON_PARAMS.get(name, {}))
         assert_close(aux["v"], want, name=f"{fw}:{name}(+-{big:g})", **TOL["per_example_loss"])
-
-
-EXTREME_LOGVAR = {"dip_vae_ii": 40.0}  # exp(50)^2 = 2.7e43 exceeds float32: the true value is inf
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("name", sorted(jl.OBJECTIVES))
 def test_objectives_finite_at_extremes(fw, name):
-    """logvar +-50 (and logits +-1e4): finite loss, terms and gradients for every objective."""
-    lib = LIB[fw]
-    c = objective_case(OBJ_IDS.index(f"{name}-bernoulli"))
-    lv_big = EXTREME_LOGVAR.get(name, 50.0)
-    logits = f32(np.tile([1e4, -1e4, 0.0], (B, 2)))
-    logvar = f32(np.tile([lv_big, -lv_big, 0.0], (B, 1)))
-    mean, z = c["args"][1], c["args"][3]
-    params = dict(c["params"])
-
-    def f(lg, m, lv, zz):
-        return lib.OBJECTIVES[name](to_fw(fw, c["x"]), ModelOutput(lg, m, lv, zz), likelihood="bernoulli",
-                                    step=STEP, decode=linear_decoder(fw, c["w"], c["b"]),
-                                    eps=to_fw(fw, c["eps"]), **params)
-
-    loss, terms, grads = value_and_grads(fw, f, [logits, mean, logvar, z])
+    """logvar +-50 (and logits +-1e4): finite loss, terms and gradients for every objective, and
+    loss / recon / kl equal to the oracle's."""
+    loss, terms, grads = objective_results(fw)[f"extreme:{name}"]
     assert np.isfinite(loss), loss
     assert all(np.all(np.isfinite(t)) for t in terms.values()), terms
     assert all(np.all(np.isfinite(g)) for g in grads), grads
-    _, want = oracle.OBJECTIVES[name](c["x"], ModelOutput(logits, mean, logvar, z), likelihood="bernoulli",
+    c = objective_case(OBJ_IDS.index(f"{name}-bernoulli"))
+    _, want = oracle.OBJECTIVES[name](c["x"], ModelOutput(*extreme_inputs(name)), likelihood="bernoulli",
                                       step=STEP, decode=linear_decoder("oracle", c["w"], c["b"]),
-                                      eps=c["eps"], **params)
+                                      eps=c["eps"], **c["params"])
     for k in ("loss", "recon", "kl"):
         assert_close(terms[k], want[k], name=f"{fw}:{name} extreme {k}", **TOL["per_example_loss"])
 
@@ -577,17 +661,16 @@ def test_iwae_bound_increases_with_k_towards_log_px(fw):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_kl_monte_carlo_converges_as_one_over_sqrt_n(fw):
+    """Averages of the first n single-sample estimates (64 independent runs): the RMS error
+    against the closed form falls ~4x per 16x samples."""
     rng = seeded("mc-kl")
     mean, logvar = f32([[0.8, -1.2, 0.1]]), f32([[-0.5, 0.7, -2.0]])
     exact = oracle.kl_normal(mean, logvar)[0]
-    reps, rms = 64, []
-    ns = (16, 256, 4096)
-    for n in ns:
-        eps = f32(rng.normal(size=(reps, n, 1, 3)))
-        lib = LIB[fw]
-        z = lib.reparameterize(to_fw(fw, mean), to_fw(fw, logvar), to_fw(fw, eps))
-        est = to_np(lib.kl_monte_carlo(z, to_fw(fw, mean), to_fw(fw, logvar))).mean(axis=1)[:, 0]
-        rms.append(np.sqrt(np.mean((est - exact) ** 2)))
+    lib = LIB[fw]
+    eps = to_fw(fw, rng.normal(size=(64, 4096, 1, 3)))
+    z = lib.reparameterize(to_fw(fw, mean), to_fw(fw, logvar), eps)
+    per_sample = to_np(lib.kl_monte_carlo(z, to_fw(fw, mean), to_fw(fw, logvar)))[..., 0]  # (64, 4096)
+    rms = [np.sqrt(np.mean((per_sample[:, :n].mean(axis=1) - exact) ** 2)) for n in (16, 256, 4096)]
     ratios = np.array(rms[:-1]) / np.array(rms[1:])  # expected sqrt(16) = 4 each
     assert np.all((ratios > 2.5) & (ratios < 6.5)), (rms, ratios)
     assert rms[-1] < 0.05

@@ -109,3 +109,12 @@ def user_errors(p: argparse.ArgumentParser) -> Iterator[None]:
 def say(text: str) -> None:
     """A progress / result line on stderr (stdout stays machine-readable)."""
     print(text, file=sys.stderr)
+
+
+def wrap(text: str, width_in: float) -> str:
+    """`text` wrapped to a figure `width_in` inches wide (about 11 characters per inch at the
+    figures' title size), so a title over a narrow grid is not clipped."""
+    import textwrap
+
+    chars = max(12, int(width_in * 11))
+    return "\n".join(textwrap.fill(line, chars) for line in text.splitlines())

@@ -65,10 +65,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     with C.user_errors(p):
         from vaecommon import dispatch
-        from vaecommon import weights as wlib
         from vaecommon.cli import parse_kv
 
         kind = dispatch.input_kind(args.input)
+        if args.out and Path(args.out).suffix not in dispatch.TORCH_SUFFIXES + dispatch.WEIGHT_SUFFIXES:
+            raise ValueError(f"--out {args.out}: unknown suffix; use .pt/.pth (torch state_dict) "
+                             "or .safetensors/.npz (canonical weights)")
+        if args.out and Path(args.out).exists() and not args.force:
+            raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
         overrides = parse_kv(args.override, "--override")
         src = Path(args.input)
         if kind == "run":
@@ -76,16 +80,14 @@ def main(argv=None) -> int:
                 raise ValueError("--model/--override do not apply to a run folder: its config.json "
                                  "names the model")
             run_dir, step = dispatch.run_of_step_dir(src) or (src, args.step)
-            r = dispatch.twin_of(run_dir).restore(run_dir, step)
-            weights = dispatch.twin(r.record["framework"]).canonical_weights(r.model)
-            cfg, target = r.cfg, "torch" if r.record["framework"] == "jax" else "jax"
+            source = dispatch.twin_of(run_dir)
+            r = source.restore(run_dir, step)
+            weights = source.canonical_weights(r.model)
+            cfg, target = r.cfg, "torch" if source.FRAMEWORK == "jax" else "jax"
             default_out = Path(run_dir) / f"{cfg.model}_step{r.step}"
         else:
-            if kind == "torch":
-                weights, meta, target = dispatch.twin("torch").convert.load_torch_file(src), {}, "jax"
-            else:
-                weights, md = wlib.load_weights(src)
-                meta, target = json.loads(md.get("meta") or "{}"), "torch"
+            weights, meta = dispatch.read_weights_file(src)
+            target = "jax" if kind == "torch" else "torch"
             cfg = dispatch.config_for_weights(meta, args.model, overrides)
             default_out = src.with_suffix("")
         # Load into the target framework's model: checks every name and shape, and the written
@@ -107,14 +109,8 @@ def main(argv=None) -> int:
                 raise ValueError(f"--out {out} is the input file")
             if out.exists() and not args.force:
                 raise FileExistsError(f"{out} exists; pass --force to overwrite it")
-            if out.suffix in dispatch.TORCH_SUFFIXES:
-                dispatch.twin("torch").save_torch_file(out, weights)
-            elif out.suffix in dispatch.WEIGHT_SUFFIXES:
-                meta = dispatch.meta_for_weights(cfg, converted_from=str(src))
-                wlib.save_weights(out, weights, metadata={"meta": json.dumps(meta)})
-            else:
-                raise ValueError(f"--out {out}: unknown suffix; use .pt/.pth (torch) or "
-                                 ".safetensors/.npz (canonical)")
+            dispatch.write_weights_file(out, weights,
+                                        dispatch.meta_for_weights(cfg, converted_from=str(src)))
             result["out"] = str(out)
     print(json.dumps(result, indent=2))
     return 0

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         out = F.plot_reconstructions(
             originals, twin.reconstruct(model, originals),
             C.out_path(args.out, args.run, "reconstruct.png"), n=len(idx),
-            title=f"{cfg.model} ({twin.FRAMEWORK}): test images (top), reconstructions (bottom)")
+            title=C.wrap(f"{cfg.model} ({twin.FRAMEWORK}): test images and their reconstructions",
+                         1.6 + len(idx) * 0.84 * originals.shape[2] / originals.shape[1]))
     print(out)
     return 0
 

@@ -10,6 +10,7 @@ alone). The same seed draws different latents in JAX (jax.random.key) and torch
 
 from __future__ import annotations
 
+import math
 import sys
 
 from scripts import _common as C
@@ -41,9 +42,11 @@ def main(argv=None) -> int:
                 f"{cfg.model} is an autoencoder: it has no prior to sample from (its codes are not "
                 "trained towards N(0, I)); try scripts/reconstruct.py or scripts/latent_map.py")
         images = twin.sample(model, args.n, args.seed)
+        ncol = min(args.nrow or math.ceil(math.sqrt(args.n)), args.n)
+        width = 0.4 + ncol * 0.8 * images.shape[2] / images.shape[1]  # plot_samples' width
+        title = f"{cfg.model} ({twin.FRAMEWORK})\nsamples from the prior, seed {args.seed}"
         out = F.plot_samples(images, C.out_path(args.out, args.run, f"samples_seed{args.seed}.png"),
-                             nrow=args.nrow, title=f"{cfg.model} ({twin.FRAMEWORK}): {args.n} "
-                             f"samples from the prior, seed {args.seed}")
+                             nrow=args.nrow, title=C.wrap(title, width))
     print(out)
     return 0
 

@@ -103,9 +103,11 @@ def load_torch_file(path: str | Path) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # UnpicklingError for pickled modules; RuntimeError for corrupt files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsFileError(
-            f"{path} cannot be read as a state_dict with torch.load(weights_only=True): {e}. "
-            "If it is a whole pickled model, re-save it with torch.save(model.state_dict(), path)."
+            f"{path} cannot be read as a state_dict with torch.load(weights_only=True) "
+            f"({type(e).__name__}: {first}). If it holds a whole pickled model, re-save it from a "
+            "trusted session with torch.save(model.state_dict(), path)."
         ) from e
     if isinstance(obj, dict) and not _is_state_dict(obj):
         for key in ("model", "state_dict"):

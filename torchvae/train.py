@@ -174,8 +174,10 @@ def evaluate(trainer: Trainer, images: torch.Tensor, *, seed: int, nll_samples: 
     var = mean_sq / n - (mean_sum / n) ** 2
     res["active_units"] = int((var > 0.01).sum())
     if nll_samples and model.spec.is_vae:
-        res["nll"] = importance_sampled_nll(trainer, images, seed=seed, k=nll_samples, epoch=epoch)
+        sub = images[: cfg.nll_limit] if cfg.nll_limit else images
+        res["nll"] = importance_sampled_nll(trainer, sub, seed=seed, k=nll_samples, epoch=epoch)
         res["nll_samples"] = int(nll_samples)
+        res["nll_examples"] = int(sub.shape[0])
         res["nll_bits_per_dim"] = res["nll"] / (input_dim * math.log(2.0))
     return res
 

@@ -74,6 +74,9 @@ class TrainConfig:
     """Importance samples for the test NLL at each evaluation (0: skip)."""
     final_nll_samples: int = 5000
     """Importance samples for the final test NLL (0: skip)."""
+    nll_limit: int | None = None
+    """Estimate the NLL on only the first N test examples (None: all; k=5000 costs k forward
+    passes per example)."""
     checkpoint_every: int = 1
     """Save a checkpoint every N epochs (0: only at the end)."""
     keep_checkpoints: int = 3

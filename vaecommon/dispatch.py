@@ -310,8 +310,57 @@ def config_for_weights(meta: dict[str, Any], model: str | None, overrides: dict[
 
 
 def dumps(record: dict[str, Any]) -> str:
-    """Pretty JSON of a result record (non-finite numbers as strings)."""
-    return json.dumps(finite_or_str(record), indent=2, sort_keys=False)
+    """Pretty JSON of a result record (non-finite numbers as strings; lists of numbers such as
+    kl_per_dim stay on one line)."""
+    rec = finite_or_str(record)
+    flat = {k: json.dumps(v) for k, v in rec.items()
+            if isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v)}
+    text = json.dumps({k: (f"@@{k}@@" if k in flat else v) for k, v in rec.items()}, indent=2)
+    for k, v in flat.items():
+        text = text.replace(json.dumps(f"@@{k}@@"), v)
+    return text
+
+
+def read_weights_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(canonical weights, metadata) of a torch state_dict file or a canonical weights file.
+
+    A .pt/.pth file is read by `torchvae.convert.load_torch_file` (torch.load with
+    weights_only=True; imported only here); its metadata is empty.
+
+    Raises:
+      RunFolderError: not a weights file (or torch missing); WeightsFileError: unreadable file.
+    """
+    from vaecommon import weights as wlib
+
+    kind = input_kind(path)
+    if kind == "torch":
+        twin("torch")  # a clear message when torch is not installed
+        from torchvae.convert import load_torch_file
+
+        return load_torch_file(path), {}
+    if kind != "canonical":
+        raise RunFolderError(f"{path} is a run folder, not a weights file")
+    weights, md = wlib.load_weights(path)
+    try:
+        meta = json.loads(md.get("meta") or "{}")
+    except json.JSONDecodeError as e:
+        raise RunFolderError(f"{path}: corrupt 'meta' metadata ({e})") from None
+    return weights, meta if isinstance(meta, dict) else {}
+
+
+def write_weights_file(path: str | Path, weights: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write weights in the format the suffix names: .pt/.pth a torch state_dict (needs torch),
+    .safetensors/.npz canonical weights with `meta` as JSON metadata (what
+    `jaxvae.checkpoint.load_model_weights` reads)."""
+    from vaecommon import weights as wlib
+
+    p = Path(path)
+    if p.suffix in TORCH_SUFFIXES:
+        return twin("torch").save_torch_file(p, weights)
+    if p.suffix in WEIGHT_SUFFIXES:
+        return wlib.save_weights(p, weights, metadata={"meta": json.dumps(meta)})
+    raise RunFolderError(f"{p}: unknown weights suffix {p.suffix!r}; use {TORCH_SUFFIXES} (torch "
+                         f"state_dict) or {WEIGHT_SUFFIXES} (canonical weights)")
 
 
 def data_config(cfg: TrainConfig, dataset: str | None = None, data_source: str | None = None,

@@ -1,0 +1,93 @@
+"""Tests of vaecommon.weights (NumPy only)."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from vaecommon import weights as W
+
+
+def _weights():
+    rng = np.random.default_rng(0)
+    return {
+        "encoder.0.weight": rng.normal(size=(4, 3)).astype(np.float32),
+        "encoder.0.bias": rng.normal(size=4).astype(np.float32),
+        "bn.running_var": np.array([1e-30, 3.0, np.inf], np.float32),  # extremes survive too
+        "bn.num_batches_tracked": np.array(7, np.int64),                 # 0-d int64, as torch
+        "file": np.zeros((0, 2), np.float32),                            # np.savez's reserved name
+    }
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_round_trip_exact_with_metadata(tmp_path, suffix):
+    w = _weights()
+    path = W.save_weights(tmp_path / f"m{suffix}", w, metadata={"preset": "conv_vae", "step": 3})
+    got, md = W.load_weights(path)
+    assert md == {"preset": "conv_vae", "step": "3"}
+    assert set(got) == set(w)
+    for k in w:
+        assert got[k].dtype == w[k].dtype and got[k].shape == w[k].shape, k
+        np.testing.assert_array_equal(got[k], w[k])
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write left nothing behind
+
+
+def test_npz_is_a_plain_numpy_archive(tmp_path):
+    path = W.save_weights(tmp_path / "m.npz", _weights())
+    with np.load(path, allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["encoder.0.bias"], _weights()["encoder.0.bias"])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        W.load_weights(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_truncated_file(tmp_path, suffix):
+    path = W.save_weights(tmp_path / f"m{suffix}", _weights())
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 3):
+        path.write_bytes(data[:cut])
+        with pytest.raises(W.WeightsFileError, match="truncated|corrupt"):
+            W.load_weights(path)
+    path.write_bytes(b"")
+    with pytest.raises(W.WeightsFileError, match="empty"):
+        W.load_weights(path)
+
+
+def test_foreign_files(tmp_path):
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello, not weights")
+    with pytest.raises(W.WeightsFileError, match="not a canonical weights file"):
+        W.load_weights(text)
+    pkl = tmp_path / "model.pt"
+    pkl.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(W.WeightsFileError, match="pickle.*load_torch_file"):
+        W.load_weights(pkl)
+    zf = tmp_path / "torch_style.pt"  # torch.save writes a zip with data.pkl inside
+    with zipfile.ZipFile(zf, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    with pytest.raises(W.WeightsFileError, match="non-.npy entries.*load_torch_file"):
+        W.load_weights(zf)
+
+
+def test_save_refuses_bad_tensors(tmp_path):
+    with pytest.raises(ValueError, match="non-numeric"):
+        W.save_weights(tmp_path / "m.npz", {"a": np.array(["x"], dtype=object)})
+    with pytest.raises(ValueError, match="invalid tensor name"):
+        W.save_weights(tmp_path / "m.npz", {"__metadata__": np.zeros(1)})
+
+
+def test_check_weights_names_every_problem():
+    expected = {"a.weight": (2, 3), "a.bias": (2,), "b.weight": (1,)}
+    W.check_weights(expected, {"a.weight": np.zeros((2, 3)), "a.bias": np.zeros(2), "b.weight": np.zeros(1)})
+    with pytest.raises(W.WeightsMismatchError) as e:
+        W.check_weights(expected, {"a.weight": np.zeros((3, 2)), "a.bias": np.zeros(2), "c": np.zeros(1)},
+                        what="preset 'x'")
+    msg = str(e.value)
+    assert "preset 'x'" in msg and "missing tensors: ['b.weight']" in msg
+    assert "unexpected tensors: ['c']" in msg and "a.weight: model needs (2, 3), got (3, 2)" in msg
