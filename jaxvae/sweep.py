@@ -87,7 +87,7 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
     root_dir = runs.RunFolder(workdir).create()
     train_ds, test_ds = train_lib.load_data(base)
     spec = get_spec(base.model, **base.model_overrides)
-    train_lib._check_input_shape(spec, train_ds.images.shape, train_ds.info)
+    train_lib.check_data(base, spec, train_ds, test_ds)
     n = train_ds.images.shape[0]
     trainer = train_lib.Trainer.create(base, n, sweep_keys=obj_keys)
     roots = [jax.random.key(c.seed) for c in cfgs]

@@ -43,6 +43,7 @@ from vaecommon import runs
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.presets import get_spec
 from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
+from vaecommon.validate import check_training_images
 
 __all__ = [
     "TrainState", "Trainer", "make_optimizer", "learning_rate_factor", "train_and_evaluate",
@@ -107,6 +108,19 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw, sgd")
     parts.append(optax.scale_by_schedule(learning_rate_factor(cfg, total_steps)))
     return optax.chain(*parts)
+
+
+def forward(model, x, eps, logvar_clamp: float | None = None):
+    """model(x, eps=eps), with the encoder's logvar clamped to [-c, c] BEFORE the
+    reparameterization when `logvar_clamp` is set (a guard against exp(logvar/2) overflow)."""
+    if logvar_clamp is None:
+        return model(x, eps=eps)
+    mean, logvar = model.encode(x)
+    if logvar is None:  # autoencoder
+        return models.ModelOutput(model.decode_logits(mean), mean, None, mean)
+    logvar = jnp.clip(logvar, -logvar_clamp, logvar_clamp)
+    z = model.reparameterize(mean, logvar, eps)
+    return models.ModelOutput(model.decode_logits(z), mean, logvar, z)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,11 +205,8 @@ class Trainer:
             x_in = x
         model = nnx.merge(self.graphdef, params, rest)
         model.train()
-        out = model(x_in, eps=eps.astype(x_in.dtype))
+        out = forward(model, x_in, eps.astype(x_in.dtype), cfg.logvar_clamp)
         out = jax.tree.map(lambda a: a.astype(jnp.float32), out)
-        if cfg.logvar_clamp is not None and out.logvar is not None:
-            c = float(cfg.logvar_clamp)
-            out = out._replace(logvar=jnp.clip(out.logvar, -c, c))
         params_obj = dict(cfg.objective_params)
         params_obj.update({k: v for k, v in hyper.items() if k != "lr"})
         loss, terms = losses.OBJECTIVES[cfg.objective](
@@ -227,6 +238,7 @@ class Trainer:
         lr = jnp.asarray(hyper["lr"], jnp.float32)
         params = jax.tree.map(lambda p, u: p - lr * u.astype(p.dtype), state.params, updates)
         terms = dict(terms)
+        terms["loss"] = loss  # the value actually optimized (the NaN guard watches it)
         terms["grad_norm"] = optax.tree.norm(grads)
         return TrainState(params, new_rest, opt_state, state.step + 1), terms
 
@@ -276,10 +288,7 @@ class Trainer:
     def eval_batch(self, params, rest, x, eps):
         """Per-example {"loss","recon","kl"} (B,) and the posterior mean (B, D)."""
         model = self.model_from(params, rest, train=False)
-        out = model(x, eps=eps)
-        if self.cfg.logvar_clamp is not None and out.logvar is not None:
-            c = float(self.cfg.logvar_clamp)
-            out = out._replace(logvar=jnp.clip(out.logvar, -c, c))
+        out = forward(model, x, eps, self.cfg.logvar_clamp)
         terms = losses.elbo_terms(x, out, self.cfg.likelihood)
         if out.logvar is not None:
             kl_dim = losses.kl_normal_per_dim(out.mean, out.logvar)
@@ -455,7 +464,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     run = runs.RunFolder(workdir).create()
     train_ds, test_ds = load_data(cfg)
     spec = get_spec(cfg.model, **cfg.model_overrides)
-    _check_input_shape(spec, train_ds.images.shape, train_ds.info)
+    check_data(cfg, spec, train_ds, test_ds)
     mesh = make_mesh(num_devices) if (num_devices or 0) > 1 else None
     if mesh is not None and cfg.batch_size % mesh.size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.size} devices")
@@ -549,13 +558,14 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     return {"train": last_train, **test_metrics, "wall_s": wall}
 
 
-def _check_input_shape(spec, shape, info) -> None:
+def check_data(cfg: TrainConfig, spec, *datasets) -> None:
+    """Shape, dtype, NaN and value-range checks of the datasets (`vaecommon.validate`)."""
     c, h, w = spec.input_shape
-    if tuple(shape[1:]) != (h, w, c):
-        raise ValueError(
-            f"data from {info.path} has examples of shape {tuple(shape[1:])} (H, W, C) but preset "
-            f"{spec.name!r} expects {(h, w, c)}; pick a matching dataset or --image-size"
-        )
+    for ds in datasets:
+        # NHWC here; torchvae checks NCHW
+        check_training_images(np.asarray(ds.images), likelihood=cfg.likelihood, expected=(h, w, c),
+                              layout="NHWC", where=f"{ds.info.path} ({ds.info.split})",
+                              preset=spec.name)
 
 
 def _batch_records(terms, step_end, epoch, spe) -> list[dict[str, Any]]:

@@ -312,7 +312,7 @@ def check_batchnorm_training() -> list[Measurement]:
             out += compare_dicts(jterms, tterms, check=check, preset=preset,
                                  tol="model_loss_terms", prefix=f"step {i} terms.")
             out.append(measure(grad_norm[0], grad_norm[1], check=check, preset=preset,
-                               name=f"step {i} grad_norm", tol="gradients_amplified"))
+                               name=f"step {i} grad_norm", tol="gradients"))
             jb, tb = jax_canonical(tw), tconvert.to_canonical(tw.torch.model)
             for k in bn_names:
                 out.append(measure(jb[k], tb[k], check=check, preset=preset,

@@ -24,6 +24,7 @@ from torchvae import convert
 from torchvae import data as data_lib
 from torchvae import figures as tfig
 from torchvae import train as train_lib
+from torchvae.convert import load_torch_file  # re-exported: the reader of save_torch_file's files
 from vaecommon import dispatch, runs
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.datasets import Dataset
@@ -33,7 +34,7 @@ from vaecommon.run_figures import FigureArrays, as_nhwc
 __all__ = [
     "FRAMEWORK", "Restored", "restore", "load_run", "load_split", "evaluate_run", "encode_means",
     "reconstruct", "sample", "interpolate", "decode", "run_figure_arrays", "canonical_weights",
-    "model_from_weights", "write_run_folder", "save_torch_file",
+    "model_from_weights", "write_run_folder", "load_torch_file", "save_torch_file",
 ]
 
 FRAMEWORK = "torch"
@@ -83,8 +84,8 @@ def restore(run_dir: str | Path, step: int | None = None) -> Restored:
         payload = manager.restore(trainer, {}, step)  # {}: the RNG streams are not needed here
     except (ValueError, RuntimeError, KeyError) as e:  # load_state_dict raises RuntimeError
         raise dispatch.RunFolderError(
-            f"cannot restore {manager._path(step)}: {str(e)[:500]} (is it from a different "
-            "preset, or a truncated write?)") from None
+            f"cannot restore checkpoint step {step} from {manager.directory}: {str(e)[:500]} (is "
+            "it from a different preset, or a truncated write?)") from None
     trainer.model.eval()
     return Restored(trainer.model, cfg, spec, int(trainer.step), int(payload.get("epoch", 0)),
                     record, trainer, None)
@@ -225,7 +226,8 @@ def save_torch_file(path: str | Path, weights: Mapping[str, np.ndarray]) -> Path
     """Write canonical weights as a torch `state_dict` file (`torch.save`, tensors only), the
     counterpart of `torchvae.convert.load_torch_file`; written atomically.
 
-    Torch only (no JAX twin): the JAX side's file format is the canonical safetensors file.
+    Torch only, like `load_torch_file` (no JAX twin): the JAX side's weights file is the
+    canonical safetensors file (`vaecommon.weights`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

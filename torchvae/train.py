@@ -32,6 +32,7 @@ from vaecommon import runs
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.presets import get_spec
 from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
+from vaecommon.validate import check_training_images
 
 __all__ = [
     "Trainer", "make_optimizer", "train_and_evaluate", "evaluate", "STREAMS",
@@ -68,6 +69,19 @@ def make_optimizer(cfg: TrainConfig, params, total_steps: int):
                                      total_steps=total_steps)),
     )
     return opt, sched
+
+
+def forward(model, x, eps, logvar_clamp: float | None = None):
+    """model(x, eps=eps), with the encoder's logvar clamped to [-c, c] BEFORE the
+    reparameterization when `logvar_clamp` is set (a guard against exp(logvar/2) overflow)."""
+    if logvar_clamp is None:
+        return model(x, eps=eps)
+    mean, logvar = model.encode(x)
+    if logvar is None:  # autoencoder
+        return models.ModelOutput(model.decode_logits(mean), mean, None, mean)
+    logvar = logvar.clamp(-logvar_clamp, logvar_clamp)
+    z = model.reparameterize(mean, logvar, eps)
+    return models.ModelOutput(model.decode_logits(z), mean, logvar, z)
 
 
 @dataclasses.dataclass
@@ -114,9 +128,7 @@ class Trainer:
         """(loss, terms) of one batch in train mode."""
         cfg = self.cfg
         self.model.train()
-        out = self.model(x, eps=eps)
-        if cfg.logvar_clamp is not None and out.logvar is not None:
-            out = out._replace(logvar=out.logvar.clamp(-cfg.logvar_clamp, cfg.logvar_clamp))
+        out = forward(self.model, x, eps, cfg.logvar_clamp)
         return losses.OBJECTIVES[cfg.objective](
             x, out, likelihood=cfg.likelihood, step=self.step, reduction=cfg.reduction,
             decode=self.model.decode_logits, eps=extra,
@@ -137,6 +149,7 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         out = {k: float(v.detach()) for k, v in terms.items()}
+        out["loss"] = float(loss.detach())  # the value actually optimized (the NaN guard watches it)
         out["grad_norm"] = float(grad_norm)
         return out
 
@@ -157,9 +170,7 @@ def evaluate(trainer: Trainer, images: torch.Tensor, *, seed: int, nll_samples: 
     for i in range(0, n, cfg.eval_batch_size):
         x = images[i:i + cfg.eval_batch_size]
         eps = torch.randn((x.shape[0], d), generator=gen)
-        out = model(x, eps=eps)
-        if cfg.logvar_clamp is not None and out.logvar is not None:
-            out = out._replace(logvar=out.logvar.clamp(-cfg.logvar_clamp, cfg.logvar_clamp))
+        out = forward(model, x, eps, cfg.logvar_clamp)
         terms = losses.elbo_terms(x, out, cfg.likelihood)
         for k in sums:
             sums[k] += float(terms[k].double().sum())
@@ -275,6 +286,15 @@ class CheckpointManager:
         return payload
 
 
+def check_data(cfg: TrainConfig, spec, *datasets) -> None:
+    """Shape, dtype, NaN and value-range checks of the datasets (`vaecommon.validate`)."""
+    for ds in datasets:
+        # NCHW here; jaxvae checks NHWC
+        check_training_images(ds.images.numpy(), likelihood=cfg.likelihood, expected=spec.input_shape,
+                              layout="NCHW", where=f"{ds.info.path} ({ds.info.split})",
+                              preset=spec.name)
+
+
 def load_data(cfg: TrainConfig):
     """(train, test) datasets for a resolved config."""
     kw = dict(source=cfg.data_source, data_dir=cfg.data_dir,
@@ -297,12 +317,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     run = runs.RunFolder(workdir).create()
     train_ds, test_ds = load_data(cfg)
     spec = get_spec(cfg.model, **cfg.model_overrides)
-    c, h, w = spec.input_shape
-    if tuple(train_ds.images.shape[1:]) != (c, h, w):
-        raise ValueError(
-            f"data from {train_ds.info.path} has examples of shape {tuple(train_ds.images.shape[1:])} "
-            f"(C, H, W) but preset {spec.name!r} expects {(c, h, w)}"
-        )
+    check_data(cfg, spec, train_ds, test_ds)
     images = train_ds.images
     n = images.shape[0]
     trainer = Trainer.create(cfg, n)

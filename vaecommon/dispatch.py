@@ -26,10 +26,16 @@ from vaecommon.config import TrainConfig
 from vaecommon.runs import RunFolder
 
 __all__ = [
-    "RunFolderError", "FRAMEWORKS", "WEIGHT_SUFFIXES", "TORCH_SUFFIXES", "read_run_config",
-    "framework_of", "twin", "twin_of", "load_run", "train_config", "spec_of", "n_train",
-    "data_kwargs", "checkpoint_steps", "require_checkpoint", "pick_step", "run_label",
-    "finite_or_str", "input_kind",
+    "RunFolderError", "FRAMEWORKS", "TORCH_SUFFIXES", "WEIGHT_SUFFIXES",
+    # run folders
+    "read_run_config", "train_config", "spec_of", "framework_of", "twin", "twin_of", "load_run",
+    "n_train", "data_kwargs", "data_config", "check_input_shape", "checkpoint_steps",
+    "require_checkpoint", "pick_step", "run_label",
+    # converted weights
+    "input_kind", "run_of_step_dir", "config_record", "converted_summary", "meta_for_weights",
+    "config_for_weights", "read_weights_file", "write_weights_file",
+    # output
+    "finite_or_str", "dumps",
 ]
 
 FRAMEWORKS = {"jax": "jaxvae.restore", "torch": "torchvae.restore"}
@@ -153,6 +159,29 @@ def data_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return kw
 
 
+def data_config(cfg: TrainConfig, dataset: str | None = None, data_source: str | None = None,
+                data_dir: str | None = None) -> TrainConfig:
+    """`cfg` with the data fields replaced (a new dataset reads with source "auto" and its own
+    default folder unless data_source / data_dir are given)."""
+    changes: dict[str, Any] = {}
+    if dataset is not None and dataset != cfg.dataset:
+        changes.update(dataset=dataset, data_source="auto", data_dir=None)
+    if data_source is not None:
+        changes["data_source"] = data_source
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    return cfg.replace(**changes) if changes else cfg
+
+
+def check_input_shape(cfg: TrainConfig, chw: tuple[int, int, int], info: Any) -> None:
+    """RunFolderError unless examples of shape (C, H, W) fit the run's model."""
+    want = tuple(spec_of(cfg.model, cfg.model_overrides).input_shape)
+    if tuple(chw) != want:
+        raise RunFolderError(
+            f"data from {getattr(info, 'path', '?')} has examples of shape {tuple(chw)} (C, H, W) "
+            f"but the run's model {cfg.model!r} expects {want}; pick a dataset of that shape")
+
+
 def checkpoint_steps(run_dir: str | Path, framework: str) -> list[int]:
     """Steps of the complete checkpoints in `<run>/checkpoints` for `framework`, ascending.
 
@@ -214,17 +243,6 @@ def run_label(run_dir: str | Path) -> str:
         return f"{Path(run_dir).resolve().name} ({rec['config'].get('model')}, {rec['framework']})"
     except RunFolderError:
         return Path(run_dir).resolve().name
-
-
-def finite_or_str(value: Any) -> Any:
-    """JSON-safe numbers: non-finite floats become "nan"/"inf" strings (as metrics.jsonl does)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: finite_or_str(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_str(v) for v in value]
-    return value
 
 
 def input_kind(path: str | Path) -> str:
@@ -309,23 +327,11 @@ def config_for_weights(meta: dict[str, Any], model: str | None, overrides: dict[
         raise RunFolderError(f"bad configuration in the weights' metadata: {e}") from None
 
 
-def dumps(record: dict[str, Any]) -> str:
-    """Pretty JSON of a result record (non-finite numbers as strings; lists of numbers such as
-    kl_per_dim stay on one line)."""
-    rec = finite_or_str(record)
-    flat = {k: json.dumps(v) for k, v in rec.items()
-            if isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v)}
-    text = json.dumps({k: (f"@@{k}@@" if k in flat else v) for k, v in rec.items()}, indent=2)
-    for k, v in flat.items():
-        text = text.replace(json.dumps(f"@@{k}@@"), v)
-    return text
-
-
 def read_weights_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(canonical weights, metadata) of a torch state_dict file or a canonical weights file.
 
     A .pt/.pth file is read by `torchvae.convert.load_torch_file` (torch.load with
-    weights_only=True; imported only here); its metadata is empty.
+    weights_only=True; torch is imported only then); its metadata is empty.
 
     Raises:
       RunFolderError: not a weights file (or torch missing); WeightsFileError: unreadable file.
@@ -334,10 +340,7 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
 
     kind = input_kind(path)
     if kind == "torch":
-        twin("torch")  # a clear message when torch is not installed
-        from torchvae.convert import load_torch_file
-
-        return load_torch_file(path), {}
+        return twin("torch").load_torch_file(path), {}
     if kind != "canonical":
         raise RunFolderError(f"{path} is a run folder, not a weights file")
     weights, md = wlib.load_weights(path)
@@ -363,24 +366,24 @@ def write_weights_file(path: str | Path, weights: dict[str, Any], meta: dict[str
                          f"state_dict) or {WEIGHT_SUFFIXES} (canonical weights)")
 
 
-def data_config(cfg: TrainConfig, dataset: str | None = None, data_source: str | None = None,
-                data_dir: str | None = None) -> TrainConfig:
-    """`cfg` with the data fields replaced (a new dataset reads with source "auto" and its own
-    default folder unless data_source / data_dir are given)."""
-    changes: dict[str, Any] = {}
-    if dataset is not None and dataset != cfg.dataset:
-        changes.update(dataset=dataset, data_source="auto", data_dir=None)
-    if data_source is not None:
-        changes["data_source"] = data_source
-    if data_dir is not None:
-        changes["data_dir"] = data_dir
-    return cfg.replace(**changes) if changes else cfg
+def finite_or_str(value: Any) -> Any:
+    """JSON-safe numbers: non-finite floats become "nan"/"inf" strings (as metrics.jsonl does)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: finite_or_str(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_str(v) for v in value]
+    return value
 
 
-def check_input_shape(cfg: TrainConfig, chw: tuple[int, int, int], info: Any) -> None:
-    """RunFolderError unless examples of shape (C, H, W) fit the run's model."""
-    want = tuple(spec_of(cfg.model, cfg.model_overrides).input_shape)
-    if tuple(chw) != want:
-        raise RunFolderError(
-            f"data from {getattr(info, 'path', '?')} has examples of shape {tuple(chw)} (C, H, W) "
-            f"but the run's model {cfg.model!r} expects {want}; pick a dataset of that shape")
+def dumps(record: dict[str, Any]) -> str:
+    """Pretty JSON of a result record (non-finite numbers as strings; lists of numbers such as
+    kl_per_dim stay on one line)."""
+    rec = finite_or_str(record)
+    flat = {k: json.dumps(v) for k, v in rec.items()
+            if isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v)}
+    text = json.dumps({k: (f"@@{k}@@" if k in flat else v) for k, v in rec.items()}, indent=2)
+    for k, v in flat.items():
+        text = text.replace(json.dumps(f"@@{k}@@"), v)
+    return text
