@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 
 __all__ = ["CheckpointManager", "CheckpointError", "save_model_weights", "load_model_weights"]
 
@@ -29,21 +30,28 @@ class CheckpointError(ValueError):
 
 def _pure(tree):
     """nnx.State -> nested dicts of arrays (what Orbax stores)."""
-    return jax.tree.map(
-        lambda x: x, tree.to_pure_dict() if hasattr(tree, "to_pure_dict") else tree
-    )
+    return nnx.to_pure_dict(tree)
 
 
 class CheckpointManager:
-    """Keep-last-N checkpoints of a `TrainState` in `directory` (one subfolder per step)."""
+    """Keep-last-N checkpoints of a `TrainState` in `directory` (one subfolder per step).
 
-    def __init__(self, directory: str | Path, *, keep: int = 3):
+    `read_only=True` (commands that only load) never deletes anything, not even the temporary
+    directory of a save another process may have in progress; the training process cleans up
+    debris of killed writes when it opens the folder.
+    """
+
+    def __init__(self, directory: str | Path, *, keep: int = 3, read_only: bool = False):
         self.directory = Path(directory).absolute()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        elif not self.directory.is_dir():
+            raise CheckpointError(f"no checkpoint folder at {self.directory}")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max(1, int(keep)),
             enable_async_checkpointing=False,  # a returned save() is on disk
-            cleanup_tmp_directories=True,
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only,
         )
         self._mgr = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
@@ -108,9 +116,9 @@ class CheckpointManager:
         if meta.get("framework") != "jax":
             raise CheckpointError(f"{self.directory}/{step} is not a jaxvae checkpoint")
         params = template.params
-        params.replace_by_pure_dict(tree["params"])
+        nnx.replace_by_pure_dict(params, tree["params"])
         rest = template.rest
-        rest.replace_by_pure_dict(tree["rest"])
+        nnx.replace_by_pure_dict(rest, tree["rest"])
         state = type(template)(params, rest, tree["opt_state"], jnp.asarray(tree["step"]))
         return state, meta
 

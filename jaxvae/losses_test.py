@@ -78,73 +78,106 @@ def call(name, x, out, decode, eps, **kw):
 # ---- reconstruction goldens --------------------------------------------------------------------
 
 
+# The goldens evaluate their inputs inside one jax.jit per test: eager JAX compiles every
+# primitive for every new shape, which costs several times more than one compile.
+
+
 def test_bernoulli_and_bce_goldens():
     x = jnp.asarray(np.random.default_rng(1).uniform(size=(3, 5)), jnp.float32)
+
+    @jax.jit
+    def values(x):
+        return (losses.bernoulli(x, jnp.zeros_like(x)), losses.bce_probs(x, jnp.full_like(x, 0.5)),
+                losses.bernoulli(jnp.array([[1.0, 0.0]]), jnp.array([[30.0, -30.0]])),
+                losses.bernoulli(jnp.array([[0.0]]), jnp.array([[1e4]])),
+                losses.bce_probs(jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 1.0]])))
+
+    logit0, prob_half, right, wrong, clamped = values(x)
     # logit 0 <=> p = 1/2: ln 2 per pixel for any target in [0, 1]
-    np.testing.assert_allclose(losses.bernoulli(x, jnp.zeros_like(x)), 5 * LN2, rtol=1e-6)
-    np.testing.assert_allclose(losses.bce_probs(x, jnp.full_like(x, 0.5)), 5 * LN2, rtol=1e-6)
+    np.testing.assert_allclose(logit0, 5 * LN2, rtol=1e-6)
+    np.testing.assert_allclose(prob_half, 5 * LN2, rtol=1e-6)
     # a confident right answer costs ~0 (2 e^-30), a confident wrong one ~|logit|
-    np.testing.assert_allclose(losses.bernoulli(jnp.array([[1.0, 0.0]]), jnp.array([[30.0, -30.0]])),
-                               [2 * math.exp(-30)], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(losses.bernoulli(jnp.array([[0.0]]), jnp.array([[1e4]])), [1e4])
+    np.testing.assert_allclose(right, [2 * math.exp(-30)], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(wrong, [1e4])
     # PyTorch's clamp: a probability of exactly 0 for a 1 costs 100 nats, not inf
-    np.testing.assert_allclose(losses.bce_probs(jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 1.0]])), [200.0])
+    np.testing.assert_allclose(clamped, [200.0])
 
 
 def test_mse_and_gaussian_goldens():
     x, m = jnp.array([[0.0, 1.0, 0.5, 0.5]]), jnp.array([[0.5, 0.5, 0.5, 1.5]])
-    np.testing.assert_allclose(losses.mse_sum(x, m), [0.25 + 0.25 + 0 + 1.0], rtol=1e-7)
-    np.testing.assert_allclose(losses.mse_mean(x, m), [1.5 / 4], rtol=1e-7)
+
+    @jax.jit
+    def values(x, m):
+        return {
+            "mse_sum": losses.mse_sum(x, m), "mse_mean": losses.mse_mean(x, m),
+            "gauss_exact": losses.gaussian(x, x, sigma=2.0), "gauss": losses.gaussian(x, m, sigma=2.0),
+            "learned": losses.gaussian_learned(x, m, log_sigma=jnp.log(2.0)),
+            "learned_pixel": losses.gaussian_learned(x, m, log_sigma=jnp.log(jnp.full((4,), 2.0))),
+            "cal_batch": losses.gaussian_calibrated(x, m, calibration="batch"),
+            "cal_example": losses.gaussian_calibrated(x, m, calibration="example"),
+            "cal_perfect": losses.gaussian_calibrated(x, x),
+        }
+
+    v = values(x, m)
+    np.testing.assert_allclose(v["mse_sum"], [0.25 + 0.25 + 0 + 1.0], rtol=1e-7)
+    np.testing.assert_allclose(v["mse_mean"], [1.5 / 4], rtol=1e-7)
     # x = mean: only the normaliser, log sigma + log(2 pi)/2 per pixel
-    np.testing.assert_allclose(losses.gaussian(x, x, sigma=2.0), [4 * (LN2 + 0.5 * LOG_2PI)], rtol=1e-6)
+    np.testing.assert_allclose(v["gauss_exact"], [4 * (LN2 + 0.5 * LOG_2PI)], rtol=1e-6)
     want = 0.5 * 1.5 / 4.0 + 4 * (LN2 + 0.5 * LOG_2PI)  # sigma = 2: sq / (2 * 4)
-    np.testing.assert_allclose(losses.gaussian(x, m, sigma=2.0), [want], rtol=1e-6)
-    np.testing.assert_allclose(losses.gaussian_learned(x, m, log_sigma=jnp.log(2.0)), [want], rtol=1e-6)
-    per_pixel = jnp.log(jnp.array([2.0, 2.0, 2.0, 2.0]))
-    np.testing.assert_allclose(losses.gaussian_learned(x, m, log_sigma=per_pixel), [want], rtol=1e-6)
+    for k in ("gauss", "learned", "learned_pixel"):
+        np.testing.assert_allclose(v[k], [want], rtol=1e-6, err_msg=k)
     # calibrated: sigma^2 = MSE -> D/2 * (1 + log(2 pi) + log MSE)
     want_cal = 2.0 * (1.0 + LOG_2PI + math.log(1.5 / 4))
-    for calibration in ("batch", "example"):
-        got = losses.gaussian_calibrated(x, m, calibration=calibration)
-        np.testing.assert_allclose(got, [want_cal], rtol=1e-6)
+    np.testing.assert_allclose(v["cal_batch"], [want_cal], rtol=1e-6)
+    np.testing.assert_allclose(v["cal_example"], [want_cal], rtol=1e-6)
     # perfect fit: the floor log sigma = -6 instead of -inf
-    np.testing.assert_allclose(losses.gaussian_calibrated(x, x), [4 * (-6.0 + 0.5 * LOG_2PI)], rtol=1e-6)
+    np.testing.assert_allclose(v["cal_perfect"], [4 * (-6.0 + 0.5 * LOG_2PI)], rtol=1e-6)
 
 
 def test_calibrated_decoder_gradient_holds_sigma_fixed():
     """d/dmean of the calibrated NLL is -(x - mean) / sigma*^2 (sigma* under stop-gradient)."""
     x = jnp.array([[0.1, 0.9, 0.4], [0.3, 0.2, 0.8]])
     m = jnp.array([[0.3, 0.5, 0.5], [0.1, 0.6, 0.6]])
-    g = jax.grad(lambda mm: losses.gaussian_calibrated(x, mm, calibration="example").sum())(m)
-    var = jnp.mean((x - m) ** 2, axis=1, keepdims=True)
-    np.testing.assert_allclose(g, -(x - m) / var, rtol=1e-5)
+    g = jax.jit(jax.grad(lambda mm: losses.gaussian_calibrated(x, mm, calibration="example").sum()))(m)
+    var = np.mean((np.asarray(x) - np.asarray(m)) ** 2, axis=1, keepdims=True)
+    np.testing.assert_allclose(g, -(np.asarray(x) - np.asarray(m)) / var, rtol=1e-5)
 
 
 def test_continuous_bernoulli_goldens():
     x = jnp.array([[0.0, 0.3, 1.0]])
-    # logit 0: the uniform density on [0, 1], log C = log 2, NLL 0
-    np.testing.assert_allclose(losses.continuous_bernoulli(x, jnp.zeros_like(x)), [0.0], atol=1e-7)
-    np.testing.assert_allclose(losses.continuous_bernoulli_log_norm(jnp.zeros(3)), LN2, rtol=1e-7)
     # even in the logit; log C -> log |l| for large |l|; C(l) = l / tanh(l / 2) on both sides of
     # the Taylor switch at |l| = 0.5
-    l = jnp.array([-7.0, 7.0, 1e4, -1e9, 0.3, 0.499, 0.501, 2.0])
-    got = losses.continuous_bernoulli_log_norm(l)
-    np.testing.assert_allclose(got[0], got[1], rtol=1e-7)
-    np.testing.assert_allclose(got[2:4], np.log([1e4, 1e9]), rtol=1e-7)
-    l64 = np.asarray(l[4:], np.float64)
-    np.testing.assert_allclose(got[4:], np.log(l64 / np.tanh(l64 / 2)), rtol=3e-7)
+    l = jnp.array([0.0, -7.0, 7.0, 1e4, -1e9, 0.3, 0.499, 0.501, 2.0])
+    nll0, got = jax.jit(lambda x, l: (losses.continuous_bernoulli(x, jnp.zeros_like(x)),
+                                      losses.continuous_bernoulli_log_norm(l)))(x, l)
+    # logit 0: the uniform density on [0, 1], log C = log 2, NLL 0
+    np.testing.assert_allclose(nll0, [0.0], atol=1e-7)
+    np.testing.assert_allclose(got[0], LN2, rtol=1e-7)
+    np.testing.assert_allclose(got[1], got[2], rtol=1e-7)
+    np.testing.assert_allclose(got[3:5], np.log([1e4, 1e9]), rtol=1e-7)
+    l64 = np.asarray(l[5:], np.float64)
+    np.testing.assert_allclose(got[5:], np.log(l64 / np.tanh(l64 / 2)), rtol=3e-7)
 
 
 def test_registry_routes_probs_terms_through_sigmoid():
     x, logits = jnp.array([[1.0, 0.0, 0.3]]), jnp.array([[2.0, -1.0, 0.5]])
-    for name, (fn, kind) in losses.RECONSTRUCTION.items():
-        params = {"log_sigma": jnp.zeros(())} if name == "gaussian_learned" else {}
-        want = fn(x, jax.nn.sigmoid(logits) if kind == "probs" else logits, **params)
-        np.testing.assert_allclose(losses.reconstruction_nll(x.reshape(1, 3, 1), logits, name, **params), want)
+    custom = (lambda xx, raw: jnp.sum(raw, axis=1), "logits")  # a custom (fn, kind) pair
+
+    @jax.jit
+    def values(x, logits):
+        res = {}
+        for name, (fn, kind) in losses.RECONSTRUCTION.items():
+            params = {"log_sigma": jnp.zeros(())} if name == "gaussian_learned" else {}
+            want = fn(x, jax.nn.sigmoid(logits) if kind == "probs" else logits, **params)
+            res[name] = (losses.reconstruction_nll(x.reshape(1, 3, 1), logits, name, **params), want)
+        return res, losses.reconstruction_nll(x, logits, custom)
+
+    res, custom_value = values(x, logits)
+    for name, (got, want) in res.items():
+        np.testing.assert_allclose(got, want, err_msg=name)
     assert {k for k, (_, kind) in losses.RECONSTRUCTION.items() if kind == "logits"} == {
         "bernoulli", "continuous_bernoulli"}
-    custom = (lambda xx, raw: jnp.sum(raw, axis=1), "logits")  # a custom (fn, kind) pair
-    np.testing.assert_allclose(losses.reconstruction_nll(x, logits, custom), [1.5])
+    np.testing.assert_allclose(custom_value, [1.5])
 
 
 # ---- KL and latents ----------------------------------------------------------------------------
@@ -152,26 +185,33 @@ def test_registry_routes_probs_terms_through_sigmoid():
 
 def test_kl_goldens():
     z = jnp.zeros((2, 3))
-    np.testing.assert_array_equal(losses.kl_normal(z, z), [0.0, 0.0])
-    np.testing.assert_allclose(losses.kl_normal(z + 1.0, z), [1.5, 1.5], rtol=1e-7)  # 1/2 per dim
-    np.testing.assert_allclose(losses.kl_normal_per_dim(jnp.array([[0.0]]), jnp.array([[LN2]])),
-                               [[0.5 * (2.0 - 1.0 - LN2)]], rtol=1e-6)
-    std = jnp.array([[0.5, 2.0, 1.0]])
-    mean = jnp.array([[0.2, -1.0, 0.0]])
-    np.testing.assert_allclose(losses.kl_normal_std(mean, std), losses.kl_normal(mean, 2 * jnp.log(std)),
-                               rtol=1e-6)
+    std, mean = jnp.array([[0.5, 2.0, 1.0]]), jnp.array([[0.2, -1.0, 0.0]])
+
+    @jax.jit
+    def values(z, std, mean):
+        return {
+            "zero": losses.kl_normal(z, z), "one": losses.kl_normal(z + 1.0, z),
+            "var2": losses.kl_normal_per_dim(jnp.array([[0.0]]), jnp.array([[LN2]])),
+            "std": losses.kl_normal_std(mean, std), "logvar": losses.kl_normal(mean, 2 * jnp.log(std)),
+            "collapsed": losses.kl_normal_per_dim(jnp.zeros((1, 1)), jnp.full((1, 1), 1e-3)),
+        }
+
+    v = values(z, std, mean)
+    np.testing.assert_array_equal(v["zero"], [0.0, 0.0])
+    np.testing.assert_allclose(v["one"], [1.5, 1.5], rtol=1e-7)  # 1/2 per dim
+    np.testing.assert_allclose(v["var2"], [[0.5 * (2.0 - 1.0 - LN2)]], rtol=1e-6)
+    np.testing.assert_allclose(v["std"], v["logvar"], rtol=1e-6)
     # a near-collapsed dimension keeps its digits: KL ~ logvar^2 / 4
-    np.testing.assert_allclose(losses.kl_normal_per_dim(jnp.zeros((1, 1)), jnp.full((1, 1), 1e-3)),
-                               [[(math.expm1(1e-3) - 1e-3) / 2]], rtol=1e-3)
+    np.testing.assert_allclose(v["collapsed"], [[(math.expm1(1e-3) - 1e-3) / 2]], rtol=1e-3)
 
 
 def test_reparameterize_and_monte_carlo_kl():
     mean, logvar = jnp.array([[1.0, -2.0]]), jnp.array([[0.0, 2.0 * LN2]])
     eps = jnp.array([[[1.0, 1.0]], [[-1.0, 0.5]]])  # (S=2, B=1, D=2)
-    np.testing.assert_allclose(losses.reparameterize(mean, logvar, eps),
-                               [[[2.0, 0.0]], [[0.0, -1.0]]], rtol=1e-6)  # mean + exp(lv/2) eps
+    z, kl = jax.jit(lambda m, lv, e: (losses.reparameterize(m, lv, e),
+                                      losses.kl_monte_carlo(m[None], m, lv)))(mean, logvar, eps)
+    np.testing.assert_allclose(z, [[[2.0, 0.0]], [[0.0, -1.0]]], rtol=1e-6)  # mean + exp(lv/2) eps
     # at z = mean, log q - log p = -logvar/2 + mean^2/2 per dim
-    kl = losses.kl_monte_carlo(mean[None], mean, logvar)
     np.testing.assert_allclose(kl, [[-LN2 + 0.5 + 2.0]], rtol=1e-6)
 
 
@@ -215,30 +255,36 @@ def test_tc_decomposition_with_identical_posteriors():
     mean = jnp.tile(jnp.asarray(rng.normal(size=(1, d)), jnp.float32), (b, 1))
     logvar = jnp.tile(jnp.asarray(rng.normal(size=(1, d)), jnp.float32), (b, 1))
     z = mean + jnp.exp(0.5 * logvar) * jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
-    tcd = jax.jit(losses.tc_decomposition, static_argnames=("dataset_size", "sampling"))
+
+    @jax.jit
+    def values(z, mean, logvar):
+        return {s: losses.tc_decomposition(z, mean, logvar, dataset_size=n, sampling=s)
+                for s in ("mss", "mws")}, losses.kl_monte_carlo(z, mean, logvar)
+
+    res, kl_mc = values(z, mean, logvar)
     for sampling, mi_want, tc_want in [("mss", 0.0, 0.0), ("mws", math.log(n), (d - 1) * math.log(n))]:
-        t = tcd(z, mean, logvar, dataset_size=n, sampling=sampling)
+        t = res[sampling]
         np.testing.assert_allclose(t["log_qz_x"] - t["log_qz"], mi_want, atol=2e-5)
         np.testing.assert_allclose(t["log_qz"] - t["log_prod_qzi"], tc_want, atol=5e-5)
-        np.testing.assert_allclose(t["log_qz_x"] - t["log_pz"], losses.kl_monte_carlo(z, mean, logvar),
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(t["log_qz_x"] - t["log_pz"], kl_mc, rtol=1e-6, atol=1e-6)
 
 
 def test_mmd_and_dip_pieces():
     z = jnp.asarray(np.random.default_rng(4).normal(size=(8, 2)), jnp.float32)
 
-    @jax.jit
-    def mmds(z):
-        return {k: (losses.mmd(z, z, kernel=k), losses.mmd(z, jnp.concatenate([z, z]), kernel=k),
-                    losses.mmd(z, z + 3.0, kernel=k)) for k in ("rbf", "imq")}
 
-    for kernel, (same, dup, shifted) in mmds(z).items():
+    @jax.jit
+    def values(z):
+        mmds = {k: (losses.mmd(z, z, kernel=k), losses.mmd(z, jnp.concatenate([z, z]), kernel=k),
+                    losses.mmd(z, z + 3.0, kernel=k)) for k in ("rbf", "imq")}
+        return mmds, losses.dip_penalties(jnp.eye(3)), losses.dip_penalties(jnp.array([[2.0, 0.5], [0.5, 1.0]]))
+
+    mmds, (off0, dg0), (off, dg) = values(z)
+    for kernel, (same, dup, shifted) in mmds.items():
         assert abs(float(same)) < 1e-6  # same samples: 0
         assert abs(float(dup)) < 1e-6  # V-statistic: duplicating a sample set changes nothing
         assert float(shifted) > 0.1, kernel
-    off, dg = losses.dip_penalties(jnp.eye(3))
-    assert float(off) == 0.0 and float(dg) == 0.0
-    off, dg = losses.dip_penalties(jnp.array([[2.0, 0.5], [0.5, 1.0]]))
+    assert float(off0) == 0.0 and float(dg0) == 0.0
     assert float(off) == pytest.approx(0.5) and float(dg) == pytest.approx(1.0)
 
 
@@ -360,22 +406,19 @@ def test_reconstruction_objective_for_autoencoders():
 
 def test_input_errors():
     x, out, dec, eps = make_batch()
-    with pytest.raises(KeyError, match="valid"):
-        losses.elbo(x, out, likelihood="bernouli")
-    with pytest.raises(ValueError):
-        losses.elbo(x, out, likelihood="bernoulli", reduction="median")
-    with pytest.raises(TypeError):  # a misspelt parameter reaches the term and is refused
-        losses.beta_vae(x, out, likelihood="bernoulli", betta=2.0)
-    with pytest.raises(ValueError, match="decode"):
-        losses.iwae(x, out, likelihood="bernoulli", eps=eps["iwae"])
-    with pytest.raises(ValueError, match="k=3"):
-        losses.iwae(x, out, likelihood="bernoulli", decode=dec, eps=eps["iwae"], k=3)
-    with pytest.raises(ValueError, match="prior samples"):
-        losses.info_vae(x, out, likelihood="bernoulli")
-    with pytest.raises(ValueError):
-        losses.beta_tcvae(x, out, likelihood="bernoulli", dataset_size=10, sampling="xyz")
-    with pytest.raises(ValueError):
-        losses.info_vae(x, out, likelihood="bernoulli", eps=eps["info_vae"], kernel="laplace")
+
+    def raises(exc, fn, match=None, **kw):
+        with pytest.raises(exc, match=match):
+            jax.jit(lambda: fn(x, out, **kw)).trace()  # tracing raises; nothing is compiled
+
+    raises(KeyError, losses.elbo, "valid", likelihood="bernouli")
+    raises(ValueError, losses.elbo, likelihood="bernoulli", reduction="median")
+    raises(TypeError, losses.beta_vae, likelihood="bernoulli", betta=2.0)  # a misspelt parameter
+    raises(ValueError, losses.iwae, "decode", likelihood="bernoulli", eps=eps["iwae"])
+    raises(ValueError, losses.iwae, "k=3", likelihood="bernoulli", decode=dec, eps=eps["iwae"], k=3)
+    raises(ValueError, losses.info_vae, "prior samples", likelihood="bernoulli")
+    raises(ValueError, losses.beta_tcvae, likelihood="bernoulli", dataset_size=10, sampling="xyz")
+    raises(ValueError, losses.info_vae, likelihood="bernoulli", eps=eps["info_vae"], kernel="laplace")
     with pytest.raises(ValueError):
         losses.gaussian_calibrated(x, x, calibration="pixel")
 

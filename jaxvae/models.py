@@ -37,8 +37,8 @@ from vaecommon.presets import ModelSpec
 
 __all__ = [
     "ModelOutput", "BatchNorm", "ResBlock", "VAEBase", "MLPVAE", "FlaxEncoder", "FlaxDecoder",
-    "FlaxVAE", "LyeoniVAE", "LeakyVAE", "ManningAE", "GlassesEncoder", "GlassesDecoder",
-    "GlassesVAE", "SimpleAE", "SimpleVAE", "ConvVAE", "FAMILIES", "build_model", "list_models",
+    "FlaxVAE", "LyeoniVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "GlassesEncoder",
+    "GlassesDecoder", "GlassesVAE", "ConvVAE", "FAMILIES", "build_model", "list_models",
     "num_params",
 ]
 

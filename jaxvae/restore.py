@@ -80,7 +80,7 @@ def restore(run_dir: str | Path, step: int | None = None) -> Restored:
     trainer = train_lib.Trainer.create(cfg, dispatch.n_train(record, cfg))
     template = trainer.init_state(jax.random.key(cfg.seed))
     manager = ckpt_lib.CheckpointManager(runs.RunFolder(run_dir).checkpoints,
-                                         keep=cfg.keep_checkpoints)
+                                         keep=cfg.keep_checkpoints, read_only=True)
     try:
         state, meta = manager.restore(template, step)
     except ckpt_lib.CheckpointError as e:
@@ -122,17 +122,27 @@ def load_split(cfg: TrainConfig, split: str = "test", *, dataset: str | None = N
     return Dataset(images, np.asarray(ds.labels, np.int64), ds.info)
 
 
-def evaluate_run(restored: Restored, data: Dataset, *, nll_samples: int = 0) -> dict[str, Any]:
+def evaluate_run(restored: Restored, data: Dataset, *, nll_samples: int = 0,
+                 nll_limit: int | None = None) -> dict[str, Any]:
     """Test metrics of the restored model: the trainer's `evaluate` with its eval/NLL streams at
     the checkpoint's epoch, so on the run's own test set -ELBO, recon, KL, KL per dimension and
     active units equal the final test record (and the NLL too, for the same sample count).
 
+    Args:
+      restored: from `restore`.
+      data: the test data (`load_split`).
+      nll_samples: importance samples k (0: no NLL).
+      nll_limit: estimate the NLL on the first N examples only (None: the run's `nll_limit`;
+        0: all examples).
     Returns:
       {"loss" (-ELBO, nats/example), "recon", "kl", "bits_per_dim", "kl_per_dim", "active_units",
-       "nll", "nll_samples", "nll_bits_per_dim" (VAEs, when nll_samples > 0)}.
+       "nll", "nll_samples", "nll_examples", "nll_bits_per_dim" (VAEs, when nll_samples > 0)}.
     """
     r = restored
-    return train_lib.evaluate(r.trainer, r.state.params, r.state.rest, data.images,
+    trainer = r.trainer
+    if nll_limit is not None:
+        trainer = dataclasses.replace(trainer, cfg=r.cfg.replace(nll_limit=nll_limit or None))
+    return train_lib.evaluate(trainer, r.state.params, r.state.rest, data.images,
                               jax.random.key(r.cfg.seed), nll_samples=int(nll_samples),
                               epoch=r.epoch)
 
@@ -194,7 +204,8 @@ def model_from_weights(cfg: TrainConfig, weights: Mapping[str, np.ndarray]):
 def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str, np.ndarray],
                      *, converted_from: str) -> Path:
     """A JAX run folder holding `weights`: config.json, one Orbax checkpoint (step 0, epoch 0,
-    fresh optimizer state) and summary.md, readable by every command (and resumable by train).
+    fresh optimizer state) and summary.md, readable by every command; `train` with the
+    same settings continues from it.
 
     Raises:
       RunFolderError: `workdir` already holds a run; WeightsMismatchError: weights do not fit.

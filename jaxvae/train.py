@@ -174,7 +174,7 @@ class Trainer:
         return TrainState(params, rest, self.tx.init(params), jnp.zeros((), jnp.int32))
 
     def model_from(self, params, rest, *, train: bool = False) -> nnx.Module:
-        model = nnx.merge(self.graphdef, params, rest)
+        model = nnx.merge(self.graphdef, params, rest, copy=True)
         model.train() if train else model.eval()
         return model
 
@@ -203,7 +203,7 @@ class Trainer:
             x_in = x.astype(jnp.bfloat16)
         else:
             x_in = x
-        model = nnx.merge(self.graphdef, params, rest)
+        model = nnx.merge(self.graphdef, params, rest, copy=True)
         model.train()
         out = forward(model, x_in, eps.astype(x_in.dtype), cfg.logvar_clamp)
         out = jax.tree.map(lambda a: a.astype(jnp.float32), out)

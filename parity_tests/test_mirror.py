@@ -13,7 +13,6 @@ test_losses / test_data; the pytest tests here cover the other four (the report 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import pkgutil
 import subprocess
@@ -21,7 +20,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import jax
 import pytest
 import torch
 from flax import nnx

@@ -20,7 +20,6 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import zlib
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -36,7 +35,6 @@ from flax import nnx  # noqa: E402
 
 from jaxvae import convert as jconvert  # noqa: E402
 from jaxvae import losses as jlosses  # noqa: E402
-from jaxvae import models as jmodels  # noqa: E402
 from parity_tests.asserts import TOL, assert_close  # noqa: E402
 from torchvae import convert as tconvert  # noqa: E402
 from torchvae import losses as tlosses  # noqa: E402
@@ -189,6 +187,12 @@ def parity_overrides(preset: str) -> dict[str, Any]:
     return dict(PARITY_OVERRIDES.get(preset, {}))
 
 
+def preset_label(preset: str) -> str:
+    """The preset's name as the report shows it, with the parity overrides (e.g. "(32px)")."""
+    ov = PARITY_OVERRIDES.get(preset, {})
+    return f"{preset}({ov['image_size']}px)" if "image_size" in ov else preset
+
+
 def to_nhwc(x: np.ndarray) -> np.ndarray:
     """NCHW (torch) -> NHWC (JAX); other ranks unchanged (flat MLP rows are the same for C=1)."""
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
@@ -279,22 +283,3 @@ def jax_loss_and_grads(model, x: np.ndarray, eps: np.ndarray, extra: np.ndarray 
     return ({k: np.asarray(v) for k, v in terms.items()},
             jax_tree_to_canonical(graphdef, grads, rest, names))
 
-
-# ---- small utilities ---------------------------------------------------------------------------------
-
-
-def rel_scale(a: np.ndarray) -> float:
-    """max |a| (for messages and scale-aware bounds)."""
-    a = np.asarray(a, np.float64)
-    return float(np.max(np.abs(a))) if a.size else 0.0
-
-
-def describe(ms: Iterable[Measurement]) -> str:
-    """One line per measurement (debugging aid)."""
-    return "\n".join(
-        f"{m.check:>18} {m.preset:>22} {m.name:>40} abs {m.max_abs:.2e} rel {m.max_rel:.2e} "
-        f"{'ok' if m.passed else 'FAIL'}" for m in ms)
-
-
-def finite_or_nan(v: float) -> float:
-    return v if math.isfinite(v) else float("nan")

@@ -167,12 +167,12 @@ def test_evaluate_reproduces_the_final_test_record(runs, fw, tmp_path, capsys):
     assert printed["nll"] <= printed["loss"] + 1e-3  # the k-sample bound is tighter than the ELBO
 
 
-def test_evaluate_other_data_and_no_nll(runs, fw, capsys):
-    assert run_main("evaluate", runs[fw], "--nll-samples", 0, "--dataset", "mnist5k",
-                    "--limit", 40) == 0
+def test_evaluate_other_data_and_nll_limit(runs, fw, capsys):
+    assert run_main("evaluate", runs[fw], "--nll-samples", 4, "--nll-limit", 10, "--dataset",
+                    "mnist5k", "--limit", 40) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["data"]["n"] == 40 and "nll" not in res
-    assert math.isfinite(res["loss"]) and res["loss"] > 0
+    assert res["data"]["n"] == 40 and res["nll_examples"] == 10 and res["nll_samples"] == 4
+    assert math.isfinite(res["loss"]) and res["loss"] > 0 and math.isfinite(res["nll"])
 
 
 # ------------------------------------------------------------------------- images of the model
@@ -220,6 +220,7 @@ def test_latent_map(runs, fw, capsys):
 
 
 def test_figures_regenerates_the_trainers_figures(runs, fw, capsys):
+    assert command("figures").FIGURES == tuple(FIGURE_FILES)
     run = runs[fw]
     before = runs["trainer_figures"] / fw
     assert run_main("figures", run) == 0
@@ -289,6 +290,32 @@ def test_convert_round_trips_are_bit_exact(runs, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_convert_round_trip_of_a_conv_preset_with_batchnorm(tmp_path, capsys):
+    """resnet_vae: conv kernels, the flatten-order boundary Linears and BatchNorm statistics
+    (int64 num_batches_tracked) survive .pth -> .safetensors -> .pt and .pth -> JAX run -> .pt."""
+    import torch
+
+    from torchvae.models import build_model
+
+    model = build_model("resnet_vae", generator=torch.Generator().manual_seed(0))
+    model.train()
+    with torch.no_grad():  # non-trivial running statistics
+        model(torch.rand(4, 1, 28, 28), eps=torch.zeros(4, 16))
+    original = model.state_dict()
+    src = tmp_path / "nb.pth"
+    torch.save({"model": original, "epoch": 3}, src)  # a notebook-style training checkpoint
+    assert run_main("convert", src, "--model", "resnet_vae", "--to-run-folder", tmp_path / "run",
+                    "--out", tmp_path / "w.safetensors") == 0
+    assert run_main("convert", tmp_path / "w.safetensors", "--out", tmp_path / "a.pt") == 0
+    assert run_main("convert", tmp_path / "run", "--out", tmp_path / "b.pt") == 0
+    for name in ("a.pt", "b.pt"):
+        back = torch.load(tmp_path / name, weights_only=True)
+        assert list(back) == list(original), name
+        for k in original:
+            assert back[k].dtype == original[k].dtype and torch.equal(back[k], original[k]), k
+    capsys.readouterr()
+
+
 def test_converted_run_folders_work_with_the_commands(runs, tmp_path, capsys):
     """A JAX run folder made from the torch run (2-D latent) evaluates and draws the manifold."""
     folder = tmp_path / "as-jax"
@@ -296,9 +323,10 @@ def test_converted_run_folders_work_with_the_commands(runs, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["framework"] == "jax" and summary["run_folder"] == str(folder)
     assert json.loads((folder / "config.json").read_text())["framework"] == "jax"
-    assert run_main("evaluate", folder, "--nll-samples", 4) == 0
+    assert run_main("evaluate", folder, "--nll-samples", 0) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["step"] == 0 and res["epoch"] == 0 and math.isfinite(res["nll"])
+    assert res["step"] == 0 and res["epoch"] == 0 and math.isfinite(res["loss"])
+    assert "nll" not in res
     assert run_main("latent_map", folder, "--grid", 5) == 0
     check_png(folder / "figures" / "latent_map_manifold.png", (6.0, 6.0))  # 5 x 5: the minimum
     assert run_main("figures", folder, "--only", "loss_curves", "--only", "latent_manifold") == 0
@@ -308,6 +336,27 @@ def test_converted_run_folders_work_with_the_commands(runs, tmp_path, capsys):
     # ... and back to torch as a run folder
     assert run_main("convert", folder, "--to-run-folder", tmp_path / "as-torch") == 0
     assert json.loads((tmp_path / "as-torch" / "config.json").read_text())["framework"] == "torch"
+
+
+def test_an_autoencoder_run(tmp_path, capsys):
+    """An AE (no prior, no KL): evaluate reports KL 0 and no NLL, sample refuses clearly,
+    latent_map explains why there is no manifold."""
+    import torch
+
+    from torchvae.models import build_model
+
+    pt = tmp_path / "ae.pt"
+    torch.save(build_model("simple_ae", generator=torch.Generator().manual_seed(0)).state_dict(), pt)
+    folder = tmp_path / "ae"
+    assert run_main("convert", pt, "--model", "simple_ae", "--framework", "torch",
+                    "--to-run-folder", folder) == 0
+    capsys.readouterr()
+    assert run_main("evaluate", folder, "--nll-samples", 4, "--limit", 20) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["framework"] == "torch" and res["kl"] == 0 and "nll" not in res
+    assert "is an autoencoder: it has no prior" in expect_error(capsys, "sample", folder)
+    assert run_main("latent_map", folder, "--manifold", "--limit", 50) == 0
+    assert "an autoencoder has no prior" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------- errors

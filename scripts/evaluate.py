@@ -3,6 +3,7 @@ bits/dim, KL per latent dimension and active units, printed as JSON.
 
     python scripts/evaluate.py runs/pe                          # latest checkpoint, k = 5000
     python scripts/evaluate.py runs/pe --nll-samples 1000 --json runs/pe/eval.json
+    python scripts/evaluate.py runs/pe --nll-limit 1000        # NLL on the first 1000 only
     python scripts/evaluate.py runs/pe --dataset fashion_mnist --data-dir /usr/share/datasets
 
 "loss" is the -ELBO in nats per test example ("neg_elbo" repeats it), "nll" the
@@ -25,6 +26,9 @@ def build_parser():
     C.add_run(p)
     p.add_argument("--nll-samples", type=C.non_negative, default=5000,
                    help="importance samples k for the test NLL (0: skip the NLL; default: 5000)")
+    p.add_argument("--nll-limit", type=C.non_negative, default=None, metavar="N",
+                   help="estimate the NLL on the first N test examples only (default: the run's "
+                        "nll_limit; 0: all of them). -ELBO and the rest always use all")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the JSON result to PATH")
     C.add_data(p)
@@ -43,7 +47,7 @@ def main(argv=None) -> int:
                                data_dir=args.data_dir, limit=args.limit)
         C.say(f"evaluating {args.run} ({twin.FRAMEWORK}, {r.cfg.model}) at step {r.step} on "
               f"{len(data.labels)} {data.info.dataset} test examples, k = {args.nll_samples}")
-        metrics = twin.evaluate_run(r, data, nll_samples=args.nll_samples)
+        metrics = twin.evaluate_run(r, data, nll_samples=args.nll_samples, nll_limit=args.nll_limit)
         result = {"run": str(args.run), "framework": twin.FRAMEWORK, "model": r.cfg.model,
                   "step": r.step, "epoch": r.epoch, "data": data.info._asdict(),
                   "neg_elbo": metrics["loss"], **metrics}

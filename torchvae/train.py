@@ -224,12 +224,15 @@ class CheckpointManager:
     the previous checkpoints intact. Loading always uses `weights_only=True`.
     """
 
-    def __init__(self, directory: str | Path, *, keep: int = 3):
+    def __init__(self, directory: str | Path, *, keep: int = 3, read_only: bool = False):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.keep = max(1, int(keep))
-        for tmp in self.directory.glob(".*.tmp"):  # debris of a killed write
-            tmp.unlink(missing_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # debris of a killed write; only the writer cleans (a reader might race a live save)
+            for tmp in self.directory.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def _path(self, step: int) -> Path:
         return self.directory / f"step_{step:09d}.pt"
@@ -243,6 +246,8 @@ class CheckpointManager:
 
     def save(self, trainer: Trainer, *, epoch: int, generators: dict[str, torch.Generator],
              config: dict) -> int:
+        if self.read_only:
+            raise PermissionError(f"{self.directory} was opened read-only")
         payload = {
             "model": trainer.model.state_dict(),
             "optimizer": trainer.optimizer.state_dict(),
@@ -270,6 +275,9 @@ class CheckpointManager:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         path = self._path(step)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
+                                    f"available steps: {self.all_steps()}")
         try:
             payload = torch.load(path, weights_only=True, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - re-raised with the file and the likely cause
