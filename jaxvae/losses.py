@@ -489,7 +489,9 @@ def importance_sampled_nll(
     decode: Callable[[jax.Array], jax.Array], likelihood="bernoulli", **recon_params,
 ) -> jax.Array:
     """-importance_sampled_log_likelihood: the per-example NLL estimate (B,) in nats."""
-    return -importance_sampled_log_likelihood(x, mean, logvar, eps, decode, likelihood, **recon_params)
+    return -importance_sampled_log_likelihood(
+        x, mean, logvar, eps, decode, likelihood, **recon_params
+    )
 
 
 def elbo_terms(x: jax.Array, out: Any, likelihood, **recon_params) -> dict[str, jax.Array]:

@@ -277,7 +277,8 @@ def test_mmd_and_dip_pieces():
     def values(z):
         mmds = {k: (losses.mmd(z, z, kernel=k), losses.mmd(z, jnp.concatenate([z, z]), kernel=k),
                     losses.mmd(z, z + 3.0, kernel=k)) for k in ("rbf", "imq")}
-        return mmds, losses.dip_penalties(jnp.eye(3)), losses.dip_penalties(jnp.array([[2.0, 0.5], [0.5, 1.0]]))
+        dips = losses.dip_penalties(jnp.eye(3)), losses.dip_penalties(jnp.array([[2.0, 0.5], [0.5, 1.0]]))
+        return (mmds, *dips)
 
     mmds, (off0, dg0), (off, dg) = values(z)
     for kernel, (same, dup, shifted) in mmds.items():
@@ -386,11 +387,23 @@ def test_iwae_with_one_sample_is_the_single_sample_elbo():
 def test_free_bits_gradient_vanishes_below_the_floor():
     x, out, dec, eps = make_batch()
     out = out._replace(mean=out.mean.at[:, 0].set(0.0), logvar=out.logvar.at[:, 0].set(0.0))
-    g = jax.jit(jax.grad(lambda m, lv: losses.free_bits(x, out._replace(mean=m, logvar=lv),
-                                                          likelihood="bernoulli", lam=0.1)[0], argnums=(0, 1)))
+    def loss(m, lv):
+        return losses.free_bits(x, out._replace(mean=m, logvar=lv), likelihood="bernoulli", lam=0.1)[0]
+
+    g = jax.jit(jax.grad(loss, argnums=(0, 1)))
     gm, glv = g(out.mean, out.logvar)
     assert float(jnp.abs(gm[:, 0]).max()) == 0.0 and float(jnp.abs(glv[:, 0]).max()) == 0.0
     assert float(jnp.abs(gm[:, 1:]).min()) > 0.0
+
+
+def test_capacity_penalises_the_batch_mean_kl():
+    """gamma |mean_b KL_b - C|, not mean_b |KL_b - C|: KL = (0.5, 2), C = 1 -> 0.25 gamma."""
+    x = jnp.full((2, 3), 0.5)
+    out = ModelOutput(jnp.zeros((2, 3)), jnp.array([[1.0, 0.0], [2.0, 0.0]]), jnp.zeros((2, 2)), None)
+    loss, terms = jax.jit(lambda x, o: losses.capacity(x, o, likelihood="bernoulli", gamma=2.0,
+                                                       c_max=1.0, c_steps=0))(x, out)
+    np.testing.assert_allclose(terms["kl"], 1.25, rtol=1e-6)
+    np.testing.assert_allclose(loss, 3 * LN2 + 2.0 * 0.25, rtol=1e-6)
 
 
 def test_reconstruction_objective_for_autoencoders():
@@ -398,7 +411,8 @@ def test_reconstruction_objective_for_autoencoders():
     ae = ModelOutput(out.logits, out.mean, None, out.mean)
     loss, terms = losses.reconstruction(x, ae, likelihood="mse_mean")
     assert float(terms["kl"]) == 0.0
-    np.testing.assert_allclose(loss, jnp.mean((jax.nn.sigmoid(out.logits) - x.reshape(B, P)) ** 2), rtol=1e-6)
+    want = jnp.mean((jax.nn.sigmoid(out.logits) - x.reshape(B, P)) ** 2)  # nn.MSELoss()
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
     for name in sorted(set(losses.OBJECTIVES) - {"reconstruction"}):
         with pytest.raises(ValueError, match="VAE output"):
             call(name, x, ae, dec, eps)
@@ -440,7 +454,8 @@ def all_terms_value_and_grad(x, logits):
     res = {}
     for name in losses.RECONSTRUCTION:
         params = {"log_sigma": jnp.zeros(())} if name == "gaussian_learned" else {}
-        res[name] = jax.value_and_grad(lambda l: losses.reconstruction_nll(x, l, name, **params).sum())(logits)
+        total = lambda l: losses.reconstruction_nll(x, l, name, **params).sum()  # noqa: E731
+        res[name] = jax.value_and_grad(total)(logits)
     return res
 
 
@@ -455,7 +470,8 @@ def test_reconstruction_terms_finite_at_extreme_logits(big):
 def test_kl_finite_at_extreme_logvar():
     mean, logvar = jnp.array([[0.0, 3.0]]), jnp.array([[50.0, -50.0]])
     v, g = jax.value_and_grad(lambda m, lv: losses.kl_normal(m, lv).sum(), argnums=(0, 1))(mean, logvar)
-    np.testing.assert_allclose(v, 0.5 * (math.exp(50) - 51.0) + 0.5 * (math.exp(-50) + 9 - 1 + 50), rtol=1e-6)
+    want = 0.5 * (math.exp(50) - 51.0) + 0.5 * (math.exp(-50) + 9 - 1 + 50)
+    np.testing.assert_allclose(v, want, rtol=1e-6)
     assert all(np.all(np.isfinite(gi)) for gi in g)
 
 

@@ -42,4 +42,5 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(line)
     if os.environ.get("JAXVAE_REPORT_TOL") == "all":
         for name, (ab, rel, rtol, atol) in sorted(asserts._MEASURED.items()):
-            terminalreporter.write_line(f"{name:>60}: abs {ab:.2e} rel {rel:.2e} (rtol {rtol:g}, atol {atol:g})")
+            terminalreporter.write_line(
+                f"{name:>60}: abs {ab:.2e} rel {rel:.2e} (rtol {rtol:g}, atol {atol:g})")

@@ -41,8 +41,8 @@ def reduce_batch(per_example: np.ndarray, reduction: str = "mean") -> float:
 
 
 def sigmoid(l: np.ndarray) -> np.ndarray:
-    l = _f64(l)
-    return np.where(l >= 0, 1.0 / (1.0 + np.exp(-np.abs(l))), np.exp(-np.abs(l)) / (1.0 + np.exp(-np.abs(l))))
+    e = np.exp(-np.abs(_f64(l)))  # never overflows
+    return np.where(_f64(l) >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 # ---- reconstruction terms (B,) -----------------------------------------------------------------
@@ -61,7 +61,8 @@ def bce_probs(x, probs):
         log_p = np.log(p)
         log_1mp = np.log1p(-p)
     # np.maximum propagates NaN, so p outside [0, 1] gives NaN (PyTorch raises instead).
-    return _sum_per_example(-(x * np.maximum(log_p, -100.0) + (1.0 - x) * np.maximum(log_1mp, -100.0)))
+    per_pixel = -(x * np.maximum(log_p, -100.0) + (1.0 - x) * np.maximum(log_1mp, -100.0))
+    return _sum_per_example(per_pixel)
 
 
 def bce_probs_grad_torch_rule(x, probs):
@@ -193,7 +194,8 @@ def log_importance_weights(x, mean, logvar, eps, decode, likelihood="bernoulli",
     return a + b - c
 
 
-def importance_sampled_log_likelihood(x, mean, logvar, eps, decode, likelihood="bernoulli", **params):
+def importance_sampled_log_likelihood(x, mean, logvar, eps, decode, likelihood="bernoulli",
+                                      **params):
     lw = log_importance_weights(x, mean, logvar, eps, decode, likelihood, **params)
     return logsumexp(lw, axis=0) - math.log(lw.shape[0])
 
@@ -390,7 +392,8 @@ def dip_vae_i(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=
 def dip_vae_ii(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None,
                lambda_od=10.0, lambda_d=10.0, **p):
     d = out.mean.shape[1]
-    cov = np.cov(_f64(out.mean).T, bias=True).reshape(d, d) + np.diag(np.exp(_f64(out.logvar)).mean(axis=0))
+    cov = np.cov(_f64(out.mean).T, bias=True).reshape(d, d)
+    cov = cov + np.diag(np.exp(_f64(out.logvar)).mean(axis=0))
     return _dip(x, out, likelihood, reduction, lambda_od, lambda_d, cov, p)
 
 
@@ -432,7 +435,8 @@ OBJECTIVES: dict[str, Callable[..., tuple[float, dict[str, float]]]] = {
 # ---- finite differences -----------------------------------------------------------------------
 
 
-def numerical_grad(f: Callable[..., float], args: list[np.ndarray], *, h: float = 1e-6) -> list[np.ndarray]:
+def numerical_grad(f: Callable[..., float], args: list[np.ndarray], *,
+                   h: float = 1e-6) -> list[np.ndarray]:
     """Central finite differences of scalar f(*args) w.r.t. every element of every arg (float64).
 
     Error ~ h^2 |f'''| + 1e-16 |f| / h: about 1e-9 for the O(10) losses here.

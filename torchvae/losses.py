@@ -109,8 +109,9 @@ def reduce_batch(per_example: torch.Tensor, reduction: str = "mean") -> torch.Te
 def bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Bernoulli NLL from logits (BCE with logits), stable for any logit size.
 
-    -log p(x|l) = sum_i softplus(l_i) - x_i * l_i, computed as max(l, 0) - x l + log1p(exp(-|l|)),
-    so logits of +-1e9 give finite values and gradients. x may be continuous in [0, 1].
+    -log p(x|l) = sum_i softplus(l_i) - x_i * l_i, computed by F.binary_cross_entropy_with_logits
+    as max(l, 0) - x l + log(1 + exp(-|l|)), so logits of +-1e9 give finite values and gradients
+    (it rounds log(1 + e^-30) to 0: absolute error < 1e-7 per pixel). x may be in [0, 1].
 
     Args:
       x: (B, ...) targets in [0, 1].
@@ -189,7 +190,9 @@ def gaussian(x: torch.Tensor, mean: torch.Tensor, *, sigma: float = 1.0) -> torc
     return _gaussian_nll(x, mean, torch.log(torch.as_tensor(sigma, dtype=mean.dtype)))
 
 
-def gaussian_learned(x: torch.Tensor, mean: torch.Tensor, *, log_sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_learned(
+    x: torch.Tensor, mean: torch.Tensor, *, log_sigma: torch.Tensor
+) -> torch.Tensor:
     """Gaussian NLL with a learned log standard deviation (a trainable parameter passed in).
 
     Args:
@@ -300,7 +303,9 @@ def _likelihood(likelihood) -> tuple[Callable[..., torch.Tensor], str]:
     return fn, kind
 
 
-def reconstruction_nll(x: torch.Tensor, logits: torch.Tensor, likelihood, **recon_params) -> torch.Tensor:
+def reconstruction_nll(
+    x: torch.Tensor, logits: torch.Tensor, likelihood, **recon_params
+) -> torch.Tensor:
     """Per-example reconstruction NLL from the decoder's raw output.
 
     Args:
@@ -458,7 +463,9 @@ def importance_sampled_nll(
     decode: Callable[[torch.Tensor], torch.Tensor], likelihood="bernoulli", **recon_params,
 ) -> torch.Tensor:
     """-importance_sampled_log_likelihood: the per-example NLL estimate (B,) in nats."""
-    return -importance_sampled_log_likelihood(x, mean, logvar, eps, decode, likelihood, **recon_params)
+    return -importance_sampled_log_likelihood(
+        x, mean, logvar, eps, decode, likelihood, **recon_params
+    )
 
 
 def elbo_terms(x: torch.Tensor, out: Any, likelihood, **recon_params) -> dict[str, torch.Tensor]:
@@ -488,7 +495,9 @@ def warmup_beta(step, warmup_steps) -> torch.Tensor:
     return (step / warmup_steps).clamp(0.0, 1.0)
 
 
-def cyclical_beta(step, *, cycle_steps=None, n_cycles=4, total_steps=None, ratio=0.5) -> torch.Tensor:
+def cyclical_beta(
+    step, *, cycle_steps=None, n_cycles=4, total_steps=None, ratio=0.5
+) -> torch.Tensor:
     """Cyclical annealing (Fu et al. 2019): tau = (step mod T) / T, beta = min(tau / ratio, 1).
 
     The period T is cycle_steps, or ceil(total_steps / n_cycles).
@@ -533,7 +542,8 @@ def log_importance_weight_matrix(batch_size: int, dataset_size) -> torch.Tensor:
 
 
 def tc_decomposition(
-    z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, *, dataset_size, sampling: str = "mws"
+    z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, *, dataset_size,
+    sampling: str = "mws",
 ) -> dict[str, torch.Tensor]:
     """Per-example log densities of the beta-TCVAE decomposition (Chen et al. 2018).
 
@@ -589,7 +599,9 @@ def _batch_cov(v: torch.Tensor) -> torch.Tensor:
     return (c[:, :, None] * c[:, None, :]).mean(dim=0)
 
 
-def mmd(z: torch.Tensor, prior_z: torch.Tensor, *, kernel: str = "rbf", kernel_scale=None) -> torch.Tensor:
+def mmd(
+    z: torch.Tensor, prior_z: torch.Tensor, *, kernel: str = "rbf", kernel_scale=None
+) -> torch.Tensor:
     """Squared MMD between samples, biased V-statistic (diagonal terms included).
 
     mean k(z, z') + mean k(p, p') - 2 mean k(z, p), with k the RBF exp(-|a - b|^2 / C) or the

@@ -318,10 +318,20 @@ def test_free_bits_gradient_vanishes_below_the_floor():
     mean, logvar = out.mean.clone(), out.logvar.clone()
     mean[:, 0], logvar[:, 0] = 0.0, 0.0
     mean.requires_grad_(), logvar.requires_grad_()
-    loss, _ = losses.free_bits(x, out._replace(mean=mean, logvar=logvar), likelihood="bernoulli", lam=0.1)
+    out = out._replace(mean=mean, logvar=logvar)
+    loss, _ = losses.free_bits(x, out, likelihood="bernoulli", lam=0.1)
     gm, glv = torch.autograd.grad(loss, [mean, logvar])
     assert float(gm[:, 0].abs().max()) == 0.0 and float(glv[:, 0].abs().max()) == 0.0
     assert float(gm[:, 1:].abs().min()) > 0.0
+
+
+def test_capacity_penalises_the_batch_mean_kl():
+    """gamma |mean_b KL_b - C|, not mean_b |KL_b - C|: KL = (0.5, 2), C = 1 -> 0.25 gamma."""
+    x = torch.full((2, 3), 0.5)
+    out = ModelOutput(torch.zeros((2, 3)), t([[1.0, 0.0], [2.0, 0.0]]), torch.zeros((2, 2)), None)
+    loss, terms = losses.capacity(x, out, likelihood="bernoulli", gamma=2.0, c_max=1.0, c_steps=0)
+    close(terms["kl"], 1.25, rtol=1e-6)
+    close(loss, 3 * LN2 + 2.0 * 0.25, rtol=1e-6)
 
 
 def test_reconstruction_objective_for_autoencoders():
@@ -384,7 +394,8 @@ def test_kl_finite_at_extreme_logvar():
     mean, logvar = t([[0.0, 3.0]]).requires_grad_(), t([[50.0, -50.0]]).requires_grad_()
     v = losses.kl_normal(mean, logvar).sum()
     g = torch.autograd.grad(v, [mean, logvar])
-    assert float(v.detach()) == pytest.approx(0.5 * (math.exp(50) - 51.0) + 0.5 * (math.exp(-50) + 9 - 1 + 50), rel=1e-6)
+    want = 0.5 * (math.exp(50) - 51.0) + 0.5 * (math.exp(-50) + 9 - 1 + 50)
+    assert float(v.detach()) == pytest.approx(want, rel=1e-6)
     assert all(torch.isfinite(gi).all() for gi in g)
 
 

@@ -169,7 +169,7 @@ PRESETS: dict[str, ModelSpec] = {
         ModelSpec(
             name="flax_examples", family="flax_vae", source="google/flax examples/vae",
             kind="vae", input_shape=_MNIST, latent_dim=20, hidden=(500,), output="logits",
-            likelihood="bernoulli", lr=1e-3, batch_size=128, epochs=30, binarization="static",
+            likelihood="bernoulli", lr=1e-3, batch_size=128, epochs=10, binarization="static",
             params=815824,
         ),
         ModelSpec(
