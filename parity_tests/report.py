@@ -11,7 +11,8 @@ so the table shows exactly the numbers the tests assert on. No pytest involved.
 
 One table row per (check, preset, tolerance row): the number of comparisons, the max abs and
 max rel difference over them (rel over elements whose reference exceeds atol, as
-`assert_close`), the tolerance, and whether all passed. Pass/fail properties (mirror, import
+`assert_close`), the tolerance, the largest fraction of it used (max |a - d| / (atol + rtol |d|):
+under 100% passes; far under 100% says the row could be tighter), and whether all passed. Pass/fail properties (mirror, import
 isolation, ...) show "-" for the differences. The exit status is 1 when anything failed
 (a check that raises counts as failed, with its traceback in the failures list), else 0.
 Precision is pinned as in conftest.py, so the same command runs on CPU and GPU.
@@ -168,6 +169,7 @@ def rows(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
             "check": check, "preset": preset, "tol": tol or "property", "n": len(ms),
             "max_abs": _finite_max(m.max_abs for m in ms),
             "max_rel": _finite_max(m.max_rel for m in ms),
+            "tol_used": _finite_max(m.used for m in ms),
             "worst": max(ms, key=lambda m: m.max_abs if math.isfinite(m.max_abs) else -1.0).name,
             "rtol": ms[0].rtol if tol else None, "atol": ms[0].atol if tol else None,
             "passed": all(m.passed for m in ms),
@@ -179,6 +181,10 @@ def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.2e}"
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else ("inf" if math.isinf(v) else f"{100 * v:.0f}%")
+
+
 def _tol(r: dict) -> str:
     if r["rtol"] is None:
         return "-"
@@ -186,9 +192,10 @@ def _tol(r: dict) -> str:
 
 
 def format_table(table: Sequence[dict]) -> str:
-    header = ("preset", "check", "compared (TOL row)", "n", "max abs", "max rel", "rtol/atol", "pass")
+    header = ("preset", "check", "compared (TOL row)", "n", "max abs", "max rel", "rtol/atol",
+              "tol used", "pass")
     lines = [(r["preset"], r["check"], r["tol"], str(r["n"]), _num(r["max_abs"]), _num(r["max_rel"]),
-              _tol(r), "ok" if r["passed"] else "FAIL") for r in table]
+              _tol(r), _pct(r["tol_used"]), "ok" if r["passed"] else "FAIL") for r in table]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -198,11 +205,13 @@ def format_table(table: Sequence[dict]) -> str:
 
 
 def format_markdown(table: Sequence[dict]) -> str:
-    out = ["| preset | check | compared (TOL row) | n | max abs diff | max rel diff | rtol / atol | pass |",
-           "|---|---|---|---:|---:|---:|---|---|"]
+    out = ["| preset | check | compared (TOL row) | n | max abs diff | max rel diff | rtol / atol "
+           "| tol used | pass |",
+           "|---|---|---|---:|---:|---:|---|---:|---|"]
     for r in table:
         out.append(f"| {r['preset']} | {r['check']} | {r['tol']} | {r['n']} | {_num(r['max_abs'])} | "
-                   f"{_num(r['max_rel'])} | {_tol(r)} | {'ok' if r['passed'] else '**FAIL**'} |")
+                   f"{_num(r['max_rel'])} | {_tol(r)} | {_pct(r['tol_used'])} | "
+                   f"{'ok' if r['passed'] else '**FAIL**'} |")
     return "\n".join(out)
 
 

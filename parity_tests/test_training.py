@@ -37,7 +37,6 @@ import optax
 import pytest
 import torch
 from flax import nnx
-from flax import errors as flax_errors
 
 from jaxvae import convert as jconvert
 from jaxvae import models as jmodels
@@ -404,10 +403,6 @@ def check_batchnorm_training() -> list[Measurement]:
     return out
 
 
-@pytest.mark.xfail(raises=flax_errors.TraceContextError, strict=False,
-                   reason="jaxvae.train.Trainer.loss_fn merges the caller's BatchStat Variables "
-                          "inside jax.value_and_grad; train-mode BatchNorm then cannot update "
-                          "them (fix: nnx.merge(..., copy=True)); see the parity report")
 def test_batchnorm_training_matches():
     assert_all(check_batchnorm_training())
 

@@ -89,6 +89,8 @@ class Measurement:
       tol: the `TOL` row used ("" for properties); rtol, atol: its values.
       passed: whether `assert_close` (or the property) held.
       message: the failure message ("" when passed).
+      used: max over elements of |actual - desired| / (atol + rtol * |desired|), the fraction of
+        the tolerance used (> 1 fails; NaN for properties): how far a row could be tightened.
     """
 
     check: str
@@ -101,6 +103,7 @@ class Measurement:
     atol: float
     passed: bool
     message: str = ""
+    used: float = float("nan")
 
 
 def _as_f64(a) -> np.ndarray:
@@ -116,19 +119,24 @@ def measure(actual, desired, *, check: str, preset: str, name: str, tol: str) ->
     """
     row = TOL[tol]
     a, d = _as_f64(actual), _as_f64(desired)
-    max_abs = max_rel = float("nan")
+    max_abs = max_rel = used = float("nan")
     if a.shape == d.shape:
         fin = np.isfinite(a) & np.isfinite(d)
         diff = np.abs(a[fin] - d[fin])
         big = np.abs(d[fin]) > max(row["atol"], np.finfo(np.float64).tiny)
         max_abs = float(diff.max()) if diff.size else 0.0
         max_rel = float((diff[big] / np.abs(d[fin][big])).max()) if big.any() else 0.0
+        bound = row["atol"] + row["rtol"] * np.abs(d[fin])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(diff == 0, 0.0, diff / bound)
+        used = float(ratio.max()) if ratio.size else 0.0
     try:
         assert_close(a, d, name=f"{check}[{preset}] {name}", **row)
     except AssertionError as e:
         return Measurement(check, preset, name, max_abs, max_rel, tol, row["rtol"], row["atol"],
-                           False, str(e))
-    return Measurement(check, preset, name, max_abs, max_rel, tol, row["rtol"], row["atol"], True)
+                           False, str(e), used)
+    return Measurement(check, preset, name, max_abs, max_rel, tol, row["rtol"], row["atol"], True,
+                       "", used)
 
 
 def flag(ok: bool, *, check: str, preset: str, name: str, message: str = "") -> Measurement:
