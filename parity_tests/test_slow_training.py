@@ -108,8 +108,11 @@ def check_seed_statistics(workdir: Path | None = None) -> list[Measurement]:
         p.undo()
     j, t = np.array(results["jax"]), np.array(results["torch"])
     diff = abs(j.mean() - t.mean())
-    stats = (f"jax {j.mean():.2f} +- {j.std(ddof=1):.2f}, torch {t.mean():.2f} +- {t.std(ddof=1):.2f} "
-             f"nats over seeds {list(SEEDS)}, {EPOCHS} epochs, {time.time() - t0:.0f} s")
+    se = float(np.sqrt(j.var(ddof=1) / len(j) + t.var(ddof=1) / len(t)))
+    stats = (f"jax {j.mean():.2f} +- {j.std(ddof=1):.2f} {np.round(j, 2).tolist()}, torch "
+             f"{t.mean():.2f} +- {t.std(ddof=1):.2f} {np.round(t, 2).tolist()} nats (mean +- sd "
+             f"over seeds {list(SEEDS)}), standard error of the difference {se:.2f}, {EPOCHS} "
+             f"epochs, {time.time() - t0:.0f} s")
     m = flag(diff <= ELBO_NATS, check="seed_statistics", preset=PRESET,
              name=f"|mean test -ELBO difference| = {diff:.3f} <= {ELBO_NATS} nat ({stats})",
              message=f"difference {diff:.3f} nat > {ELBO_NATS}; {stats}; jax {j}, torch {t}")

@@ -100,6 +100,14 @@ def load_torch_file(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no torch checkpoint at {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK\x03\x04); the legacy format starts with a pickle
+    # protocol byte (0x80). Anything else would only give torch's cryptic unpickler error.
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise WeightsFileError(
+            f"{path} is not a torch.save file (it starts with {head!r}, not a zip or pickle header)"
+        )
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # UnpicklingError for pickled modules; RuntimeError for corrupt files

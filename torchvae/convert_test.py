@@ -88,5 +88,17 @@ def test_load_torch_file_refusals(tmp_path):
         convert.load_torch_file(path)
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"not a torch file at all")
+    with pytest.raises(WeightsFileError, match="is not a torch.save file"):
+        convert.load_torch_file(path)
+    path = tmp_path / "truncated.pt"
+    torch.save(_model("simple_ae").state_dict(), path)
+    path.write_bytes(path.read_bytes()[:200])  # a zip header, then nothing
     with pytest.raises(WeightsFileError, match="cannot be read"):
         convert.load_torch_file(path)
+
+
+def test_load_torch_file_names_a_non_torch_file(tmp_path):
+    junk = tmp_path / "notes.pt"
+    junk.write_text("junk\n")
+    with pytest.raises(WeightsFileError, match=r"notes.pt is not a torch.save file .*b'junk'"):
+        convert.load_torch_file(junk)

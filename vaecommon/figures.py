@@ -252,6 +252,16 @@ def _styled(fn: Callable[..., Path]) -> Callable[..., Path]:
     return wrapper
 
 
+def _suptitle(fig: Figure, text: str, **kw: Any) -> None:
+    """fig.suptitle wrapped to the figure's width, so narrow figures do not clip their title."""
+    import textwrap
+
+    size = float(kw.get("fontsize", matplotlib.rcParams["figure.titlesize"]
+                        if not isinstance(matplotlib.rcParams["figure.titlesize"], str) else 12))
+    chars = max(12, int(fig.get_figwidth() * 72 / (0.6 * size)))
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.split("\n")), **kw)
+
+
 def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -518,7 +528,7 @@ def plot_loss_curves(records: Records, path: PathLike, *, title: str | None = No
     head = title or "Training curves"
     if n_bad:
         head += f"  ({n_bad} NaN/inf values not drawn)"
-    fig.suptitle(head)
+    _suptitle(fig, head)
     return _save(fig, path)
 
 
@@ -562,7 +572,7 @@ def plot_reconstructions(originals: Any, reconstructions: Any, path: PathLike, *
     _show(bottom, image_grid(b[:k], k))
     _row_label(top, "original")
     _row_label(bottom, "reconstruction")
-    fig.suptitle(title or "Reconstructions")
+    _suptitle(fig, title or "Reconstructions")
     return _save(fig, path)
 
 
@@ -588,7 +598,7 @@ def plot_samples(images: Any, path: PathLike, *, nrow: int | None = None,
     fig = _figure(0.4 + ncol * _cell_width(a), 0.75 + rows * _CELL_IN)
     ax = fig.subplots()
     _show(ax, image_grid(a, ncol))
-    fig.suptitle(title or "Samples from the prior, z ~ N(0, I)")
+    _suptitle(fig, title or "Samples from the prior, z ~ N(0, I)")
     return _save(fig, path)
 
 
@@ -628,7 +638,7 @@ def plot_interpolation(images: Any, path: PathLike, *, labels: Sequence[str] = (
     ticks[0], ticks[-1] = f"{labels[0]}\n(t=0)", f"{labels[1]}\n(t=1)"
     ax.set_xticklabels(ticks, fontsize=8)
     ax.tick_params(axis="x", length=0)
-    fig.suptitle(title or f"Latent interpolation {labels[0]} \u2192 {labels[1]} ({method})")
+    _suptitle(fig, title or f"Latent interpolation {labels[0]} \u2192 {labels[1]} ({method})")
     return _save(fig, path)
 
 
@@ -848,7 +858,7 @@ def plot_kl_per_dim(kl_per_dim: Any, path: PathLike, *, threshold: float = 0.01,
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=25))
     ax.grid(axis="x", visible=False)
-    fig.suptitle(title or f"KL per latent dimension\n{head}", fontsize=11)
+    _suptitle(fig, title or f"KL per latent dimension\n{head}", fontsize=11)
     return _save(fig, path)
 
 
@@ -1320,5 +1330,5 @@ def plot_compare_runs(runs: Mapping[str, Records], path: PathLike, *, title: str
     handles += [Line2D([], [], color="0.3", marker="o", ms=3.5, label="train (epoch mean)"),
                 Line2D([], [], color="0.3", ls="--", marker="s", ms=3.5, label="test")]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
-    fig.suptitle(title or "Runs compared: " + ", ".join(recs))
+    _suptitle(fig, title or "Runs compared: " + ", ".join(recs))
     return _save(fig, path)
