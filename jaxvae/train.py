@@ -123,6 +123,22 @@ def forward(model, x, eps, logvar_clamp: float | None = None):
     return models.ModelOutput(model.decode_logits(z), mean, logvar, z)
 
 
+def attach_likelihood_params(model, cfg: TrainConfig):
+    """Add the likelihood's own trainable parameters to the model (in place; returns it).
+
+    `gaussian_learned` gets one global `log_sigma` (an nnx.Param, initialised to 0: sigma = 1),
+    trained with the model by the same optimizer and saved in its checkpoints.
+    """
+    if cfg.likelihood == "gaussian_learned":
+        model.log_sigma = nnx.Param(jnp.zeros((), jnp.float32))
+    return model
+
+
+def likelihood_params(model) -> dict:
+    """The keyword arguments the reconstruction term needs from the model (see above)."""
+    return {"log_sigma": model.log_sigma[...]} if hasattr(model, "log_sigma") else {}
+
+
 # --------------------------------------------------------------------------------------------
 # The trainer
 
@@ -154,6 +170,7 @@ class Trainer:
                 f"unknown likelihood {cfg.likelihood!r}; valid: {', '.join(sorted(losses.RECONSTRUCTION))}"
             )
         model = models.build_model(cfg.model, key=jax.random.key(0), init=cfg.init, **cfg.model_overrides)
+        attach_likelihood_params(model, cfg)
         graphdef, _, _ = nnx.split(model, nnx.Param, ...)
         spe = steps_per_epoch(n_train, cfg.batch_size)
         tx = make_optimizer(cfg, spe * cfg.epochs)
@@ -169,6 +186,7 @@ class Trainer:
             self.cfg.model, key=stream_key(root_key, "init", 0), init=self.cfg.init,
             **self.cfg.model_overrides,
         )
+        attach_likelihood_params(model, self.cfg)
         model.train()
         _, params, rest = nnx.split(model, nnx.Param, ...)
         return TrainState(params, rest, self.tx.init(params), jnp.zeros((), jnp.int32))
@@ -209,6 +227,7 @@ class Trainer:
         out = jax.tree.map(lambda a: a.astype(jnp.float32), out)
         params_obj = dict(cfg.objective_params)
         params_obj.update({k: v for k, v in hyper.items() if k != "lr"})
+        params_obj.update(likelihood_params(model))
         loss, terms = losses.OBJECTIVES[cfg.objective](
             x, out, likelihood=cfg.likelihood, step=step, reduction=cfg.reduction,
             decode=lambda z: model.decode_logits(z.astype(x_in.dtype)).astype(jnp.float32),
@@ -289,7 +308,7 @@ class Trainer:
         """Per-example {"loss","recon","kl"} (B,) and the posterior mean (B, D)."""
         model = self.model_from(params, rest, train=False)
         out = forward(model, x, eps, self.cfg.logvar_clamp)
-        terms = losses.elbo_terms(x, out, self.cfg.likelihood)
+        terms = losses.elbo_terms(x, out, self.cfg.likelihood, **likelihood_params(model))
         if out.logvar is not None:
             kl_dim = losses.kl_normal_per_dim(out.mean, out.logvar)
         else:
@@ -388,7 +407,8 @@ def importance_sampled_nll(trainer: Trainer, params, rest, images, root_key, *, 
                 cl = float(trainer.cfg.logvar_clamp)
                 logvar = jnp.clip(logvar, -cl, cl)
             lw = losses.log_importance_weights(x, mean, logvar, eps, model.decode_logits,
-                                               trainer.cfg.likelihood)  # (chunk, B)
+                                               trainer.cfg.likelihood,
+                                               **likelihood_params(model))  # (chunk, B)
             lw = jnp.where(valid[:, None], lw, -jnp.inf)
             return jnp.logaddexp(acc, jax.scipy.special.logsumexp(lw, axis=0)), None
 

@@ -84,6 +84,22 @@ def forward(model, x, eps, logvar_clamp: float | None = None):
     return models.ModelOutput(model.decode_logits(z), mean, logvar, z)
 
 
+def attach_likelihood_params(model, cfg: TrainConfig):
+    """Add the likelihood's own trainable parameters to the model (in place; returns it).
+
+    `gaussian_learned` gets one global `log_sigma` (an nn.Parameter, initialised to 0: sigma = 1),
+    trained with the model by the same optimizer and saved in its state_dict.
+    """
+    if cfg.likelihood == "gaussian_learned":
+        model.log_sigma = torch.nn.Parameter(torch.zeros(()))
+    return model
+
+
+def likelihood_params(model) -> dict:
+    """The keyword arguments the reconstruction term needs from the model (see above)."""
+    return {"log_sigma": model.log_sigma} if hasattr(model, "log_sigma") else {}
+
+
 @dataclasses.dataclass
 class Trainer:
     """Model, optimizer and the one update of a resolved config."""
@@ -108,6 +124,7 @@ class Trainer:
             )
         model = models.build_model(cfg.model, generator=stream_generator(cfg.seed, "init"),
                                    init=cfg.init, **cfg.model_overrides)
+        attach_likelihood_params(model, cfg)
         spe = steps_per_epoch(n_train, cfg.batch_size)
         opt, sched = make_optimizer(cfg, model.parameters(), spe * cfg.epochs)
         return cls(cfg, model, opt, sched, spe)
@@ -132,7 +149,7 @@ class Trainer:
         return losses.OBJECTIVES[cfg.objective](
             x, out, likelihood=cfg.likelihood, step=self.step, reduction=cfg.reduction,
             decode=self.model.decode_logits, eps=extra,
-            **cfg.objective_params,
+            **cfg.objective_params, **likelihood_params(self.model),
         )
 
     def apply_update(self, x: torch.Tensor, eps: torch.Tensor,
@@ -171,7 +188,7 @@ def evaluate(trainer: Trainer, images: torch.Tensor, *, seed: int, nll_samples: 
         x = images[i:i + cfg.eval_batch_size]
         eps = torch.randn((x.shape[0], d), generator=gen)
         out = forward(model, x, eps, cfg.logvar_clamp)
-        terms = losses.elbo_terms(x, out, cfg.likelihood)
+        terms = losses.elbo_terms(x, out, cfg.likelihood, **likelihood_params(model))
         for k in sums:
             sums[k] += float(terms[k].double().sum())
         if out.logvar is not None:
@@ -211,7 +228,7 @@ def importance_sampled_nll(trainer: Trainer, images: torch.Tensor, *, seed: int,
             kk = min(chunk, k - c)
             eps = torch.randn((kk, x.shape[0], trainer.latent_dim), generator=gen)
             lw = losses.log_importance_weights(x, mean, logvar, eps, model.decode_logits,
-                                               cfg.likelihood)  # (kk, B)
+                                               cfg.likelihood, **likelihood_params(model))  # (kk, B)
             acc = torch.logaddexp(acc, torch.logsumexp(lw, dim=0))
         total += float((-(acc - math.log(k))).double().sum())
     return total / images.shape[0]

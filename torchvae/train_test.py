@@ -151,3 +151,29 @@ def test_unknown_names_list_the_valid_ones():
         train.Trainer.create(SMALL.replace(objective="betavae"), 256)
     with pytest.raises(ValueError, match="larger than the training set"):
         train.Trainer.create(SMALL.replace(batch_size=512), 256)
+
+
+OBJECTIVE_PARAMS = {"beta_tcvae": {"dataset_size": 256}, "iwae": {"k": 3},
+                    "info_vae": {"prior_samples": 16}, "kl_warmup": {"warmup_steps": 10},
+                    "cyclical": {"cycle_steps": 10}, "capacity": {"c_steps": 10}}
+
+
+@pytest.mark.parametrize("objective", sorted(__import__("torchvae.losses").losses.OBJECTIVES))
+def test_every_objective_trains(objective):
+    cfg = SMALL.replace(objective=objective, objective_params=OBJECTIVE_PARAMS.get(objective, {}))
+    tr = train.Trainer.create(cfg, 256)
+    before = _params(tr)
+    terms = tr.apply_update(_batch(), *tr.draw_noise(torch.Generator().manual_seed(1), 32))
+    assert {"loss", "recon", "kl"} <= set(terms)
+    assert all(math.isfinite(v) for v in terms.values()), terms
+    assert not torch.equal(_params(tr)[0], before[0])
+
+
+def test_gaussian_learned_trains_its_sigma(tmp_path):
+    cfg = SMALL.replace(likelihood="gaussian_learned", epochs=1, final_nll_samples=4)
+    tr = train.Trainer.create(cfg, 256)
+    assert float(tr.model.log_sigma) == 0.0
+    tr.apply_update(_batch(), *tr.draw_noise(torch.Generator().manual_seed(1), 32))
+    assert float(tr.model.log_sigma) != 0.0
+    res = train.train_and_evaluate(cfg, tmp_path, progress=False)
+    assert math.isfinite(res["loss"]) and math.isfinite(res["nll"])
