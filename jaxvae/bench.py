@@ -77,7 +77,7 @@ def epoch_timing(cfg: TrainConfig, images: np.ndarray, *, reps: int = 3,
     steps = trainer.steps_per_epoch
     return {"compile_s": compile_s, "epoch_s": med, "epoch_s_all": times,
             "examples_per_s": steps * cfg.batch_size / med, "steps_per_s": steps / med,
-            "steps": steps, "xla_flops_per_epoch": flops,
+            "steps": steps, "xla_flops_per_step": flops,  # XLA counts the scan body once
             "final_loss": float(np.mean(np.asarray(terms["loss"])[-10:]))}
 
 

@@ -11,7 +11,6 @@ directories are cleaned up the next time a manager opens the folder.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-__all__ = ["CheckpointManager", "CheckpointError", "save_model_weights", "load_model_weights"]
+__all__ = ["CheckpointManager", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -121,17 +120,3 @@ class CheckpointManager:
         nnx.replace_by_pure_dict(rest, tree["rest"])
         state = type(template)(params, rest, tree["opt_state"], jnp.asarray(tree["step"]))
         return state, meta
-
-
-def save_model_weights(path: str | Path, weights: dict[str, np.ndarray], meta: dict) -> None:
-    """Write canonical (PyTorch-named) weights + metadata as safetensors (see vaecommon.weights)."""
-    from vaecommon import weights as wlib
-
-    wlib.save_weights(path, weights, metadata={"meta": json.dumps(meta)})
-
-
-def load_model_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    from vaecommon import weights as wlib
-
-    w, md = wlib.load_weights(path)
-    return w, json.loads(md.get("meta", "{}"))

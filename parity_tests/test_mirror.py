@@ -47,11 +47,6 @@ FRAMEWORK_ONLY: dict[tuple[str, str], dict[str, str]] = {
         "learning_rate_factor": "optax gets the schedule shape without the peak lr, so a sweep can "
                                 "vmap lr; torch's LambdaLR calls vaecommon.schedule.lr_factor",
     },
-    ("train", "torch"): {
-        "CheckpointManager": "torch checkpoints live in torchvae/train.py; the JAX one is "
-                             "jaxvae/checkpoint.py (whose docstring names a torchvae/checkpoint.py "
-                             "that does not exist: reported to the lead)",
-    },
     ("convert", "torch"): {
         "load_torch_file": "reads a notebook's torch.save checkpoint (a torch-only file format)",
     },

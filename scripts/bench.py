@@ -34,11 +34,11 @@ PRESETS = ("pytorch_examples", "flax_examples", "pytorch_mnist_vae", "simple_vae
 # workers (run in subprocesses)
 
 
-def _dataset(quick: bool):
+def _dataset(quick: bool, limit: int | None = None):
     from vaecommon import datasets
 
     name = "fashion_mnist" if FASHION.exists() else "mnist5k"
-    images, labels, info = datasets.load_arrays(name, "train", limit=4000 if quick else None)
+    images, labels, info = datasets.load_arrays(name, "train", limit=4000 if quick else limit)
     return images, info
 
 
@@ -66,7 +66,7 @@ def worker(task: dict) -> dict:
         from jaxvae.bench import peak_matmul_gflops
 
         return {"gflops": peak_matmul_gflops()}
-    images, info = _dataset(quick)
+    images, info = _dataset(quick, task.get("limit"))
     cfg = _cfg(task.get("preset", "pytorch_examples"), task.get("batch", 128))
     out = {"data": f"{info.dataset} ({info.n} examples)"}
     if kind == "jax":
@@ -106,8 +106,11 @@ def worker(task: dict) -> dict:
     return out
 
 
-def run_worker(task: dict, env_extra: dict | None = None) -> dict:
-    """Run one task in a subprocess; adds its own peak RSS (MiB, from wait4) and wall time."""
+def run_worker(task: dict, env_extra: dict | None = None, timeout: float | None = None) -> dict:
+    """Run one task in a subprocess; adds its own peak RSS (MiB, from wait4) and wall time.
+
+    A task that fails or outlives `timeout` seconds returns {"error": ...} instead of raising, so
+    one slow or broken measurement does not lose the others."""
     env = dict(os.environ, **(env_extra or {}))
     root = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -115,13 +118,24 @@ def run_worker(task: dict, env_extra: dict | None = None) -> dict:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-m", "scripts.bench", "--worker", json.dumps(task)],
                                 stdout=out, stderr=err, text=True, env=env, cwd=root)
+        timer = None
+        if timeout:
+            import threading
+
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        if timer is not None:
+            timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode:
-        raise RuntimeError(f"bench worker {task} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+        why = (f"killed after the {timeout:.0f} s limit" if timeout and proc.returncode < 0
+               else f"exit {proc.returncode}: {stderr.strip().splitlines()[-1:] or ''}")
+        print(f"bench worker {task['kind']} failed: {why}", file=sys.stderr)
+        return {"error": why, "wall_s": time.time() - t}
     res = json.loads(stdout.strip().splitlines()[-1])
     res["wall_s"] = time.time() - t
     res["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB
@@ -146,8 +160,9 @@ def machine() -> str:
 
 def run_all(args) -> dict:
     quick = args.quick
-    base = {"quick": quick, "reps": args.reps}
-    res: dict = {"machine": machine(), "quick": quick, "rows": [], "sweep": [], "devices": []}
+    base = {"quick": quick, "reps": args.reps, "limit": args.limit}
+    res: dict = {"machine": machine(), "quick": quick, "batch": args.batch, "rows": [], "sweep": [],
+                 "devices": []}
     res["peak_gflops"] = run_worker({"kind": "peak"})["gflops"]
     print(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s", file=sys.stderr)
     presets = args.presets or PRESETS
@@ -157,9 +172,11 @@ def run_all(args) -> dict:
             if kind == "torch_dataloader" and (quick or not FASHION.exists()):
                 continue
             print(f"{preset}: {kind} ...", file=sys.stderr)
-            row[kind] = run_worker({**base, "kind": kind, "preset": preset, "batch": args.batch})
+            row[kind] = run_worker({**base, "kind": kind, "preset": preset, "batch": args.batch},
+                                   timeout=args.task_timeout)
         res["rows"].append(row)
-    if "pytorch_examples" in presets:
+        _save_partial(args, res)
+    if "pytorch_examples" in presets and args.scaling:
         for m in (1, 2, 4, 8):
             print(f"sweep x{m} ...", file=sys.stderr)
             res["sweep"].append(run_worker({**base, "kind": "jax_sweep", "members": m,
@@ -174,6 +191,12 @@ def run_all(args) -> dict:
     return res
 
 
+def _save_partial(args, res) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.partial.json").write_text(json.dumps(res, indent=1))
+
+
 def markdown(res: dict) -> str:
     peak = res["peak_gflops"]
     lines = [f"Machine: {res['machine']}; measured peak float32 matmul {peak:.0f} GFLOP/s."
@@ -185,14 +208,24 @@ def markdown(res: dict) -> str:
              "torch_dataloader": "torchvision DataLoader + ToTensor"}
     for row in res["rows"]:
         j = row["jax"]
-        mf = row["jax"].get("matmul_flops_per_example")
-        flops = mf * j["steps"] * 128 if mf else j.get("xla_flops_per_epoch")
+        if "error" in j:
+            lines.append(f"| {row['preset']} | jaxvae (scan epoch) | {j['error']} | | | | | | |")
+            j = None
+        # model FLOPs per epoch: the analytic matmul count for MLPs; for conv models XLA's count
+        # of one compiled step (cost analysis counts a scan body once) times the steps
+        mf = (j or {}).get("matmul_flops_per_example")
+        xf = (j or {}).get("xla_flops_per_step")
+        flops = (mf * j["steps"] * res.get("batch", 128) if mf
+                 else xf * j["steps"] if xf else None)
         bound = flops / (peak * 1e9) if flops else None
         for kind in ("jax", "torch", "torch_minimal", "torch_dataloader"):
-            if kind not in row:
+            if kind not in row or (kind == "jax" and j is None):
                 continue
             r = row[kind]
-            ratio = r["epoch_s"] / j["epoch_s"]
+            if "error" in r:
+                lines.append(f"| {row['preset']} | {names[kind]} | {r['error']} | | | | | | |")
+                continue
+            ratio = r["epoch_s"] / j["epoch_s"] if j else float("nan")
             lines.append(
                 f"| {row['preset']} | {names[kind]} | {r['epoch_s']:.2f} | {r['examples_per_s']:.0f} | "
                 f"{ratio:.2f}x | {r.get('compile_s', float('nan')):.1f} | {r['peak_rss_mib']:.0f} | "
@@ -220,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="4k examples, 1 repetition (smoke test)")
     p.add_argument("--no-dataloader", dest="dataloader", action="store_false",
                    help="skip the torchvision DataLoader rows (slowest)")
+    p.add_argument("--task-timeout", type=float, default=900,
+                   help="seconds one measurement may take before it is recorded as failed")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training examples (e.g. for the slow conv rows)")
+    p.add_argument("--no-scaling", dest="scaling", action="store_false",
+                   help="skip the sweep and device-scaling rows")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 

@@ -34,10 +34,10 @@ IWAE_PAPER = "IWAE paper (Burda et al. 2016): VAE NLL 86.76, one stochastic laye
 
 
 def run_one(preset, framework, seed, args) -> dict:
-    cfg = TrainConfig(model=preset, seed=seed, dataset=args.dataset, data_dir=args.data_dir,
+    cfg = TrainConfig(model=preset, seed=seed, dataset=args.dataset, data_dir=args.data_dir, init=args.init,
                       epochs=args.epochs, final_nll_samples=args.nll_samples, nll_limit=args.nll_limit,
                       eval_every=0, checkpoint_every=0, keep_checkpoints=1)
-    workdir = Path(args.out) / args.dataset / f"{preset}-{framework}-s{seed}"
+    workdir = Path(args.out) / args.dataset / f"{preset}-{framework}-{args.init}init-s{seed}"
     done = workdir / "metrics.jsonl"
     if done.exists():
         tests = [r for r in runs.read_metrics(done) if r["type"] == "test"]
@@ -61,7 +61,7 @@ def _ms(values) -> str:
 
 
 def table(results: dict, args) -> str:
-    lines = [f"Dataset: `{args.dataset}`; seeds {list(args.seeds)}; NLL with k={args.nll_samples}"
+    lines = [f"Dataset: `{args.dataset}`; init `{args.init}`; seeds {list(args.seeds)}; NLL with k={args.nll_samples}"
              + (f" on the first {args.nll_limit} test examples" if args.nll_limit else "")
              + "; nats per example (mean ± std over seeds).", "",
              "| preset | epochs | framework | test -ELBO | test NLL (IS) | sources report |",
@@ -83,6 +83,8 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=None, help="override the sources' epoch counts")
     p.add_argument("--nll-samples", type=int, default=5000, help="importance samples k")
     p.add_argument("--nll-limit", type=int, default=None, help="NLL on the first N test examples")
+    p.add_argument("--init", default="default", choices=("default", "torch"),
+                   help="parameter init of the JAX models (torch: PyTorch's, for like-for-like curves)")
     p.add_argument("--out", default="runs/repro")
     p.add_argument("--no-progress", action="store_true")
     return p

@@ -23,6 +23,7 @@ import torch
 from torchvae import convert
 from torchvae import data as data_lib
 from torchvae import figures as tfig
+from torchvae import checkpoint as ckpt_lib
 from torchvae import train as train_lib
 from torchvae.convert import load_torch_file  # re-exported: the reader of save_torch_file's files
 from vaecommon import dispatch, runs
@@ -78,7 +79,7 @@ def restore(run_dir: str | Path, step: int | None = None) -> Restored:
     step = dispatch.pick_step(run_dir, FRAMEWORK, step)
     spec = dispatch.spec_of(cfg.model, cfg.model_overrides)
     trainer = train_lib.Trainer.create(cfg, dispatch.n_train(record, cfg))
-    manager = train_lib.CheckpointManager(runs.RunFolder(run_dir).checkpoints,
+    manager = ckpt_lib.CheckpointManager(runs.RunFolder(run_dir).checkpoints,
                                           keep=cfg.keep_checkpoints, read_only=True)
     try:
         payload = manager.restore(trainer, {}, step)  # {}: the RNG streams are not needed here
@@ -223,7 +224,7 @@ def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str
     run.create()
     # The training streams are saved fresh, so `train` can resume (fine-tune) from this folder.
     gens = {s: train_lib.stream_generator(cfg.seed, s) for s in ("eps", "binarize")}
-    train_lib.CheckpointManager(run.checkpoints, keep=cfg.keep_checkpoints).save(
+    ckpt_lib.CheckpointManager(run.checkpoints, keep=cfg.keep_checkpoints).save(
         trainer, epoch=0, generators=gens, config=dataclasses.asdict(cfg))
     run.write_config(dispatch.config_record(
         cfg, framework=FRAMEWORK, converted_from=converted_from,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from torchvae import checkpoint as ckpt_lib
 from torchvae import losses, train
 from vaecommon import runs
 from vaecommon.config import TrainConfig
@@ -66,7 +67,7 @@ def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_checkpoint(tmp_pat
     with pytest.raises(train.NonFiniteLossError,
                        match=r"epoch 2, step 11;.*checkpoint.*intact.*--lr.*--logvar-clamp.*--grad-clip"):
         train.train_and_evaluate(SMALL, tmp_path, progress=False)
-    mgr = train.CheckpointManager(tmp_path / "checkpoints")
+    mgr = ckpt_lib.CheckpointManager(tmp_path / "checkpoints")
     assert mgr.all_steps() == [8]
     payload = torch.load(tmp_path / "checkpoints" / "step_000000008.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.is_floating_point())
@@ -85,7 +86,7 @@ def test_logvar_clamp_bounds_the_posterior_variance():
 def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
     train.train_and_evaluate(SMALL.replace(epochs=1), tmp_path, progress=False)
     path = tmp_path / "checkpoints" / "step_000000008.pt"
-    mgr = train.CheckpointManager(tmp_path / "checkpoints")
+    mgr = ckpt_lib.CheckpointManager(tmp_path / "checkpoints")
     # wrong preset
     other = train.Trainer.create(SMALL.replace(model="simple_vae"), 256)
     with pytest.raises(RuntimeError, match="Missing key|Unexpected key"):
@@ -113,7 +114,7 @@ def test_checkpoints_refuse_pickled_code(tmp_path):
 
     torch.save({"framework": "torch", "model": Evil()}, path)
     with pytest.raises(ValueError, match="cannot load checkpoint"):
-        train.CheckpointManager(path.parent).restore(train.Trainer.create(SMALL, 256), {})
+        ckpt_lib.CheckpointManager(path.parent).restore(train.Trainer.create(SMALL, 256), {})
     assert not (tmp_path / "pwned").exists()
 
 
@@ -164,7 +165,7 @@ def test_sigkill_at_random_moments_never_corrupts_and_resume_is_exact(tmp_path):
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        mgr = train.CheckpointManager(ckdir)
+        mgr = ckpt_lib.CheckpointManager(ckdir)
         if mgr.latest_step() is not None:  # what is there must load
             tr = train.Trainer.create(TrainConfig(model="pytorch_examples", limit_train=256,
                                                   batch_size=32, epochs=16), 256)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from torchvae import checkpoint as ckpt_lib
 from torchvae import train
 from vaecommon import runs
 from vaecommon.config import TrainConfig, resolve
@@ -79,7 +80,7 @@ def test_train_and_evaluate_writes_run_folder(tmp_path):
     assert result["loss"] == pytest.approx(tests[-1]["loss"])
     assert run.read_config()["framework"] == "torch"
     assert {"loss_curves.png", "samples.png"} <= {p.name for p in run.figures.glob("*.png")}
-    assert train.CheckpointManager(run.checkpoints).all_steps() == [spe, 2 * spe]
+    assert ckpt_lib.CheckpointManager(run.checkpoints).all_steps() == [spe, 2 * spe]
 
 
 def test_resume_is_bit_identical(tmp_path):

@@ -354,7 +354,7 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
 def write_weights_file(path: str | Path, weights: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Write weights in the format the suffix names: .pt/.pth a torch state_dict (needs torch),
     .safetensors/.npz canonical weights with `meta` as JSON metadata (what
-    `jaxvae.checkpoint.load_model_weights` reads)."""
+    `read_weights_file` reads)."""
     from vaecommon import weights as wlib
 
     p = Path(path)

@@ -1,0 +1,102 @@
+"""Checkpoints of a PyTorch training run. Twin: `jaxvae/checkpoint.py`.
+
+A checkpoint holds the model's state_dict, the optimizer's and the scheduler's, the step, the
+epoch (the data order is a function of the seed and the epoch), the generator states of the
+eps and binarization streams, and the resolved config; `torch.save` of tensors and plain
+containers only, so it loads with `weights_only=True` (always used: a file smuggling pickled
+code is refused, not executed).
+
+Each file is written to a temporary name, fsynced, then renamed, so a process killed mid-write
+(even by SIGKILL) leaves the previous checkpoints intact; the writer removes the debris of a
+killed write when it opens the folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = ["CheckpointManager", "CheckpointError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or from a different model/framework."""
+
+
+class CheckpointManager:
+    """Keep-last-N `torch.save` checkpoints (state_dicts only), written atomically.
+
+    Each file is written to a temporary name, fsynced, then renamed, so a kill mid-write leaves
+    the previous checkpoints intact. Loading always uses `weights_only=True`.
+    """
+
+    def __init__(self, directory: str | Path, *, keep: int = 3, read_only: bool = False):
+        self.directory = Path(directory)
+        self.keep = max(1, int(keep))
+        self.read_only = read_only
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # debris of a killed write; only the writer cleans (a reader might race a live save)
+            for tmp in self.directory.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+    def _path(self, step: int) -> Path:
+        return self.directory / f"step_{step:09d}.pt"
+
+    def all_steps(self) -> list[int]:
+        return sorted(int(p.stem.split("_")[1]) for p in self.directory.glob("step_*.pt"))
+
+    def latest_step(self) -> int | None:
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def save(self, trainer, *, epoch: int, generators: dict[str, torch.Generator],
+             config: dict) -> int:
+        if self.read_only:
+            raise PermissionError(f"{self.directory} was opened read-only")
+        payload = {
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(),
+            "step": trainer.step,
+            "epoch": int(epoch),
+            "generators": {k: g.get_state() for k, g in generators.items()},
+            "config": config,
+            "framework": "torch",
+        }
+        path = self._path(trainer.step)
+        tmp = self.directory / f".{path.name}.tmp"
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        for old in self.all_steps()[: -self.keep]:
+            self._path(old).unlink(missing_ok=True)
+        return trainer.step
+
+    def restore(self, trainer, generators: dict[str, torch.Generator],
+                step: int | None = None) -> dict:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        path = self._path(step)
+        if not path.exists():
+            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; "
+                                    f"available steps: {self.all_steps()}")
+        try:
+            payload = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - re-raised with the file and the likely cause
+            raise CheckpointError(f"cannot load checkpoint {path}: {type(e).__name__}: {e} "
+                             "(truncated or not a torchvae checkpoint?)") from e
+        if not isinstance(payload, dict) or payload.get("framework") != "torch":
+            raise CheckpointError(f"{path} is not a torchvae training checkpoint")
+        trainer.model.load_state_dict(payload["model"], strict=True)
+        trainer.optimizer.load_state_dict(payload["optimizer"])
+        trainer.scheduler.load_state_dict(payload["scheduler"])
+        trainer.step = int(payload["step"])
+        for k, g in generators.items():
+            g.set_state(payload["generators"][k])
+        return payload
