@@ -169,8 +169,11 @@ class Trainer:
             raise KeyError(
                 f"unknown likelihood {cfg.likelihood!r}; valid: {', '.join(sorted(losses.RECONSTRUCTION))}"
             )
-        model = models.build_model(cfg.model, key=jax.random.key(0), init=cfg.init, **cfg.model_overrides)
-        attach_likelihood_params(model, cfg)
+        # only the structure is needed here (init_state draws the weights): trace the build
+        # abstractly instead of initialising a second full set of parameters
+        model = nnx.eval_shape(lambda: attach_likelihood_params(
+            models.build_model(cfg.model, key=jax.random.key(0), init=cfg.init,
+                               **cfg.model_overrides), cfg))
         graphdef, _, _ = nnx.split(model, nnx.Param, ...)
         spe = steps_per_epoch(n_train, cfg.batch_size)
         tx = make_optimizer(cfg, spe * cfg.epochs)
@@ -520,7 +523,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         images = jax.device_put(images, NamedSharding(mesh, P()))
         state = jax.device_put(state, NamedSharding(mesh, P()))
     bar = _progress_bar(progress, total=trainer.steps_per_epoch * cfg.epochs,
-                        initial=int(state.step), batch=cfg.batch_size)
+                        initial=int(state.step))
 
     @partial(jax.jit, donate_argnums=(0,))
     def epoch_fn(state, images, idx):
@@ -599,12 +602,11 @@ def _batch_records(terms, step_end, epoch, spe) -> list[dict[str, Any]]:
 
 
 class _Bar:
-    def __init__(self, total, initial, batch):
+    def __init__(self, total, initial):
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                         mininterval=1.0, desc="train")
-        self.batch = batch
         self.last = initial
         self.t = time.time()
 
@@ -630,8 +632,8 @@ class _Bar:
         self.bar.close()
 
 
-def _progress_bar(enabled, *, total, initial, batch):
-    return _Bar(total, initial, batch) if enabled else None
+def _progress_bar(enabled, *, total, initial):
+    return _Bar(total, initial) if enabled else None
 
 
 def _write_summary(run, cfg, spec, info, train, test, wall, framework) -> None:
