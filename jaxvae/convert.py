@@ -39,6 +39,7 @@ import numpy as np
 from flax import nnx
 
 from jaxvae import models
+from jaxvae.conv import ConvTranspose
 from vaecommon import presets
 from vaecommon.weights import WeightsMismatchError, check_weights
 
@@ -95,7 +96,7 @@ _LAYER_TABLE: dict[type, tuple[_Rule, ...]] = {
         _Rule("weight", "kernel", _conv_to_torch, _conv_to_jax),
         _Rule("bias", "bias", _same, _same),
     ),
-    nnx.ConvTranspose: (
+    ConvTranspose: (
         _Rule("weight", "kernel", _conv_to_torch, _conv_to_jax),
         _Rule("bias", "bias", _same, _same),
     ),

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxvae.conv import ConvTranspose
 from vaecommon import presets
 from vaecommon.presets import ModelSpec
 
@@ -119,7 +120,7 @@ def _conv(cin: int, cout: int, k: int, stride: int, padding: int, *, use_bias: b
 
 
 def _conv_transpose(cin: int, cout: int, k: int, stride: int, padding: int,
-                    output_padding: int = 0, *, rngs: nnx.Rngs, init: str) -> nnx.ConvTranspose:
+                    output_padding: int = 0, *, rngs: nnx.Rngs, init: str) -> ConvTranspose:
     """torch.nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding) on NHWC.
 
     `lax.conv_transpose` pads the stride-dilated input explicitly; torch's output size
@@ -127,6 +128,7 @@ def _conv_transpose(cin: int, cout: int, k: int, stride: int, padding: int,
     `transpose_kernel=True` makes it the exact gradient of a forward conv (flipped spatially,
     in/out swapped), which is what torch computes; the kernel is then (k, k, cout, cin), i.e. the
     torch weight (cin, cout, k, k) transposed like a Conv weight (see jaxvae.convert).
+    `jaxvae.conv.ConvTranspose` is nnx.ConvTranspose with a kernel gradient XLA:CPU runs fast.
     """
     if k - 1 - padding < 0:
         raise ValueError(f"padding {padding} > kernel_size - 1 = {k - 1} is not supported")
@@ -136,7 +138,7 @@ def _conv_transpose(cin: int, cout: int, k: int, stride: int, padding: int,
         # out_channels * k * k (its weight is (in, out, k, k)): reproduced on purpose.
         kw = {"kernel_init": _torch_uniform(cout * k * k), "bias_init": _torch_uniform(cout * k * k)}
     lo, hi = k - 1 - padding, k - 1 - padding + output_padding
-    return nnx.ConvTranspose(cin, cout, (k, k), strides=(stride, stride),
+    return ConvTranspose(cin, cout, (k, k), strides=(stride, stride),
                              padding=((lo, hi), (lo, hi)), transpose_kernel=True, rngs=rngs, **kw)
 
 
