@@ -124,3 +124,165 @@ def sweep_timing(cfg: TrainConfig, images: np.ndarray, members: int, *, reps: in
             times.append(time.perf_counter() - t)
     return {"members": members, "compile_s": compile_s, "epoch_s": statistics.median(times),
             "epoch_s_all": times}
+
+
+# ---- profile -------------------------------------------------------------------------------
+
+CATEGORIES = ("matmul (forward + backward)", "optimizer (Adam moments + update, grad norm)",
+              "loss terms (BCE, KL)", "layers' elementwise (bias, activations)",
+              "RNG (noise, binarization)", "batch gather", "other (copies, loop, reductions)")
+
+
+def _hlo_index(hlo: str) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """instruction name -> (category, its Python stack as [(file, function)]) from HLO text.
+
+    Uses the stack-frame tables XLA keeps in the module (FileNames, FunctionNames,
+    FileLocations, StackFrames) and whether the instruction (or the computation a fusion calls)
+    contains a dot.
+    """
+    import re
+
+    tables: dict[str, dict[int, str]] = {}
+    section = None
+    comps: dict[str, str] = {}
+    current = None
+    for line in hlo.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            section, tables[line] = line, {}
+            continue
+        if section and re.match(r"^\d+ ", line):
+            i, rest = line.split(" ", 1)
+            tables[section][int(i)] = rest.strip().strip('"')
+            continue
+        section = None
+        m = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if m:
+            current = m.group(1)
+            comps[current] = ""
+        elif current is not None:
+            comps[current] += line + "\n"
+
+    def field(s, name):
+        return int(re.search(name + r"=(\d+)", s).group(1))
+
+    def stack(frame: int) -> list[tuple[str, str]]:
+        out, seen = [], set()
+        while frame and frame not in seen and frame in tables.get("StackFrames", {}):
+            seen.add(frame)
+            f = tables["StackFrames"][frame]
+            loc = tables["FileLocations"][field(f, "file_location_id")]
+            out.append((tables["FileNames"][field(loc, "file_name_id")],
+                        tables["FunctionNames"][field(loc, "function_name_id")]))
+            parent = field(f, "parent_frame_id")
+            frame = parent if parent != frame else 0
+        return out
+
+    index: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    operands: dict[str, list[str]] = {}
+    for body in comps.values():
+        for line in body.splitlines():
+            m = re.match(r"^\s*(?:ROOT )?%([\w.\-]+) = .*?\b([\w\-]+)\((.*)$", line)
+            if not m:
+                continue
+            name, op, rest = m.groups()
+            operands[name] = re.findall(r"%([\w.\-]+)", rest.split("),", 1)[0])
+            called = re.search(r"calls=%([\w.\-]+)", line)
+            is_dot = op in ("dot", "convolution") or bool(
+                called and re.search(r"\b(dot|convolution)\(", comps.get(called.group(1), "")))
+            sf = re.search(r"stack_frame_id=(\d+)", line)
+            if not sf and called:  # e.g. a fusion XLA made of a reduction: its parts know
+                sf = re.search(r"stack_frame_id=(\d+)", comps.get(called.group(1), ""))
+            st = stack(int(sf.group(1))) if sf else []
+            files = " ".join(f for f, _ in st)
+            funcs = " ".join(fn for _, fn in st)
+            if is_dot:
+                cat = CATEGORIES[0]
+            elif "optax" in files or (st and "apply_update" in st[0][1]):
+                cat = CATEGORIES[1]
+            elif re.search(r"draw_noise|stream_key|binarize|step_noise", funcs) or "random" in files:
+                cat = CATEGORIES[4]
+            elif "losses.py" in files:
+                cat = CATEGORIES[2]
+            elif "gather" in op or "gather" in name:
+                cat = CATEGORIES[5]
+            elif "models.py" in files or "flax" in files:
+                cat = CATEGORIES[3]
+            else:
+                cat = CATEGORIES[6] if st else ""
+            index[name] = (cat, st)
+    # instructions XLA created without a Python origin (split reductions, layout copies) take
+    # the category of the operand that feeds them
+    for name, (cat, st) in list(index.items()):
+        seen, todo = set(), list(operands.get(name, []))
+        while not cat and todo:
+            o = todo.pop(0)
+            if o in seen or o not in index:
+                continue
+            seen.add(o)
+            cat, st = index[o][0], index[o][1]
+            todo += operands.get(o, [])
+        index[name] = (cat or CATEGORIES[6], st)
+    return index
+
+
+def profile_epoch(cfg: TrainConfig, images: np.ndarray, *, top: int = 15) -> dict[str, Any]:
+    """Where one compiled training epoch spends its time, from a `jax.profiler` trace.
+
+    Runs one warm-up epoch, then one traced epoch; sums the trace's per-instruction execution
+    times and groups them by what the instruction computes (see `CATEGORIES`: matched through
+    the Python stack XLA records for every HLO instruction). Returns {"epoch_s", "op_s" (sum of
+    instruction times in the traced epoch), "traced_epoch_s" (the profiler slows the host side),
+    "categories": {name: seconds},
+    "top": [(instruction, category, seconds, count, python frame)]}.
+    """
+    import collections
+    import glob
+    import gzip
+    import json
+    import tempfile
+
+    cfg = resolve(cfg)
+    n = images.shape[0]
+    trainer = train.Trainer.create(cfg, n)
+    root = jax.random.key(cfg.seed)
+    x = jnp.asarray(images)
+    fn = jax.jit(lambda s, i: trainer.train_epoch(s, x, i, root), donate_argnums=(0,))
+    idx = jnp.asarray(epoch_batches(cfg.seed, 0, n, cfg.batch_size))
+    state = trainer.init_state(root)
+    compiled = fn.lower(state, idx).compile()
+    index = _hlo_index(compiled.as_text())
+    state, _ = compiled(state, idx)
+    _block(state)
+    t = time.perf_counter()
+    state, _ = compiled(state, idx)
+    _block(state)
+    epoch_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory(prefix="jaxvae_profile_") as d:
+        t = time.perf_counter()
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            state, terms = compiled(state, idx)
+            _block((state, terms))
+        traced_s = time.perf_counter() - t
+        files = glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)
+        if not files:
+            raise RuntimeError(f"jax.profiler wrote no perfetto trace under {d}")
+        events = json.load(gzip.open(files[0]))["traceEvents"]
+    per_op: collections.Counter = collections.Counter()
+    count: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in index:
+            per_op[e["name"]] += e["dur"] / 1e6
+            count[e["name"]] += 1
+    cats = {c: 0.0 for c in CATEGORIES}
+    for name, s in per_op.items():
+        cats[index[name][0]] += s
+
+    def frame(name):
+        st = [f"{f.rsplit('/', 1)[-1]}:{fn}" for f, fn in index[name][1]
+              if "site-packages/jax/" not in f]
+        return st[0] if st else ""
+
+    return {"epoch_s": epoch_s, "traced_epoch_s": traced_s, "op_s": sum(per_op.values()),
+            "categories": cats,
+            "top": [(name, index[name][0], s, count[name], frame(name))
+                    for name, s in per_op.most_common(top)]}

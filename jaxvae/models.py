@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvae.conv import ConvTranspose
+from jaxvae.conv import ConvTranspose, conv_general_dilated
 from vaecommon import presets
 from vaecommon.presets import ModelSpec
 
@@ -116,7 +116,7 @@ def _conv(cin: int, cout: int, k: int, stride: int, padding: int, *, use_bias: b
         kw = {"kernel_init": _torch_uniform(cin * k * k), "bias_init": _torch_uniform(cin * k * k)}
     return nnx.Conv(cin, cout, (k, k), strides=(stride, stride),
                     padding=((padding, padding), (padding, padding)), use_bias=use_bias,
-                    rngs=rngs, **kw)
+                    conv_general_dilated=conv_general_dilated, rngs=rngs, **kw)
 
 
 def _conv_transpose(cin: int, cout: int, k: int, stride: int, padding: int,

@@ -73,6 +73,10 @@ def worker(task: dict) -> dict:
         from jaxvae.bench import epoch_timing
 
         out.update(epoch_timing(cfg, images, reps=reps, num_devices=task.get("devices", 1)))
+    elif kind == "profile":
+        from jaxvae.bench import profile_epoch
+
+        out.update(profile_epoch(cfg, images), preset=cfg.model)
     elif kind == "jax_sweep":
         from jaxvae.bench import sweep_timing
 
@@ -162,7 +166,7 @@ def run_all(args) -> dict:
     quick = args.quick
     base = {"quick": quick, "reps": args.reps, "limit": args.limit}
     res: dict = {"machine": machine(), "quick": quick, "batch": args.batch, "rows": [], "sweep": [],
-                 "devices": []}
+                 "devices": [], "profile": None}
     res["peak_gflops"] = run_worker({"kind": "peak"})["gflops"]
     print(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s", file=sys.stderr)
     presets = args.presets or PRESETS
@@ -175,6 +179,11 @@ def run_all(args) -> dict:
             row[kind] = run_worker({**base, "kind": kind, "preset": preset, "batch": args.batch},
                                    timeout=args.task_timeout)
         res["rows"].append(row)
+        _save_partial(args, res)
+    if args.profile:
+        print(f"profile {args.profile} ...", file=sys.stderr)
+        res["profile"] = run_worker({**base, "kind": "profile", "preset": args.profile,
+                                     "batch": args.batch}, timeout=args.task_timeout)
         _save_partial(args, res)
     if "pytorch_examples" in presets and args.scaling:
         for m in (1, 2, 4, 8):
@@ -241,6 +250,17 @@ def markdown(res: dict) -> str:
         one = res["devices"][0]["epoch_s"]
         lines += ["", "| forced host devices | epoch s | x one device |", "|---|---|---|"]
         lines += [f"| {d['devices']} | {d['epoch_s']:.2f} | {d['epoch_s'] / one:.2f} |" for d in res["devices"]]
+    prof = res.get("profile")
+    if prof and "error" not in prof:
+        op = prof["op_s"]
+        lines += ["", f"Profile of one jaxvae epoch ({prof['preset']}, {prof['data']}; jax.profiler trace: "
+                  f"{prof['epoch_s']:.2f} s untraced, instruction times sum to {op:.2f} s):", "",
+                  "| where the time goes | s per epoch | share |", "|---|---|---|"]
+        lines += [f"| {c} | {t:.3f} | {100 * t / op:.0f}% |"
+                  for c, t in sorted(prof["categories"].items(), key=lambda kv: -kv[1]) if t > 0]
+        lines += ["", "| top instructions | category | s per epoch | calls | Python origin |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {n} | {c} | {t:.3f} | {k} | {o} |" for n, c, t, k, o in prof["top"][:10]]
     return "\n".join(lines) + "\n"
 
 
@@ -259,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only the first N training examples (e.g. for the slow conv rows)")
     p.add_argument("--no-scaling", dest="scaling", action="store_false",
                    help="skip the sweep and device-scaling rows")
+    p.add_argument("--profile", nargs="?", const="pytorch_examples", default=None, choices=PRESETS,
+                   help="also profile one jaxvae epoch of this preset (default pytorch_examples): "
+                        "time per category (matmul, optimizer, loss, RNG, ...) and top instructions")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
