@@ -1,0 +1,74 @@
+"""Tests of jaxvae.bench's profile: the categorized trace of one compiled epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxvae import bench
+from vaecommon.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def profile():
+    images = np.random.default_rng(0).uniform(size=(512, 28, 28, 1)).astype(np.float32)
+    return bench.profile_epoch(TrainConfig(model="pytorch_examples", batch_size=128, epochs=1), images)
+
+
+def test_profile_accounts_for_the_epoch(profile):
+    cats = profile["categories"]
+    assert set(cats) == set(bench.CATEGORIES)
+    # every traced instruction lands in exactly one category
+    assert sum(cats.values()) == pytest.approx(profile["op_s"], rel=1e-9)
+    assert profile["op_s"] > 0 and profile["epoch_s"] > 0
+
+
+def test_profile_attributes_matmuls_and_the_optimizer(profile):
+    cats = profile["categories"]
+    # an MLP VAE step is dominated by its five weight-sized matmuls, then Adam over 650k weights
+    assert cats["matmul (forward + backward)"] == max(cats.values())
+    assert cats["optimizer (Adam moments + update, grad norm)"] > 0
+    assert cats["loss terms (BCE, KL)"] > 0
+    top = profile["top"]
+    # 4 steps per epoch (512 / 128): each instruction of the step body runs once per step
+    assert all(count == 4 for _, _, _, count, _ in top[:5]), top[:5]
+    assert any("Linear.__call__" in origin for *_, origin in top), top
+
+
+def test_hlo_index_reads_stack_frames():
+    hlo = """HloModule m
+
+FileNames
+1 "/x/jaxvae/losses.py"
+2 "/x/site-packages/optax/_src/transform.py"
+
+FunctionNames
+1 "bce"
+2 "update_moment"
+
+FileLocations
+1 {file_name_id=1 function_name_id=1 line=3 end_line=3 column=1 end_column=2}
+2 {file_name_id=2 function_name_id=2 line=9 end_line=9 column=1 end_column=2}
+
+StackFrames
+1 {file_location_id=1 parent_frame_id=1}
+2 {file_location_id=2 parent_frame_id=2}
+
+%fused_dot (p0: f32[2,2], p1: f32[2,2]) -> f32[2,2] {
+  ROOT %d = f32[2,2]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (a: f32[2,2]) -> f32[2,2] {
+  %loss_fusion = f32[2,2]{1,0} fusion(%a), kind=kLoop, calls=%x, metadata={op_name="m" stack_frame_id=1}
+  %adam_fusion = f32[2,2]{1,0} fusion(%a), kind=kLoop, calls=%y, metadata={op_name="m" stack_frame_id=2}
+  %split_reduce = f32[2]{0} reduce-window(%adam_fusion), window={size=2}
+  ROOT %mm = f32[2,2]{1,0} fusion(%a, %a), kind=kCustom, calls=%fused_dot
+}
+"""
+    index = bench._hlo_index(hlo)
+    assert index["loss_fusion"][0] == "loss terms (BCE, KL)"
+    assert index["loss_fusion"][1] == [("/x/jaxvae/losses.py", "bce")]
+    assert index["adam_fusion"][0] == "optimizer (Adam moments + update, grad norm)"
+    assert index["mm"][0] == "matmul (forward + backward)"
+    # no Python origin of its own: takes its operand's
+    assert index["split_reduce"][0] == "optimizer (Adam moments + update, grad norm)"

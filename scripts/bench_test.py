@@ -1,0 +1,38 @@
+"""Tests of scripts/bench.py's table: ratios are computed pairwise from the run's own numbers."""
+
+from __future__ import annotations
+
+from scripts import bench
+
+
+def _row(epoch_s, **kw):
+    return {"epoch_s": epoch_s, "examples_per_s": 1000 / epoch_s, "peak_rss_mib": 100.0, **kw}
+
+
+def test_markdown_ratios_and_flop_bound():
+    res = {
+        "machine": "test box", "quick": False, "batch": 100, "peak_gflops": 100.0,
+        "rows": [{"preset": "pytorch_examples",
+                  "jax": _row(2.0, compile_s=1.5, steps=10, matmul_flops_per_example=1e8),
+                  "torch": _row(5.0), "torch_minimal": _row(4.0),
+                  "torch_dataloader": {"error": "killed after the 10 s limit"}}],
+        "sweep": [{"members": 1, "epoch_s": 2.0, "compile_s": 1.0},
+                  {"members": 8, "epoch_s": 6.0, "compile_s": 2.0}],
+        "devices": [{"devices": 1, "epoch_s": 2.0}, {"devices": 2, "epoch_s": 3.0}],
+        "profile": {"preset": "pytorch_examples", "data": "d", "epoch_s": 2.0, "op_s": 1.6,
+                    "categories": {"matmul (forward + backward)": 1.2, "batch gather": 0.4,
+                                   "RNG (noise, binarization)": 0.0},
+                    "top": [("dot.1", "matmul (forward + backward)", 0.6, 10, "linear.py:Linear.__call__")]},
+    }
+    md = bench.markdown(res)
+    # FLOP bound: 1e8 FLOP/example * 10 steps * 100 examples / 100 GFLOP/s = 1.0 s
+    assert "| pytorch_examples | jaxvae (scan epoch) | 2.00 | 500 | 1.00x | 1.5 | 100 | 1.00 | 2.00 |" in md
+    assert "| pytorch_examples | torchvae reference (pre-loaded tensor) | 5.00 | 200 | 2.50x |" in md
+    assert "| pytorch_examples | bare notebook loop (pre-loaded tensor) | 4.00 | 250 | 2.00x |" in md
+    assert "killed after the 10 s limit" in md
+    assert "| 8 | 6.00 | 3.00 | 2.0 |" in md  # sweep: x one member
+    assert "| 2 | 3.00 | 1.50 |" in md  # devices
+    assert "| matmul (forward + backward) | 1.200 | 75% |" in md
+    assert "| batch gather | 0.400 | 25% |" in md
+    assert "RNG" not in md.split("where the time goes")[1].split("top instructions")[0]  # 0 s rows dropped
+    assert "| dot.1 | matmul (forward + backward) | 0.600 | 10 | linear.py:Linear.__call__ |" in md
