@@ -20,6 +20,8 @@ runs at the lone step's speed (40 ms):
 
 Values and both gradients are the same linear maps as JAX's rules (tested against a float64 NumPy
 oracle), and the canonical forms are what GPU/TPU backends use too, so this runs on every backend.
+
+JAX only, no twin in torchvae: torch's Conv2d / ConvTranspose2d gradients are oneDNN kernels.
 """
 from __future__ import annotations
 
