@@ -206,6 +206,10 @@ def _save_partial(args, res) -> None:
     (out / "bench.partial.json").write_text(json.dumps(res, indent=1))
 
 
+def _num(v, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
 def markdown(res: dict) -> str:
     peak = res["peak_gflops"]
     lines = [f"Machine: {res['machine']}; measured peak float32 matmul {peak:.0f} GFLOP/s."
@@ -237,10 +241,10 @@ def markdown(res: dict) -> str:
             ratio = r["epoch_s"] / j["epoch_s"] if j else float("nan")
             lines.append(
                 f"| {row['preset']} | {names[kind]} | {r['epoch_s']:.2f} | {r['examples_per_s']:.0f} | "
-                f"{ratio:.2f}x | {r.get('compile_s', float('nan')):.1f} | {r['peak_rss_mib']:.0f} | "
+                f"{ratio:.2f}x | {_num(r.get('compile_s'), 1)} | {r['peak_rss_mib']:.0f} | "
                 f"{bound:.2f} | {r['epoch_s'] / bound:.2f} |" if bound else
                 f"| {row['preset']} | {names[kind]} | {r['epoch_s']:.2f} | {r['examples_per_s']:.0f} | "
-                f"{ratio:.2f}x | {r.get('compile_s', float('nan')):.1f} | {r['peak_rss_mib']:.0f} | - | - |")
+                f"{ratio:.2f}x | {_num(r.get('compile_s'), 1)} | {r['peak_rss_mib']:.0f} | - | - |")
     if res["sweep"]:
         one = res["sweep"][0]["epoch_s"]
         lines += ["", "| vmap sweep members | epoch s | x one member | compile s |", "|---|---|---|---|"]

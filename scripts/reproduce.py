@@ -49,7 +49,12 @@ def run_one(preset, framework, seed, args) -> dict:
     else:
         from torchvae.train import train_and_evaluate
     print(f"[reproduce] {preset} {framework} seed {seed} -> {workdir}", file=sys.stderr)
-    return train_and_evaluate(cfg, workdir, resume=False, progress=not args.no_progress)
+    # an interrupted run (SIGINT/SIGTERM checkpoint) continues where it stopped
+    res = train_and_evaluate(cfg, workdir, resume=True, progress=not args.no_progress)
+    if "nll" not in res:  # stopped by a signal before its last epoch: stop here, not at the next run
+        raise SystemExit(f"[reproduce] {workdir} stopped before its last epoch; "
+                         "run the same command again to resume it")
+    return res
 
 
 def _ms(values) -> str:

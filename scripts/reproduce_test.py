@@ -18,3 +18,24 @@ def test_reproduce_writes_the_table_and_reuses_finished_runs(tmp_path, capsys):
     assert reproduce.main(argv) == 0  # the finished run is reused, not retrained
     assert (run / "metrics.jsonl").stat().st_mtime == mtime
     assert capsys.readouterr().out.count("pytorch_examples") >= 4
+
+
+def test_a_run_stopped_by_a_signal_stops_the_reproduction(tmp_path, monkeypatch):
+    """train_and_evaluate returns early (no final NLL) after SIGINT/SIGTERM: reproduce must stop
+    there and say how to resume, not start the next seed."""
+    import pytest
+
+    from jaxvae import train
+
+    calls = []
+
+    def stopped(cfg, workdir, *, resume, progress):
+        calls.append((cfg.seed, resume))
+        return {"train": {}, "wall_s": 1.0}
+
+    monkeypatch.setattr(train, "train_and_evaluate", stopped)
+    argv = ["--dataset", "mnist5k", "--presets", "pytorch_examples", "--frameworks", "jax",
+            "--seeds", "0", "1", "--out", str(tmp_path), "--no-progress"]
+    with pytest.raises(SystemExit, match="stopped before its last epoch.*again to resume"):
+        reproduce.main(argv)
+    assert calls == [(0, True)]  # resumes an interrupted run; seed 1 never started
