@@ -30,8 +30,10 @@ def test_profile_attributes_matmuls_and_the_optimizer(profile):
     assert cats["optimizer (Adam moments + update, grad norm)"] > 0
     assert cats["loss terms (BCE, KL)"] > 0
     top = profile["top"]
-    # 4 steps per epoch (512 / 128): each instruction of the step body runs once per step
-    assert all(count == 4 for _, _, _, count, _ in top[:5]), top[:5]
+    # 4 steps per epoch (512 / 128): each matmul of the step body runs once per step
+    # (the scan's own while loop runs once; it may rank high when the machine is busy)
+    matmuls = [t for t in top if t[1] == "matmul (forward + backward)"]
+    assert len(matmuls) >= 3 and all(count == 4 for _, _, _, count, _ in matmuls), top
     assert any("Linear.__call__" in origin for *_, origin in top), top
 
 
