@@ -40,10 +40,8 @@ def _block(tree):
     return jax.tree.map(lambda x: x.block_until_ready(), tree)
 
 
-def epoch_timing(cfg: TrainConfig, images: np.ndarray, *, reps: int = 3,
-                 num_devices: int = 1) -> dict[str, Any]:
-    """Compile time and steady-state epoch time of `cfg` on `images` (N, H, W, C)."""
-    cfg = resolve(cfg)
+def _compiled_epoch(cfg: TrainConfig, images: np.ndarray, num_devices: int = 1):
+    """(trainer, compiled epoch(state, images, idx), initial state, device images, compile s)."""
     n = images.shape[0]
     mesh = train.make_mesh(num_devices) if num_devices > 1 else None
     trainer = train.Trainer.create(cfg, n, mesh=mesh)
@@ -63,16 +61,29 @@ def epoch_timing(cfg: TrainConfig, images: np.ndarray, *, reps: int = 3,
     idx0 = jnp.asarray(epoch_batches(cfg.seed, 0, n, cfg.batch_size))
     t = time.perf_counter()
     compiled = fn.lower(state, x, idx0).compile()
-    compile_s = time.perf_counter() - t
+    return trainer, compiled, state, x, time.perf_counter() - t
+
+
+def _run_epoch(compiled, state, x, cfg: TrainConfig, epoch: int):
+    """(state, terms, seconds) of one compiled epoch, waited for."""
+    idx = jnp.asarray(epoch_batches(cfg.seed, epoch, x.shape[0], cfg.batch_size))
+    t = time.perf_counter()
+    state, terms = compiled(state, x, idx)
+    _block((state, terms))
+    return state, terms, time.perf_counter() - t
+
+
+def epoch_timing(cfg: TrainConfig, images: np.ndarray, *, reps: int = 3,
+                 num_devices: int = 1) -> dict[str, Any]:
+    """Compile time and steady-state epoch time of `cfg` on `images` (N, H, W, C)."""
+    cfg = resolve(cfg)
+    trainer, compiled, state, x, compile_s = _compiled_epoch(cfg, images, num_devices)
     flops = _flops(compiled)
     times = []
     for e in range(reps + 1):  # the first run warms caches and is not counted
-        idx = jnp.asarray(epoch_batches(cfg.seed, e, n, cfg.batch_size))
-        t = time.perf_counter()
-        state, terms = compiled(state, x, idx)
-        _block((state, terms))
+        state, terms, seconds = _run_epoch(compiled, state, x, cfg, e)
         if e:
-            times.append(time.perf_counter() - t)
+            times.append(seconds)
     med = statistics.median(times)
     steps = trainer.steps_per_epoch
     return {"compile_s": compile_s, "epoch_s": med, "epoch_s_all": times,
@@ -242,27 +253,13 @@ def profile_epoch(cfg: TrainConfig, images: np.ndarray, *, top: int = 15) -> dic
     import tempfile
 
     cfg = resolve(cfg)
-    n = images.shape[0]
-    trainer = train.Trainer.create(cfg, n)
-    root = jax.random.key(cfg.seed)
-    x = jnp.asarray(images)
-    fn = jax.jit(lambda s, i: trainer.train_epoch(s, x, i, root), donate_argnums=(0,))
-    idx = jnp.asarray(epoch_batches(cfg.seed, 0, n, cfg.batch_size))
-    state = trainer.init_state(root)
-    compiled = fn.lower(state, idx).compile()
+    _, compiled, state, x, _ = _compiled_epoch(cfg, images)
     index = _hlo_index(compiled.as_text())
-    state, _ = compiled(state, idx)
-    _block(state)
-    t = time.perf_counter()
-    state, _ = compiled(state, idx)
-    _block(state)
-    epoch_s = time.perf_counter() - t
+    state, _, _ = _run_epoch(compiled, state, x, cfg, 0)  # warm-up
+    state, _, epoch_s = _run_epoch(compiled, state, x, cfg, 1)
     with tempfile.TemporaryDirectory(prefix="jaxvae_profile_") as d:
-        t = time.perf_counter()
         with jax.profiler.trace(d, create_perfetto_trace=True):
-            state, terms = compiled(state, idx)
-            _block((state, terms))
-        traced_s = time.perf_counter() - t
+            state, _, traced_s = _run_epoch(compiled, state, x, cfg, 2)
         files = glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)
         if not files:
             raise RuntimeError(f"jax.profiler wrote no perfetto trace under {d}")

@@ -12,11 +12,11 @@ runs at the lone step's speed (40 ms):
   * `kernel_grad`: d/dK <cot, conv(x, K)> = a stride-1 conv of x (batch <-> channels swapped)
     with the cotangent as an s-dilated kernel.
   * `conv2d` (used by `nnx.Conv` through `conv_general_dilated`): forward unchanged; input
-    gradient = a transposed conv with an HWIO kernel; kernel gradient = `kernel_grad`.
+    gradient = `conv_transpose` (an HWIO kernel); kernel gradient = `kernel_grad`.
   * `conv_transpose` / `ConvTranspose` (nnx.ConvTranspose with the same parameters, names and
     layout, so conversion and checkpoints are unchanged): a transposed conv is the input gradient
-    of the strided conv with the same kernel, so its input gradient is that strided conv and its
-    kernel gradient that conv's `kernel_grad`.
+    of the strided conv with the same kernel, so its input gradient is that strided conv
+    (`conv2d`) and its kernel gradient that conv's `kernel_grad`.
 
 Values and both gradients are the same linear maps as JAX's rules (tested against a float64 NumPy
 oracle), and the canonical forms are what GPU/TPU backends use too, so this runs on every backend.
@@ -41,12 +41,6 @@ Pairs = tuple[tuple[int, int], ...]
 def _forward_conv_padding(kernel_shape: Sequence[int], padding: Pairs) -> Pairs:
     """Padding of the strided conv whose input-gradient is the transposed conv."""
     return tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel_shape[:2], padding))
-
-
-def _strided_conv(g: jax.Array, kernel: jax.Array, strides: tuple[int, ...], padding: Pairs,
-                  precision: Any) -> jax.Array:
-    return lax.conv_general_dilated(g, kernel, strides, _forward_conv_padding(kernel.shape, padding),
-                                    dimension_numbers=_NHWC, precision=precision)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -86,10 +80,9 @@ def kernel_grad(x: jax.Array, cot: jax.Array, kernel_hw: tuple[int, int], stride
 
 def _conv_transpose_bwd(strides, padding, precision, residuals, g):
     x, kernel = residuals
-    dx = _strided_conv(g, kernel, strides, padding, precision)
-    dkernel = kernel_grad(g, x, kernel.shape[:2], strides,
-                          _forward_conv_padding(kernel.shape, padding), precision)
-    return dx, dkernel
+    conv_padding = _forward_conv_padding(kernel.shape, padding)
+    dx = conv2d(g, kernel, strides, conv_padding, precision)
+    return dx, kernel_grad(g, x, kernel.shape[:2], strides, conv_padding, precision)
 
 
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
@@ -111,15 +104,13 @@ def _conv2d_fwd(x, kernel, strides, padding, precision):
 
 
 def _input_grad(x_shape, kernel, g, strides, padding: Pairs, precision):
-    """d/dx <g, conv(x, K)>: the transposed conv of g (NHWC/HWIO, like `conv_transpose`'s
-    forward), with the rows/columns the strided conv never read (r = (H + P + P' - k) mod s)
-    added back as zero padding at the end."""
+    """d/dx <g, conv(x, K)>: `conv_transpose` of g, with the rows/columns the strided conv never
+    read (r = (H + P + P' - k) mod s) added back as zero padding at the end."""
     ct_pad = []
     for size, k, s, (p_lo, p_hi) in zip(x_shape[1:3], kernel.shape[:2], strides, padding):
         r = (size + p_lo + p_hi - k) % s
         ct_pad.append((k - 1 - p_lo, k - 1 - p_hi + r))
-    return lax.conv_transpose(g, kernel, strides, tuple(ct_pad), dimension_numbers=_NHWC,
-                              transpose_kernel=True, precision=precision)
+    return conv_transpose(g, kernel, strides, tuple(ct_pad), precision)
 
 
 def _conv2d_bwd(strides, padding, precision, residuals, g):
@@ -137,7 +128,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     """`lax.conv_general_dilated`'s signature, for `nnx.Conv(conv_general_dilated=...)`: plain 2-D
     NHWC convolutions (explicit padding, no dilation or groups) go to `conv2d`, all else to lax."""
     pairs = _explicit_pairs(padding) if lhs.ndim == 4 else None
-    plain = (lhs.ndim == 4 and pairs is not None and feature_group_count == 1
+    plain = (pairs is not None and feature_group_count == 1
              and batch_group_count == 1 and preferred_element_type is None
              and kwargs.get("out_sharding") is None
              and all(d == 1 for d in (lhs_dilation or (1, 1)))
@@ -186,7 +177,6 @@ class ConvTranspose(nnx.ConvTranspose):
                              f"kernel_size={self.kernel_size}, padding={self.padding!r}, "
                              f"transpose_kernel={self.transpose_kernel}, "
                              f"kernel_dilation={self.kernel_dilation}")
-        self.pairs = pairs
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
         lead = inputs.shape[:-3]
@@ -194,7 +184,8 @@ class ConvTranspose(nnx.ConvTranspose):
         kernel = self.kernel[...]
         bias = self.bias[...] if self.use_bias else None
         x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
-        y = conv_transpose(x, kernel, _pair(self.strides), self.pairs, self.precision)
+        y = conv_transpose(x, kernel, _pair(self.strides), _explicit_pairs(self.padding),
+                           self.precision)
         if bias is not None:
             y = y + bias
         return y.reshape(lead + y.shape[1:]) if len(lead) != 1 else y

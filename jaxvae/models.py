@@ -139,7 +139,7 @@ def _conv_transpose(cin: int, cout: int, k: int, stride: int, padding: int,
         kw = {"kernel_init": _torch_uniform(cout * k * k), "bias_init": _torch_uniform(cout * k * k)}
     lo, hi = k - 1 - padding, k - 1 - padding + output_padding
     return ConvTranspose(cin, cout, (k, k), strides=(stride, stride),
-                             padding=((lo, hi), (lo, hi)), transpose_kernel=True, rngs=rngs, **kw)
+                         padding=((lo, hi), (lo, hi)), transpose_kernel=True, rngs=rngs, **kw)
 
 
 class BatchNorm(nnx.Module):

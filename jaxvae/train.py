@@ -290,7 +290,9 @@ class Trainer:
         # The epoch's noise is drawn before the scan, one vectorized RNG call instead of one small
         # one per step (on CPU, a per-step threefry loop over 128 x 20 values cost ~6% of an
         # MLP epoch). vmap over the step keys gives the same values as drawing inside each step.
-        predraw = steps * self.noise_bytes(batch) <= _PREDRAW_BYTES
+        one_step = jax.eval_shape(lambda: self.step_noise(root_key, state.step, batch))
+        predraw = steps * sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(one_step)) \
+            <= _PREDRAW_BYTES
 
         def body(state, xs):
             ids, noise = xs
@@ -321,12 +323,6 @@ class Trainer:
     def step_noise(self, root_key: jax.Array, step, batch: int) -> tuple[jax.Array, jax.Array | None]:
         """The (eps, extra) noise of optimizer step `step` (see `draw_noise`)."""
         return self.draw_noise(stream_key(root_key, "eps", step), batch)
-
-    def noise_bytes(self, batch: int) -> int:
-        """Bytes of one step's (eps, extra) noise."""
-        shape = losses.extra_noise_shape(self.cfg.objective, batch, self.latent_dim,
-                                         **self.cfg.objective_params)
-        return 4 * (batch * self.latent_dim + (math.prod(shape) if shape is not None else 0))
 
     # ---- evaluation ------------------------------------------------------------------------
 
