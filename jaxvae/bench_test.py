@@ -12,7 +12,10 @@ from vaecommon.config import TrainConfig
 @pytest.fixture(scope="module")
 def profile():
     images = np.random.default_rng(0).uniform(size=(512, 28, 28, 1)).astype(np.float32)
-    return bench.profile_epoch(TrainConfig(model="pytorch_examples", batch_size=128, epochs=1), images)
+    # top=10_000: every instruction, so the checks below do not depend on the ranking, which
+    # a busy machine (pytest -n 2) reshuffles
+    return bench.profile_epoch(TrainConfig(model="pytorch_examples", batch_size=128, epochs=1),
+                               images, top=10_000)
 
 
 def test_profile_accounts_for_the_epoch(profile):
@@ -25,15 +28,18 @@ def test_profile_accounts_for_the_epoch(profile):
 
 def test_profile_attributes_matmuls_and_the_optimizer(profile):
     cats = profile["categories"]
-    # an MLP VAE step is dominated by its five weight-sized matmuls, then Adam over 650k weights
-    assert cats["matmul (forward + backward)"] == max(cats.values())
+    # which category is largest is a timing (the benchmark's business, not a unit test's): here,
+    # only that the time is attributed, and every dot instruction to the matmul category
+    assert cats["matmul (forward + backward)"] > 0
     assert cats["optimizer (Adam moments + update, grad norm)"] > 0
     assert cats["loss terms (BCE, KL)"] > 0
     top = profile["top"]
-    # 4 steps per epoch (512 / 128): each matmul of the step body runs once per step
-    # (the scan's own while loop runs once; it may rank high when the machine is busy)
+    # 4 steps per epoch (512 / 128): each matmul of the step body runs once per step; the five
+    # weight-sized ones (2 forward, 1 input gradient, 2 weight gradients) at least
     matmuls = [t for t in top if t[1] == "matmul (forward + backward)"]
-    assert len(matmuls) >= 3 and all(count == 4 for _, _, _, count, _ in matmuls), top
+    assert len(matmuls) >= 5 and all(count == 4 for _, _, _, count, _ in matmuls), matmuls
+    dots = [t for t in top if t[0].startswith("dot")]
+    assert dots and all(t[1] == "matmul (forward + backward)" for t in dots), dots
     assert any("Linear.__call__" in origin for *_, origin in top), top
 
 

@@ -167,6 +167,8 @@ def test_scanned_training_step_compiles_to_canonical_convolutions():
     assert len(labels) >= 10, labels  # 2 convs + 2 transposed convs, forward and backward
     assert set(labels) == {"b01f_01io->b01f"}, labels
 
+
+def test_layer_equals_nnx_conv_transpose_values_and_gradients():
     """Same parameters as nnx.ConvTranspose; same outputs and parameter gradients (float32)."""
     kw = dict(strides=(2, 2), padding=((2, 2), (2, 2)), transpose_kernel=True)
     ours = conv.ConvTranspose(6, 3, (4, 4), rngs=nnx.Rngs(0), **kw)
