@@ -40,7 +40,7 @@ from jaxvae import data as data_lib
 from jaxvae import losses
 from jaxvae import models
 from vaecommon import runs
-from vaecommon.config import TrainConfig, resolve
+from vaecommon.config import TrainConfig, check_resumable, resolve
 from vaecommon.presets import get_spec
 from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
 from vaecommon.validate import check_training_images
@@ -519,11 +519,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     if resume and manager.latest_step() is not None:
         state, meta = manager.restore(state)
         start_epoch = int(meta["epoch"])
-        if meta.get("config") and meta["config"] != dataclasses.asdict(cfg):
-            raise ValueError(
-                f"{run.checkpoints}: the checkpoint was written with a different config; "
-                "use a new run folder or the same settings"
-            )
+        check_resumable(meta.get("config"), cfg, str(run.checkpoints))
         run.truncate_metrics(int(state.step))
         print(f"[jaxvae] resumed {run.root} at epoch {start_epoch} (step {int(state.step)})",
               file=sys.stderr)

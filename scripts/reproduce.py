@@ -36,7 +36,7 @@ IWAE_PAPER = "IWAE paper (Burda et al. 2016): VAE NLL 86.76, one stochastic laye
 def run_one(preset, framework, seed, args) -> dict:
     cfg = TrainConfig(model=preset, seed=seed, dataset=args.dataset, data_dir=args.data_dir, init=args.init,
                       epochs=args.epochs, final_nll_samples=args.nll_samples, nll_limit=args.nll_limit,
-                      eval_every=0, checkpoint_every=0, keep_checkpoints=1)
+                      eval_every=0, checkpoint_every=5, keep_checkpoints=1)
     workdir = Path(args.out) / args.dataset / f"{preset}-{framework}-{args.init}init-s{seed}"
     done = workdir / "metrics.jsonl"
     if done.exists():
@@ -49,7 +49,7 @@ def run_one(preset, framework, seed, args) -> dict:
     else:
         from torchvae.train import train_and_evaluate
     print(f"[reproduce] {preset} {framework} seed {seed} -> {workdir}", file=sys.stderr)
-    # an interrupted run (SIGINT/SIGTERM checkpoint) continues where it stopped
+    # an interrupted run continues from its last checkpoint (every 5 epochs, and on SIGINT/SIGTERM)
     res = train_and_evaluate(cfg, workdir, resume=True, progress=not args.no_progress)
     if "nll" not in res:  # stopped by a signal before its last epoch: stop here, not at the next run
         raise SystemExit(f"[reproduce] {workdir} stopped before its last epoch; "

@@ -29,7 +29,7 @@ from torchvae.checkpoint import CheckpointManager
 from torchvae import losses
 from torchvae import models
 from vaecommon import runs
-from vaecommon.config import TrainConfig, resolve
+from vaecommon.config import TrainConfig, check_resumable, resolve
 from vaecommon.presets import get_spec
 from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
 from vaecommon.validate import check_training_images
@@ -274,8 +274,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     start_epoch = 0
     if resume and manager.latest_step() is not None:
         payload = manager.restore(trainer, gens)
-        if payload.get("config") != dataclasses.asdict(cfg):
-            raise ValueError(f"{run.checkpoints}: the checkpoint was written with a different config")
+        check_resumable(payload.get("config"), cfg, str(run.checkpoints))
         start_epoch = int(payload["epoch"])
         run.truncate_metrics(trainer.step)
         print(f"[torchvae] resumed {run.root} at epoch {start_epoch} (step {trainer.step})",

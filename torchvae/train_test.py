@@ -95,7 +95,9 @@ def test_resume_is_bit_identical(tmp_path):
 
     with pytest.raises(Stop):
         train.train_and_evaluate(cfg, tmp_path / "resumed", progress=False, on_epoch=stop_after_two)
-    train.train_and_evaluate(cfg, tmp_path / "resumed", progress=False)
+    # bookkeeping fields (vaecommon.config.RESUME_FREE) may change on resume
+    train.train_and_evaluate(cfg.replace(checkpoint_every=2, keep_checkpoints=1), tmp_path / "resumed",
+                             progress=False)
 
     def final(path):
         return torch.load(sorted((path / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)
@@ -107,6 +109,14 @@ def test_resume_is_bit_identical(tmp_path):
     ra = [r["loss"] for r in runs.read_metrics(tmp_path / "straight") if r["type"] == "batch"]
     rb = [r["loss"] for r in runs.read_metrics(tmp_path / "resumed") if r["type"] == "batch"]
     assert ra == rb
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train.train_and_evaluate(SMALL.replace(epochs=1, final_nll_samples=0), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.001 -> 0.5\)"):
+        train.train_and_evaluate(SMALL.replace(epochs=1, lr=0.5, final_nll_samples=0), tmp_path,
+                                 progress=False)
+    assert [r["epoch"] for r in runs.read_metrics(tmp_path) if r["type"] == "train"] == [1]
 
 
 def test_same_batch_order_as_the_shared_schedule(tmp_path, monkeypatch):

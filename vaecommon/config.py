@@ -14,7 +14,7 @@ from typing import Any
 
 from vaecommon import presets
 
-__all__ = ["TrainConfig", "resolve", "to_json", "from_json", "from_dict"]
+__all__ = ["TrainConfig", "resolve", "to_json", "from_json", "from_dict", "RESUME_FREE", "check_resumable"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +155,29 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
 
 def from_json(text: str) -> TrainConfig:
     return from_dict(json.loads(text))
+
+
+# Fields that change only what is logged, evaluated or saved, never the training trajectory: a run
+# may be resumed with other values (e.g. a checkpoint every 5 epochs instead of at the end).
+RESUME_FREE = ("eval_every", "eval_batch_size", "nll_samples", "final_nll_samples", "nll_limit",
+               "checkpoint_every", "keep_checkpoints", "figures_every")
+
+
+def check_resumable(saved: dict[str, Any] | None, cfg: TrainConfig, where: str) -> None:
+    """Raise if the checkpoint at `where` was written with a config that trains differently.
+
+    `saved` is the config dict stored with the checkpoint (None: an old checkpoint without one,
+    accepted). Fields in `RESUME_FREE` may differ.
+
+    Raises:
+      ValueError: naming each differing field with its saved and requested value.
+    """
+    if saved is None:
+        return
+    now = dataclasses.asdict(cfg)
+    diff = [f"{k}: {saved.get(k, '<missing>')!r} -> {now.get(k, '<missing>')!r}"
+            for k in sorted(set(saved) | set(now))
+            if k not in RESUME_FREE and saved.get(k, "<missing>") != now.get(k, "<missing>")]
+    if diff:
+        raise ValueError(f"{where}: the checkpoint was written with a different config ("
+                         + "; ".join(diff) + "); use a new run folder or the same settings")
