@@ -16,7 +16,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ import numpy as np
 from jaxvae import checkpoint as ckpt_lib
 from jaxvae import train as train_lib
 from vaecommon import runs
-from vaecommon.config import TrainConfig, resolve
+from vaecommon.config import TrainConfig, check_resumable, resolve
 from vaecommon.presets import get_spec
 from vaecommon.schedule import epoch_batches
 
@@ -77,8 +77,14 @@ def _member(tree, i):
 
 
 def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *,
-                resume: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train all members of `sweep` together; returns {"members": [final test metrics, ...]}."""
+                resume: bool = True, progress: bool = True,
+                on_epoch: Callable | None = None) -> dict[str, Any]:
+    """Train all members of `sweep` together; returns {"members": [final test metrics, ...]}.
+
+    Like `train.train_and_evaluate` for each member: rerunning resumes from the members' latest
+    checkpoints (refused if a member's training config changed), SIGINT/SIGTERM finishes the epoch
+    and checkpoints every member, and `on_epoch(epoch, stacked_state)` runs after each epoch.
+    """
     from jaxvae import figures as jfig
     from vaecommon import figures as vfig
 
@@ -102,19 +108,18 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
         epochs = {int(meta["epoch"]) for _, meta in restored}
         if len(epochs) != 1:
             raise ValueError(f"sweep members in {workdir} were checkpointed at different epochs {epochs}")
+        for f, c, (_, meta) in zip(folders, cfgs, restored):
+            check_resumable(meta.get("config"), c, str(f.checkpoints))
         states = [s for s, _ in restored]
         start_epoch = epochs.pop()
         for f, s in zip(folders, states):
             f.truncate_metrics(int(s.step))
+        print(f"[jaxvae] resumed sweep {workdir} at epoch {start_epoch}", file=sys.stderr)
     for f, c in zip(folders, cfgs):
-        f.write_config({
-            "config": dataclasses.asdict(c), "spec": dataclasses.asdict(spec), "framework": "jax",
-            "data": {"train": train_ds.info._asdict(), "test": test_ds.info._asdict()},
-            "sweep": {k: [str(v) for v in vals] for k, vals in sweep.items()},
-            "versions": runs.versions("jax", "jaxlib", "flax", "optax", "numpy"),
-        })
+        f.write_config(train_lib.run_record(
+            c, spec, train_ds, test_ds, sweep={k: [str(v) for v in vals] for k, vals in sweep.items()}))
         if start_epoch == 0 and f.metrics_path.exists():
-            f.metrics_path.unlink()
+            f.metrics_path.unlink()  # a fresh start must not mix with an old run's records
 
     state = _stack(states)
     hyper = {"lr": jnp.asarray([c.lr for c in cfgs], jnp.float32)}
@@ -134,46 +139,44 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
                disable=not progress)
     results: list[dict[str, Any]] = [{} for _ in cfgs]
     t_start = time.time()
-    for epoch in range(start_epoch, base.epochs):
-        t0 = time.time()
-        idx = jnp.asarray(np.stack([epoch_batches(c.seed, epoch, n, c.batch_size) for c in cfgs]))
-        state, terms = epoch_fn(state, idx, keys, hyper)
-        terms = jax.device_get(terms)
-        dt = time.time() - t0
-        final = epoch + 1 == base.epochs
-        losses_now = []
-        for i, (c, f) in enumerate(zip(cfgs, folders)):
-            t_i = {k: v[i] for k, v in terms.items()}
-            step = int(state.step[i])
-            if not np.all(np.isfinite(t_i["loss"])):
-                raise train_lib.NonFiniteLossError(
-                    f"member {i} ({f.root}): non-finite loss in epoch {epoch + 1}; its last good "
-                    "checkpoint is intact. Try a lower lr, --logvar-clamp 10 or --grad-clip 1.0"
-                )
-            recs = train_lib._batch_records(t_i, step, epoch, trainer.steps_per_epoch)
-            tr = {"type": "train", "epoch": epoch + 1, "step": step,
-                  **{k: float(np.mean(v)) for k, v in t_i.items()}, "time_s": dt,
-                  "examples_per_s": trainer.steps_per_epoch * c.batch_size / dt}
-            recs.append(tr)
-            losses_now.append(tr["loss"])
-            if (c.eval_every and (epoch + 1) % c.eval_every == 0) or final:
-                mt = dataclasses.replace(trainer, cfg=c, hyper={**trainer.hyper, "lr": c.lr})
+    with train_lib._Interrupt() as interrupt:
+        for epoch in range(start_epoch, base.epochs):
+            t0 = time.time()
+            idx = jnp.asarray(np.stack([epoch_batches(c.seed, epoch, n, c.batch_size) for c in cfgs]))
+            state, terms = epoch_fn(state, idx, keys, hyper)
+            terms = jax.device_get(terms)
+            dt = time.time() - t0
+            final = epoch + 1 == base.epochs
+            member_records = [
+                train_lib.epoch_records({k: v[i] for k, v in terms.items()}, step=int(state.step[i]),
+                                        epoch=epoch, batch_size=c.batch_size, seconds=dt,
+                                        checkpoints=f.checkpoints)
+                for i, (c, f) in enumerate(zip(cfgs, folders))
+            ]  # every member is checked before any record is written
+            for i, (c, f, (recs, tr)) in enumerate(zip(cfgs, folders, member_records)):
                 s_i = _member(state, i)
-                te = {"type": "test", "epoch": epoch + 1, "step": step,
-                      **train_lib.evaluate(mt, s_i.params, s_i.rest, test_ds.images, roots[i],
-                                           nll_samples=c.final_nll_samples if final else c.nll_samples,
-                                           epoch=epoch + 1)}
-                recs.append(te)
-                results[i] = te
-            f.append_metrics(recs)
-            if (c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0) or final:
-                managers[i].save(_member(state, i), epoch=epoch + 1, root_key=roots[i],
-                                 config=dataclasses.asdict(c))
-            if final:
-                mt = dataclasses.replace(trainer, cfg=c)
-                jfig.write_run_figures(f, mt, _member(state, i), test_ds, roots[i])
-        bar.update(1)
-        bar.set_postfix(loss=" ".join(f"{v:.2f}" for v in losses_now))
+                if (c.eval_every and (epoch + 1) % c.eval_every == 0) or final:
+                    mt = dataclasses.replace(trainer, cfg=c, hyper={**trainer.hyper, "lr": c.lr})
+                    te = {"type": "test", "epoch": epoch + 1, "step": tr["step"],
+                          **train_lib.evaluate(mt, s_i.params, s_i.rest, test_ds.images, roots[i],
+                                               nll_samples=c.final_nll_samples if final else c.nll_samples,
+                                               epoch=epoch + 1)}
+                    recs.append(te)
+                    results[i] = te
+                f.append_metrics(recs)
+                if (c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0) or final \
+                        or interrupt.requested:
+                    managers[i].save(s_i, epoch=epoch + 1, root_key=roots[i], config=dataclasses.asdict(c))
+                if final:
+                    jfig.write_run_figures(f, dataclasses.replace(trainer, cfg=c), s_i, test_ds, roots[i])
+            bar.update(1)
+            bar.set_postfix(loss=" ".join(f"{tr['loss']:.2f}" for _, tr in member_records))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, state)
+            if interrupt.requested:
+                print(f"[jaxvae] sweep stopped after epoch {epoch + 1}; resume with the same command",
+                      file=sys.stderr)
+                break
     bar.close()
     wall = time.time() - t_start
     member_runs = {f"member_{i} " + _label(c, sweep): f.metrics() for i, (c, f) in enumerate(zip(cfgs, folders))}

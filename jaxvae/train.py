@@ -47,7 +47,7 @@ from vaecommon.validate import check_training_images
 
 __all__ = [
     "TrainState", "Trainer", "make_optimizer", "learning_rate_factor", "train_and_evaluate",
-    "evaluate", "STREAMS", "NonFiniteLossError",
+    "evaluate", "STREAMS", "NonFiniteLossError", "epoch_records", "run_record",
 ]
 
 # Independent random streams, derived from the root key by fold_in (never by consuming a key).
@@ -526,12 +526,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     elif run.metrics_path.exists():
         run.metrics_path.unlink()  # a fresh start must not mix with an old run's records
 
-    run.write_config({
-        "config": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec), "framework": "jax",
-        "data": {"train": train_ds.info._asdict(), "test": test_ds.info._asdict()},
-        "devices": [str(d) for d in jax.devices()][: (mesh.size if mesh is not None else 1)],
-        "versions": runs.versions("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"),
-    })
+    run.write_config(run_record(cfg, spec, train_ds, test_ds, devices=[
+        str(d) for d in jax.devices()][: (mesh.size if mesh is not None else 1)]))
 
     images = jnp.asarray(train_ds.images)
     if mesh is not None:
@@ -553,21 +549,9 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             idx = jnp.asarray(trainer.batch_indices(epoch, images.shape[0]))
             state, terms = epoch_fn(state, images, idx)
             terms = jax.device_get(terms)
-            dt = time.time() - t0
             step = int(state.step)
-            if not np.all(np.isfinite(terms["loss"])):
-                bad = int(np.argmax(~np.isfinite(terms["loss"])))
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch + 1}, step {step - len(terms['loss']) + bad + 1}"
-                    f"; the last good checkpoint in {run.checkpoints} is intact. Try a lower --lr, "
-                    "--logvar-clamp 10, or --grad-clip 1.0"
-                )
-            records = _batch_records(terms, step, epoch, trainer.steps_per_epoch)
-            last_train = {"type": "train", "epoch": epoch + 1, "step": step,
-                          **{k: float(np.mean(v)) for k, v in terms.items()},
-                          "time_s": dt,
-                          "examples_per_s": trainer.steps_per_epoch * cfg.batch_size / dt}
-            records.append(last_train)
+            records, last_train = epoch_records(terms, step=step, epoch=epoch, batch_size=cfg.batch_size,
+                                                seconds=time.time() - t0, checkpoints=run.checkpoints)
             final = epoch + 1 == cfg.epochs
             if (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or final:
                 k = cfg.final_nll_samples if final else cfg.nll_samples
@@ -606,14 +590,38 @@ def check_data(cfg: TrainConfig, spec, *datasets) -> None:
                               preset=spec.name)
 
 
-def _batch_records(terms, step_end, epoch, spe) -> list[dict[str, Any]]:
-    n = len(terms["loss"])
-    first = step_end - n + 1
-    return [
-        {"type": "batch", "step": first + i, "epoch": epoch + (i + 1) / spe,
-         **{k: float(v[i]) for k, v in terms.items()}}
-        for i in range(n)
-    ]
+def run_record(cfg: TrainConfig, spec, train_ds, test_ds, **extra: Any) -> dict[str, Any]:
+    """The run folder's config.json record of a JAX run (sweep members add their "sweep")."""
+    return {"config": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec), "framework": "jax",
+            "data": {"train": train_ds.info._asdict(), "test": test_ds.info._asdict()}, **extra,
+            "versions": runs.versions("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")}
+
+
+def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_size: int,
+                  seconds: float, checkpoints) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One finished epoch's metrics records: a "batch" record per step, then the "train" record
+    (each term's mean over the epoch's batches, time, examples/s). Returns (records, train record).
+
+    `terms` holds each logged term per step of the epoch (host arrays), `step` the step count at its
+    end, `epoch` its 0-based index.
+
+    Raises:
+      NonFiniteLossError: naming the first non-finite step and the intact `checkpoints` folder.
+    """
+    loss = terms["loss"]
+    n = len(loss)
+    first = step - n + 1
+    if not np.all(np.isfinite(loss)):
+        bad = int(np.argmax(~np.isfinite(loss)))
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch + 1}, step {first + bad}; the last good checkpoint in "
+            f"{checkpoints} is intact. Try a lower --lr, --logvar-clamp 10, or --grad-clip 1.0")
+    records = [{"type": "batch", "step": first + i, "epoch": epoch + (i + 1) / n,
+                **{k: float(v[i]) for k, v in terms.items()}} for i in range(n)]
+    train_record = {"type": "train", "epoch": epoch + 1, "step": step,
+                    **{k: float(np.mean(v)) for k, v in terms.items()},
+                    "time_s": seconds, "examples_per_s": n * batch_size / seconds}
+    return records + [train_record], train_record
 
 
 class _Bar:
