@@ -10,6 +10,7 @@ the test run (JAXVAE_REPORT_TOL=1) and in /work/notes/models_readme.md.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -17,9 +18,9 @@ from flax import nnx
 
 from jaxvae import convert as jconvert
 from jaxvae import models as jmodels
-from parity_tests import pairs
 from parity_tests.asserts import TOL, assert_close
-from parity_tests.pairs import BN_PRESETS, CONV_PRESETS, PRESETS, jax_to_torch_layout, t, to_jax_images
+from parity_tests.twins import (BN_PRESETS, CONV_PRESETS, PRESETS, draw_inputs, make_pair, perturb_batchnorm_,
+                                to_nchw, to_nhwc, to_torch)
 from torchvae import convert as tconvert
 from torchvae import models as tmodels
 from vaecommon import presets
@@ -35,6 +36,24 @@ EXACT = TOL["weight_roundtrip"]
 # single-layer BatchNorm test hold the `forward` row. Bound: about 7x the worst measured.
 FWD_BN_TRAIN = {"rtol": 1e-5, "atol": 1e-4}
 B = 4  # batch: BatchNorm in train mode needs > 1 value per channel
+# The glasses VAE is compared at 64 px here (same layers, 31x31 -> 7x7 feature maps); its 256 px
+# parameter count and shapes are pinned in jaxvae/models_test.py and torchvae/models_test.py.
+SMALL = {"manning_glasses_vae": {"image_size": 64}}
+
+
+def _overrides(name: str) -> dict:
+    return dict(SMALL.get(name, {}))
+
+
+def _pair(name: str, seed: int = 0, **over):
+    """(torch model, JAX model): same weights, BatchNorms perturbed, both in train mode."""
+    p = make_pair(name, seed=seed, perturb_batchnorm=True, **{**_overrides(name), **over})
+    return p.torch_model, p.jax_model
+
+
+def _jx(x: np.ndarray):
+    """NCHW NumPy input -> NHWC JAX array."""
+    return jnp.asarray(to_nhwc(x))
 
 
 class _One(nnx.Module):
@@ -59,7 +78,7 @@ def _conv_cases(kind):
     """(id, (cin, cout, k, s, p, op, bias)) for every Conv2d / ConvTranspose2d of the conv presets."""
     cases = []
     for name in CONV_PRESETS:
-        spec = presets.get_spec(name, **pairs.overrides(name))
+        spec = presets.get_spec(name, **_overrides(name))
         with torch.device("meta"):
             m = tmodels.FAMILIES[spec.family](spec)
         for path, layer in m.named_modules():
@@ -86,8 +105,8 @@ def test_conv_transpose_layer(cfg, rng):
                                                    init="default"), tl)
     x = rng.standard_normal((2, cin, 5, 5)).astype(np.float32)
     with torch.no_grad():
-        want = tl(t(x)).numpy()
-    got = jax_to_torch_layout(jl(to_jax_images(x)))
+        want = tl(to_torch(x)).numpy()
+    got = to_nchw(jl(_jx(x)))
     assert got.shape == want.shape == (2, cout, 4 * s - 2 * p + k + op, 4 * s - 2 * p + k + op)
     assert_close(got, want, name=f"convT{cfg}", **FWD)
 
@@ -101,8 +120,8 @@ def test_conv_layer(cfg, rng):
                                          init="default"), tl)
     x = rng.standard_normal((2, cin, 9, 9)).astype(np.float32)
     with torch.no_grad():
-        want = tl(t(x)).numpy()
-    assert_close(jax_to_torch_layout(jl(to_jax_images(x))), want, name=f"conv{cfg}", **FWD)
+        want = tl(to_torch(x)).numpy()
+    assert_close(to_nchw(jl(_jx(x))), want, name=f"conv{cfg}", **FWD)
 
 
 FLATTEN_LAYERS = {  # preset -> (Linear reading the flattened conv map, Linear feeding the unflatten)
@@ -126,37 +145,37 @@ def _get(model, dotted, jax_side):
 def test_flatten_order(name, rng):
     """torch flattens (C, H, W), NHWC flattens (H, W, C): the converted Linear layers agree."""
     assert set(FLATTEN_LAYERS) == set(CONV_PRESETS)
-    tm, jm = pairs.make_pair(name, seed=1)
+    tm, jm = _pair(name, seed=1)
     c, h, w = presets.feature_shape(tm.spec)
     enc, dec = FLATTEN_LAYERS[name]
     fmap = rng.standard_normal((2, c, h, w)).astype(np.float32)               # NCHW feature map
     with torch.no_grad():
-        want = _get(tm, enc, False)(torch.flatten(t(fmap), 1)).numpy()
-    got = _get(jm, enc, True)(to_jax_images(fmap).reshape(2, -1))             # NHWC flatten
+        want = _get(tm, enc, False)(torch.flatten(to_torch(fmap), 1)).numpy()
+    got = _get(jm, enc, True)(_jx(fmap).reshape(2, -1))             # NHWC flatten
     assert_close(got, want, name=f"{name}:{enc}(flatten)", **FWD)
     lin = _get(tm, dec, False)
     v = rng.standard_normal((2, lin.in_features)).astype(np.float32)
     with torch.no_grad():
-        want = lin(t(v)).reshape(2, c, h, w).numpy()                          # unflatten (C, H, W)
+        want = lin(to_torch(v)).reshape(2, c, h, w).numpy()                          # unflatten (C, H, W)
     got = np.asarray(_get(jm, dec, True)(v)).reshape(2, h, w, c)              # NHWC reshape
-    assert_close(jax_to_torch_layout(got), want, name=f"{name}:{dec}(unflatten)", **FWD)
+    assert_close(to_nchw(got), want, name=f"{name}:{dec}(unflatten)", **FWD)
 
 
 @pytest.mark.parametrize("name", BN_PRESETS)
 def test_batchnorm_layer(name, rng):
     """Train mode over several steps (batch statistics, running mean and torch's unbiased running
     variance, num_batches_tracked), then eval mode, for each BatchNorm width of the preset."""
-    tm, _ = pairs.make_pair(name, seed=2)
+    tm, _ = _pair(name, seed=2)
     widths = sorted({m.num_features for m in tm.modules() if isinstance(m, torch.nn.BatchNorm2d)})
     for c in widths:
         tl = torch.nn.BatchNorm2d(c)
-        pairs.perturb_batchnorm_(tl, torch.Generator().manual_seed(c))
+        perturb_batchnorm_(tl, torch.Generator().manual_seed(c))
         jl = _jax_twin(lambda: jmodels.BatchNorm(c), tl)
         for step in range(3):
             x = (rng.standard_normal((B, c, 5, 5)) * (1 + step) + step).astype(np.float32)
             with torch.no_grad():
-                want = tl(t(x)).numpy()
-            assert_close(jax_to_torch_layout(jl(to_jax_images(x))), want,
+                want = tl(to_torch(x)).numpy()
+            assert_close(to_nchw(jl(_jx(x))), want,
                          name=f"{name}:bn{c}:train{step}", **FWD)
             for k_t, k_j in (("running_mean", "mean"), ("running_var", "var")):
                 assert_close(getattr(jl.layer, k_j)[...], getattr(tl, k_t).numpy(),
@@ -166,8 +185,8 @@ def test_batchnorm_layer(name, rng):
         jl.layer.use_running_average = True  # what model.eval() sets
         x = rng.standard_normal((B, c, 5, 5)).astype(np.float32)
         with torch.no_grad():
-            want = tl(t(x)).numpy()
-        assert_close(jax_to_torch_layout(jl(to_jax_images(x))), want, name=f"{name}:bn{c}:eval", **FWD)
+            want = tl(to_torch(x)).numpy()
+        assert_close(to_nchw(jl(_jx(x))), want, name=f"{name}:bn{c}:eval", **FWD)
 
 
 # ---- whole models ----------------------------------------------------------------------------------
@@ -180,28 +199,28 @@ EXPECTED_PARAMS = {**{p: presets.PRESETS[p].params for p in PRESETS},
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_param_count(name):
-    tm, jm = pairs.make_pair(name)
+    tm, jm = _pair(name)
     assert tmodels.num_params(tm) == jmodels.num_params(jm) == EXPECTED_PARAMS[name]
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_canonical_round_trips(name):
     """torch -> canonical -> JAX -> canonical and JAX -> canonical -> torch (strict) are exact."""
-    tm, jm = pairs.make_pair(name, seed=3)
+    tm, jm = _pair(name, seed=3)
     w_t = tconvert.to_canonical(tm)
     w_j = jconvert.to_canonical(jm)
     assert set(w_j) == set(w_t)
     for k in w_t:
         assert w_j[k].dtype == w_t[k].dtype, k
         assert_close(w_j[k], w_t[k], name=f"{name}:{k}", **EXACT)
-    fresh = tmodels.build_model(name, generator=torch.Generator().manual_seed(99), **pairs.overrides(name))
+    fresh = tmodels.build_model(name, generator=torch.Generator().manual_seed(99), **_overrides(name))
     fresh.load_state_dict({k: torch.from_numpy(v) for k, v in w_j.items()}, strict=True)
     for k, v in fresh.state_dict().items():
         assert_close(v.numpy(), w_t[k], name=f"{name}:{k}:back", **EXACT)
 
 
 def _eval_pair(name, seed):
-    tm, jm = pairs.make_pair(name, seed=seed)
+    tm, jm = _pair(name, seed=seed)
     tm.eval()
     jm.eval()
     return tm, jm
@@ -210,10 +229,10 @@ def _eval_pair(name, seed):
 @pytest.mark.parametrize("name", PRESETS)
 def test_encode(name, rng):
     tm, jm = _eval_pair(name, 4)
-    x, _ = pairs.batch(tm.spec, B, rng)
+    x, _ = draw_inputs(tm.spec, B, rng)[:2]
     with torch.no_grad():
-        mean_t, logvar_t = tm.encode(t(x))
-    mean_j, logvar_j = jm.encode(to_jax_images(x))
+        mean_t, logvar_t = tm.encode(to_torch(x))
+    mean_j, logvar_j = jm.encode(_jx(x))
     assert_close(mean_j, mean_t, name=f"{name}:mean", **FWD)
     if tm.spec.is_vae:
         assert_close(logvar_j, logvar_t, name=f"{name}:logvar", **FWD)
@@ -221,26 +240,26 @@ def test_encode(name, rng):
         assert logvar_t is None and logvar_j is None
     if name == "manning_glasses_vae":
         with torch.no_grad():
-            std_t = tm.encode_std(t(x))[1]
-        assert_close(jm.encode_std(to_jax_images(x))[1], std_t, name=f"{name}:std", **FWD)
+            std_t = tm.encode_std(to_torch(x))[1]
+        assert_close(jm.encode_std(_jx(x))[1], std_t, name=f"{name}:std", **FWD)
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_reparameterize(name, rng):
     """Same (mean, logvar, eps) arrays into both: the formula, not the encoder, is compared."""
-    tm, jm = pairs.make_pair(name, seed=5)
+    tm, jm = _pair(name, seed=5)
     d = tm.spec.latent_dim
     mean, logvar, eps = (rng.standard_normal((B, d)).astype(np.float32) for _ in range(3))
     with torch.no_grad():
-        want = tm.reparameterize(t(mean), t(logvar), t(eps)).numpy()
+        want = tm.reparameterize(to_torch(mean), to_torch(logvar), to_torch(eps)).numpy()
     assert_close(jm.reparameterize(mean, logvar, eps), want, name=f"{name}:z", **FWD)
 
 
 def test_reparameterize_logvar_as_scale(rng):
-    tm, jm = pairs.make_pair("leaky_vae", reparam="logvar_as_scale")
+    tm, jm = _pair("leaky_vae", reparam="logvar_as_scale")
     mean, logvar, eps = (rng.standard_normal((B, 2)).astype(np.float32) for _ in range(3))
     with torch.no_grad():
-        want = tm.reparameterize(t(mean), t(logvar), t(eps)).numpy()
+        want = tm.reparameterize(to_torch(mean), to_torch(logvar), to_torch(eps)).numpy()
     assert_close(want, mean + logvar * eps, name="quirk:torch", **FWD)
     assert_close(jm.reparameterize(mean, logvar, eps), want, name="quirk:z", **FWD)
 
@@ -250,10 +269,10 @@ def test_decode(name, rng):
     tm, jm = _eval_pair(name, 6)
     z = rng.standard_normal((B, tm.spec.latent_dim)).astype(np.float32)
     with torch.no_grad():
-        lt, dt, gt = tm.decode_logits(t(z)).numpy(), tm.decode(t(z)).numpy(), tm.generate(t(z)).numpy()
-    assert_close(jax_to_torch_layout(jm.decode_logits(z)), lt, name=f"{name}:decode_logits", **FWD)
-    assert_close(jax_to_torch_layout(jm.decode(z)), dt, name=f"{name}:decode", **FWD)
-    assert_close(jax_to_torch_layout(jm.generate(z)), gt, name=f"{name}:generate", **FWD)
+        lt, dt, gt = tm.decode_logits(to_torch(z)).numpy(), tm.decode(to_torch(z)).numpy(), tm.generate(to_torch(z)).numpy()
+    assert_close(to_nchw(jm.decode_logits(z)), lt, name=f"{name}:decode_logits", **FWD)
+    assert_close(to_nchw(jm.decode(z)), dt, name=f"{name}:decode", **FWD)
+    assert_close(to_nchw(jm.generate(z)), gt, name=f"{name}:generate", **FWD)
 
 
 def _forward_cases():
@@ -264,20 +283,20 @@ def _forward_cases():
 @pytest.mark.parametrize("name,mode", _forward_cases(), ids=[f"{p}-{m}" for p, m in _forward_cases()])
 def test_forward(name, mode, rng):
     """The full forward with one eps; in train mode also the running statistics after the step."""
-    tm, jm = pairs.make_pair(name, seed=7)
+    tm, jm = _pair(name, seed=7)
     getattr(tm, mode)()
     getattr(jm, mode)()
-    x, eps = pairs.batch(tm.spec, B, rng)
+    x, eps = draw_inputs(tm.spec, B, rng)[:2]
     with torch.no_grad():
-        ot = tm(t(x), eps=t(eps))
-    oj = jm(to_jax_images(x), eps=eps)
+        ot = tm(to_torch(x), eps=to_torch(eps))
+    oj = jm(_jx(x), eps=eps)
     for field in ("mean", "logvar", "z", "logits"):
         a, b = getattr(oj, field), getattr(ot, field)
         if b is None:
             assert a is None, field
             continue
         tol = FWD_BN_TRAIN if mode == "train" else FWD
-        assert_close(jax_to_torch_layout(a), b.numpy(), name=f"{name}:{mode}:{field}", **tol)
+        assert_close(to_nchw(a), b.numpy(), name=f"{name}:{mode}:{field}", **tol)
     if mode == "train":
         w_t, w_j = tconvert.to_canonical(tm), jconvert.to_canonical(jm)
         for k in w_t:

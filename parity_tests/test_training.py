@@ -43,7 +43,7 @@ from jaxvae import models as jmodels
 from jaxvae import train as jtrain
 from parity_tests import oracle
 from parity_tests.asserts import TOL
-from parity_tests.twins import (Measurement, assert_all, compare_dicts, flag, logits_to_nchw,
+from parity_tests.twins import (Measurement, assert_all, compare_dicts, flag, to_nchw,
                                 measure, seed_for, to_nhwc, torch_param_names)
 from torchvae import convert as tconvert
 from torchvae import models as tmodels
@@ -396,9 +396,9 @@ def check_batchnorm_training() -> list[Measurement]:
         jnp.asarray(to_nhwc(x)), eps=jnp.asarray(eps))
     for field in ("logits", "mean", "logvar"):
         t_val = getattr(t_out, field).numpy()
-        out.append(measure(logits_to_nchw(getattr(j_out, field)), t_val, check=check, preset=preset,
+        out.append(measure(to_nchw(getattr(j_out, field)), t_val, check=check, preset=preset,
                            name=f"eval forward {field} (same weights+stats)", tol="forward"))
-        out.append(measure(logits_to_nchw(getattr(j_own, field)), t_val, check=check, preset=preset,
+        out.append(measure(to_nchw(getattr(j_own, field)), t_val, check=check, preset=preset,
                            name=f"eval forward {field} (each trainer's own state)", tol="forward"))
     return out
 

@@ -182,10 +182,33 @@ class Pair(NamedTuple):
     spec: presets.ModelSpec
 
 
-def make_pair(preset: str, *, seed: int, **overrides: Any) -> Pair:
-    """torch model with torch's init from `torch.Generator().manual_seed(seed)`; JAX model loaded
-    from its canonical weights (both in train mode, as built)."""
+PRESETS = presets.list_models()
+CONV_PRESETS = [p for p in PRESETS
+                if presets.PRESETS[p].family in ("glasses_vae", "conv_vae", "resnet_vae")]
+BN_PRESETS = ["manning_glasses_vae", "resnet_vae"]
+
+
+def perturb_batchnorm_(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Random BatchNorm weight/bias/running stats/counter, in place (torch side): identity
+    BatchNorms would hide a swapped weight/bias or mean/var."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(1 + 0.3 * torch.randn(c, generator=generator))
+                m.bias.copy_(0.3 * torch.randn(c, generator=generator))
+                m.running_mean.copy_(0.2 * torch.randn(c, generator=generator))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=generator))
+                m.num_batches_tracked.fill_(int(torch.randint(0, 100, (), generator=generator)))
+
+
+def make_pair(preset: str, *, seed: int, perturb_batchnorm: bool = False, **overrides: Any) -> Pair:
+    """torch model with torch's init from `torch.Generator().manual_seed(seed)` (BatchNorms
+    perturbed from seed + 1 if asked); JAX model loaded from its canonical weights (both in train
+    mode, as built)."""
     tmodel = tmodels.build_model(preset, generator=torch.Generator().manual_seed(seed), **overrides)
+    if perturb_batchnorm:
+        perturb_batchnorm_(tmodel, torch.Generator().manual_seed(seed + 1))
     weights = tconvert.to_canonical(tmodel)
     jmodel = jconvert.from_canonical(preset, weights, **overrides)
     return Pair(jmodel, tmodel, weights, tmodel.spec)
@@ -206,9 +229,13 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
-def logits_to_nchw(a: np.ndarray) -> np.ndarray:
-    """JAX conv decoder output NHWC -> NCHW (flat MLP outputs unchanged)."""
+def to_nchw(a) -> np.ndarray:
+    """A JAX output as NumPy in torch's layout: NHWC images -> NCHW; other ranks unchanged."""
     return np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2)) if np.ndim(a) == 4 else np.asarray(a)
+
+
+def to_torch(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def draw_inputs(spec: presets.ModelSpec, batch: int, rng: np.random.Generator, *,
