@@ -8,6 +8,11 @@ Each (preset, framework, seed) trains for the source's epoch count (or --epochs)
 settings into <out>/<dataset>/<preset>-<framework>-s<seed>, then the table (mean +- std over seeds)
 is printed and written to <out>/<dataset>/results.md, beside the sources' own reported numbers.
 Existing finished runs are reused (delete a run folder to redo it).
+
+    python scripts/reproduce.py --collect --out runs/repro    # the README's results table
+
+`--collect` trains nothing: it gathers every finished run under <out> (all datasets) into one
+table, each row with the command that regenerates it.
 """
 
 from __future__ import annotations
@@ -38,12 +43,9 @@ def run_one(preset, framework, seed, args) -> dict:
                       epochs=args.epochs, final_nll_samples=args.nll_samples, nll_limit=args.nll_limit,
                       eval_every=0, checkpoint_every=5, keep_checkpoints=1)
     workdir = Path(args.out) / args.dataset / f"{preset}-{framework}-{args.init}init-s{seed}"
-    done = workdir / "metrics.jsonl"
-    if done.exists():
-        tests = [r for r in runs.read_metrics(done) if r["type"] == "test"]
-        cfg_done = json.loads((workdir / "config.json").read_text())["config"]
-        if tests and tests[-1]["epoch"] == cfg_done["epochs"] and "nll" in tests[-1]:
-            return {**tests[-1], "wall_s": None}
+    finished = _finished(workdir)
+    if finished is not None:
+        return {**finished["test"], "wall_s": None}
     if framework == "jax":
         from jaxvae.train import train_and_evaluate
     else:
@@ -78,6 +80,62 @@ def table(results: dict, args) -> str:
     return "\n".join(lines)
 
 
+def _finished(workdir: Path) -> dict | None:
+    """(config record, final test record) of a run folder whose last epoch has its NLL, else None."""
+    if not (workdir / "metrics.jsonl").exists() or not (workdir / "config.json").exists():
+        return None
+    tests = [r for r in runs.read_metrics(workdir / "metrics.jsonl") if r["type"] == "test"]
+    record = json.loads((workdir / "config.json").read_text())
+    if not tests or tests[-1]["epoch"] != record["config"]["epochs"] or "nll" not in tests[-1]:
+        return None
+    return {"record": record, "test": tests[-1]}
+
+
+def command_for(record: dict, seeds: list[int]) -> str:
+    """The reproduce.py command line that trains exactly this group of runs."""
+    from vaecommon.config import resolve
+
+    cfg = record["config"]
+    parts = ["python scripts/reproduce.py", f"--dataset {cfg['dataset']}", f"--presets {cfg['model']}",
+             f"--frameworks {record['framework']}"]
+    if cfg["init"] != "default":
+        parts.append(f"--init {cfg['init']}")
+    parts.append("--seeds " + " ".join(map(str, seeds)))
+    if cfg["epochs"] != resolve(TrainConfig(model=cfg["model"])).epochs:
+        parts.append(f"--epochs {cfg['epochs']}")
+    if cfg["final_nll_samples"] != 5000:
+        parts.append(f"--nll-samples {cfg['final_nll_samples']}")
+    if cfg["nll_limit"]:
+        parts.append(f"--nll-limit {cfg['nll_limit']}")
+    if cfg["data_dir"]:
+        parts.append("--data-dir DIR")
+    return " ".join(parts)
+
+
+def collect(out: str | Path) -> str:
+    """The Markdown results table of every finished run under `out`, grouped over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for workdir in sorted(Path(out).glob("*/*-s*")):
+        run = _finished(workdir)
+        if run is None:
+            continue
+        cfg, t = run["record"]["config"], run["test"]
+        key = (cfg["dataset"], cfg["model"], run["record"]["framework"], cfg["init"], cfg["epochs"],
+               t.get("nll_samples"), t.get("nll_examples"))
+        groups.setdefault(key, []).append(run)
+    if not groups:
+        raise SystemExit(f"error: no finished runs under {out} (run without --collect first)")
+    lines = ["| data | preset | epochs | framework (init) | seeds | test -ELBO | test NLL (k, examples) "
+             "| sources report (MNIST) | regenerate |", "|---|---|---|---|---|---|---|---|---|"]
+    for (ds, model, fw, init, epochs, k, n), rs in groups.items():
+        seeds = sorted(r["record"]["config"]["seed"] for r in rs)
+        lines.append(
+            f"| {ds} | {model} | {epochs} | {fw} ({init}) | {len(rs)} | "
+            f"{_ms([r['test']['loss'] for r in rs])} | {_ms([r['test']['nll'] for r in rs])} (k={k}, {n}) | "
+            f"{PEER[model]} | `{command_for(rs[0]['record'], seeds)}` |")
+    return "\n".join(lines + ["", f"Reference point for NLL: {IWAE_PAPER}.", ""])
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "fashion_mnist", "mnist"))
@@ -92,11 +150,16 @@ def build_parser():
                    help="parameter init of the JAX models (torch: PyTorch's, for like-for-like curves)")
     p.add_argument("--out", default="runs/repro")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: print the table of every finished run under --out")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.collect:
+        print(collect(args.out))
+        return 0
     results: dict = {}
     for preset in args.presets:
         for fw in args.frameworks:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from scripts import reproduce
 
 
@@ -18,6 +20,26 @@ def test_reproduce_writes_the_table_and_reuses_finished_runs(tmp_path, capsys):
     assert reproduce.main(argv) == 0  # the finished run is reused, not retrained
     assert (run / "metrics.jsonl").stat().st_mtime == mtime
     assert capsys.readouterr().out.count("pytorch_examples") >= 4
+
+    # --collect: one table of every finished run, each row with the command that regenerates it
+    assert reproduce.main(["--collect", "--out", str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mnist5k")]
+    assert len(rows) == 2 and "| jax (default) | 1 |" in rows[0] and "| torch (default) | 1 |" in rows[1]
+    command = rows[0].split("`")[1]
+    words = shlex.split(command)
+    assert words[:2] == ["python", "scripts/reproduce.py"]
+    again = reproduce.build_parser().parse_args(words[2:])
+    assert (again.dataset, again.presets, again.frameworks, again.seeds, again.epochs,
+            again.nll_samples, again.nll_limit, again.init) == \
+        ("mnist5k", ["pytorch_examples"], ["jax"], [0], 1, 4, 20, "default")
+
+
+def test_collect_without_finished_runs_says_so(tmp_path):
+    import pytest
+
+    (tmp_path / "mnist5k" / "pytorch_examples-jax-defaultinit-s0").mkdir(parents=True)  # no metrics
+    with pytest.raises(SystemExit, match="no finished runs under"):
+        reproduce.main(["--collect", "--out", str(tmp_path)])
 
 
 def test_a_run_stopped_by_a_signal_stops_the_reproduction(tmp_path, monkeypatch):
