@@ -19,7 +19,7 @@ from jaxvae import train
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.schedule import epoch_batches
 
-__all__ = ["peak_matmul_gflops", "epoch_timing", "sweep_timing"]
+__all__ = ["peak_matmul_gflops", "stream_gbps", "ADAM_BYTES_PER_PARAM", "epoch_timing", "sweep_timing"]
 
 
 def peak_matmul_gflops(n: int = 2048, reps: int = 5) -> float:
@@ -34,6 +34,30 @@ def peak_matmul_gflops(n: int = 2048, reps: int = 5) -> float:
         f(a, b).block_until_ready()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+# Adam's update touches each parameter at least 7 times per step, 4 bytes each in float32: reads
+# the parameter, its gradient and both moments, writes the parameter and both moments.
+ADAM_BYTES_PER_PARAM = 7 * 4
+
+
+def stream_gbps(mib: float = 4.0, reps: int = 20) -> float:
+    """Measured elementwise memory rate (GB/s): best of `reps` timings of a jitted `a + b` over
+    float32 arrays of `mib` MiB each (3 arrays moved). 4 MiB is about one MLP preset's parameter
+    vector, the size Adam streams through each step."""
+    n = int(mib * 2**20 / 4)
+    a = jnp.ones((n,), jnp.float32)
+    b = jnp.full((n,), 2.0, jnp.float32)
+    f = jax.jit(lambda a, b: a + b)
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(10):
+            out = f(a, b)
+        out.block_until_ready()
+        best = min(best, (time.perf_counter() - t) / 10)
+    return 3 * n * 4 / best / 1e9
 
 
 def _block(tree):

@@ -8,8 +8,9 @@ Markdown table and writes bench.json + bench.md. Ratios are computed pairwise wi
 Rows: per-epoch time and examples/s of the jaxvae trainer (one compiled lax.scan epoch), the
 torch reference trainer over a pre-loaded tensor ("plain"), the bare notebook loop, and the
 torchvision DataLoader path (per-image ToTensor); compile time; peak memory; the FLOP bound
-(model FLOPs per epoch / measured peak matmul rate); vmap sweep scaling; forced-host-device
-scaling.
+(model FLOPs per epoch / measured peak matmul rate); the Adam memory floor (the 28 bytes per
+parameter per step Adam must move / measured elementwise memory rate) and the ratio to the sum
+of both bounds; vmap sweep scaling; forced-host-device scaling.
 """
 
 from __future__ import annotations
@@ -48,14 +49,16 @@ def _cfg(preset: str, batch: int):
     return TrainConfig(model=preset, batch_size=batch, epochs=1)
 
 
-def _matmul_weights(preset: str) -> tuple[int, int]:
-    """(weights of all Linear layers, weights of the first Linear) of the torch twin."""
+def _matmul_weights(preset: str) -> tuple[int, int, int]:
+    """(weights of all Linear layers, weights of the first Linear, all parameters) of the torch twin."""
     import torch
 
     from torchvae.models import build_model
 
-    lin = [m for m in build_model(preset).modules() if isinstance(m, torch.nn.Linear)]
-    return sum(m.weight.numel() for m in lin), lin[0].weight.numel()
+    model = build_model(preset)
+    lin = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return (sum(m.weight.numel() for m in lin), lin[0].weight.numel(),
+            sum(p.numel() for p in model.parameters()))
 
 
 def worker(task: dict) -> dict:
@@ -63,9 +66,10 @@ def worker(task: dict) -> dict:
     reps = 1 if quick else task.get("reps", 3)
     kind = task["kind"]
     if kind == "peak":
-        from jaxvae.bench import peak_matmul_gflops
+        from jaxvae.bench import ADAM_BYTES_PER_PARAM, peak_matmul_gflops, stream_gbps
 
-        return {"gflops": peak_matmul_gflops()}
+        return {"gflops": peak_matmul_gflops(), "gbps": stream_gbps(),
+                "adam_bytes_per_param": ADAM_BYTES_PER_PARAM}
     images, info = _dataset(quick, task.get("limit"))
     cfg = _cfg(task.get("preset", "pytorch_examples"), task.get("batch", 128))
     out = {"data": f"{info.dataset} ({info.n} examples)"}
@@ -104,9 +108,10 @@ def worker(task: dict) -> dict:
             shutil.rmtree(root, ignore_errors=True)
     else:
         raise ValueError(kind)
-    if kind in ("jax", "torch") and cfg.model != "conv_vae":
-        w, w0 = _matmul_weights(cfg.model)
-        out["matmul_flops_per_example"] = 6 * w - 2 * w0  # fwd + dW for all, dX except layer 1
+    if kind in ("jax", "torch"):
+        w, w0, out["params"] = _matmul_weights(cfg.model)
+        if cfg.model != "conv_vae":
+            out["matmul_flops_per_example"] = 6 * w - 2 * w0  # fwd + dW for all, dX except layer 1
     return out
 
 
@@ -167,8 +172,11 @@ def run_all(args) -> dict:
     base = {"quick": quick, "reps": args.reps, "limit": args.limit}
     res: dict = {"machine": machine(), "quick": quick, "batch": args.batch, "rows": [], "sweep": [],
                  "devices": [], "profile": None}
-    res["peak_gflops"] = run_worker({"kind": "peak"})["gflops"]
-    print(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s", file=sys.stderr)
+    peak = run_worker({"kind": "peak"})
+    res["peak_gflops"], res["stream_gbps"] = peak["gflops"], peak["gbps"]
+    res["adam_bytes_per_param"] = peak["adam_bytes_per_param"]
+    print(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s, memory {res['stream_gbps']:.1f} GB/s",
+          file=sys.stderr)
     presets = args.presets or PRESETS
     for preset in presets:
         row = {"preset": preset}
@@ -211,11 +219,13 @@ def _num(v, digits: int) -> str:
 
 
 def markdown(res: dict) -> str:
-    peak = res["peak_gflops"]
-    lines = [f"Machine: {res['machine']}; measured peak float32 matmul {peak:.0f} GFLOP/s."
+    peak, gbps = res["peak_gflops"], res.get("stream_gbps")
+    lines = [f"Machine: {res['machine']}; measured peak float32 matmul {peak:.0f} GFLOP/s"
+             + (f", elementwise memory rate {gbps:.1f} GB/s (4 MiB arrays)" if gbps else "") + "."
              + (" QUICK run (4k examples, 1 repetition): not for quoting." if res["quick"] else ""),
-             "", "| preset | trainer | epoch s | examples/s | vs jaxvae | compile s | peak RSS MiB | FLOP-bound s | x bound |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", "| preset | trainer | epoch s | examples/s | vs jaxvae | compile s | peak RSS MiB "
+             "| FLOP-bound s | x bound | + Adam floor s | x FLOP+Adam bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     names = {"jax": "jaxvae (scan epoch)", "torch": "torchvae reference (pre-loaded tensor)",
              "torch_minimal": "bare notebook loop (pre-loaded tensor)",
              "torch_dataloader": "torchvision DataLoader + ToTensor"}
@@ -231,20 +241,24 @@ def markdown(res: dict) -> str:
         flops = (mf * j["steps"] * res.get("batch", 128) if mf
                  else xf * j["steps"] if xf else None)
         bound = flops / (peak * 1e9) if flops else None
+        # Adam runs after the backward pass, so its memory time adds to the matmul time
+        params = (j or {}).get("params")
+        floor = (params * res["adam_bytes_per_param"] * j["steps"] / (gbps * 1e9)
+                 if params and gbps else None)
+        both = bound + floor if bound and floor else None
         for kind in ("jax", "torch", "torch_minimal", "torch_dataloader"):
             if kind not in row or (kind == "jax" and j is None):
                 continue
             r = row[kind]
             if "error" in r:
-                lines.append(f"| {row['preset']} | {names[kind]} | {r['error']} | | | | | | |")
+                lines.append(f"| {row['preset']} | {names[kind]} | {r['error']} | | | | | | | | |")
                 continue
             ratio = r["epoch_s"] / j["epoch_s"] if j else float("nan")
             lines.append(
                 f"| {row['preset']} | {names[kind]} | {r['epoch_s']:.2f} | {r['examples_per_s']:.0f} | "
                 f"{ratio:.2f}x | {_num(r.get('compile_s'), 1)} | {r['peak_rss_mib']:.0f} | "
-                f"{bound:.2f} | {r['epoch_s'] / bound:.2f} |" if bound else
-                f"| {row['preset']} | {names[kind]} | {r['epoch_s']:.2f} | {r['examples_per_s']:.0f} | "
-                f"{ratio:.2f}x | {_num(r.get('compile_s'), 1)} | {r['peak_rss_mib']:.0f} | - | - |")
+                f"{_num(bound, 2)} | {_num(bound and r['epoch_s'] / bound, 2)} | "
+                f"{_num(floor, 2)} | {_num(both and r['epoch_s'] / both, 2)} |")
     if res["sweep"]:
         one = res["sweep"][0]["epoch_s"]
         lines += ["", "| vmap sweep members | epoch s | x one member | compile s |", "|---|---|---|---|"]

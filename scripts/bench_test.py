@@ -12,8 +12,10 @@ def _row(epoch_s, **kw):
 def test_markdown_ratios_and_flop_bound():
     res = {
         "machine": "test box", "quick": False, "batch": 100, "peak_gflops": 100.0,
+        "stream_gbps": 28.0, "adam_bytes_per_param": 28,
         "rows": [{"preset": "pytorch_examples",
-                  "jax": _row(2.0, compile_s=1.5, steps=10, matmul_flops_per_example=1e8),
+                  "jax": _row(2.0, compile_s=1.5, steps=10, matmul_flops_per_example=1e8,
+                              params=1e8),
                   "torch": _row(5.0), "torch_minimal": _row(4.0),
                   "torch_dataloader": {"error": "killed after the 10 s limit"}}],
         "sweep": [{"members": 1, "epoch_s": 2.0, "compile_s": 1.0},
@@ -26,8 +28,10 @@ def test_markdown_ratios_and_flop_bound():
     }
     md = bench.markdown(res)
     # FLOP bound: 1e8 FLOP/example * 10 steps * 100 examples / 100 GFLOP/s = 1.0 s
-    assert "| pytorch_examples | jaxvae (scan epoch) | 2.00 | 500 | 1.00x | 1.5 | 100 | 1.00 | 2.00 |" in md
-    assert "| pytorch_examples | torchvae reference (pre-loaded tensor) | 5.00 | 200 | 2.50x |" in md
+    # Adam floor: 1e8 params * 28 bytes * 10 steps / 28 GB/s = 1.0 s; both bounds: 2.0 s
+    assert "| pytorch_examples | jaxvae (scan epoch) | 2.00 | 500 | 1.00x | 1.5 | 100 | 1.00 | 2.00 | 1.00 | 1.00 |" in md
+    assert "| pytorch_examples | torchvae reference (pre-loaded tensor) | 5.00 | 200 | 2.50x | - | 100 | 1.00 | 5.00 | 1.00 | 2.50 |" in md
+    assert "elementwise memory rate 28.0 GB/s" in md
     assert "| pytorch_examples | bare notebook loop (pre-loaded tensor) | 4.00 | 250 | 2.00x |" in md
     assert "killed after the 10 s limit" in md
     assert "| 8 | 6.00 | 3.00 | 2.0 |" in md  # sweep: x one member
@@ -36,3 +40,13 @@ def test_markdown_ratios_and_flop_bound():
     assert "| batch gather | 0.400 | 25% |" in md
     assert "RNG" not in md.split("where the time goes")[1].split("top instructions")[0]  # 0 s rows dropped
     assert "| dot.1 | matmul (forward + backward) | 0.600 | 10 | linear.py:Linear.__call__ |" in md
+
+
+def test_markdown_without_a_measured_memory_rate_leaves_the_adam_columns_empty():
+    """bench.json files written before the Adam floor existed still render."""
+    res = {"machine": "m", "quick": True, "batch": 100, "peak_gflops": 100.0,
+           "rows": [{"preset": "conv_vae", "jax": _row(2.0, compile_s=1.0, steps=10, xla_flops_per_step=1e10)}],
+           "sweep": [], "devices": [], "profile": None}
+    md = bench.markdown(res)
+    assert "| conv_vae | jaxvae (scan epoch) | 2.00 | 500 | 1.00x | 1.0 | 100 | 1.00 | 2.00 | - | - |" in md
+    assert "QUICK run" in md and "memory rate" not in md
