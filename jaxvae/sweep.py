@@ -116,7 +116,7 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
             f.truncate_metrics(int(s.step))
         print(f"[jaxvae] resumed sweep {workdir} at epoch {start_epoch}", file=sys.stderr)
     for f, c in zip(folders, cfgs):
-        f.write_config(train_lib.run_record(
+        f.write_config(train_lib._run_record(
             c, spec, train_ds, test_ds, sweep={k: [str(v) for v in vals] for k, vals in sweep.items()}))
         if start_epoch == 0 and f.metrics_path.exists():
             f.metrics_path.unlink()  # a fresh start must not mix with an old run's records
@@ -148,7 +148,7 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
             dt = time.time() - t0
             final = epoch + 1 == base.epochs
             member_records = [
-                train_lib.epoch_records({k: v[i] for k, v in terms.items()}, step=int(state.step[i]),
+                train_lib._epoch_records({k: v[i] for k, v in terms.items()}, step=int(state.step[i]),
                                         epoch=epoch, batch_size=c.batch_size, seconds=dt,
                                         checkpoints=f.checkpoints)
                 for i, (c, f) in enumerate(zip(cfgs, folders))

@@ -47,7 +47,7 @@ from vaecommon.validate import check_training_images
 
 __all__ = [
     "TrainState", "Trainer", "make_optimizer", "learning_rate_factor", "train_and_evaluate",
-    "evaluate", "STREAMS", "NonFiniteLossError", "epoch_records", "run_record",
+    "evaluate", "STREAMS", "NonFiniteLossError",
 ]
 
 # Independent random streams, derived from the root key by fold_in (never by consuming a key).
@@ -526,7 +526,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     elif run.metrics_path.exists():
         run.metrics_path.unlink()  # a fresh start must not mix with an old run's records
 
-    run.write_config(run_record(cfg, spec, train_ds, test_ds, devices=[
+    run.write_config(_run_record(cfg, spec, train_ds, test_ds, devices=[
         str(d) for d in jax.devices()][: (mesh.size if mesh is not None else 1)]))
 
     images = jnp.asarray(train_ds.images)
@@ -550,7 +550,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             state, terms = epoch_fn(state, images, idx)
             terms = jax.device_get(terms)
             step = int(state.step)
-            records, last_train = epoch_records(terms, step=step, epoch=epoch, batch_size=cfg.batch_size,
+            records, last_train = _epoch_records(terms, step=step, epoch=epoch, batch_size=cfg.batch_size,
                                                 seconds=time.time() - t0, checkpoints=run.checkpoints)
             final = epoch + 1 == cfg.epochs
             if (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or final:
@@ -590,14 +590,14 @@ def check_data(cfg: TrainConfig, spec, *datasets) -> None:
                               preset=spec.name)
 
 
-def run_record(cfg: TrainConfig, spec, train_ds, test_ds, **extra: Any) -> dict[str, Any]:
+def _run_record(cfg: TrainConfig, spec, train_ds, test_ds, **extra: Any) -> dict[str, Any]:
     """The run folder's config.json record of a JAX run (sweep members add their "sweep")."""
     return {"config": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec), "framework": "jax",
             "data": {"train": train_ds.info._asdict(), "test": test_ds.info._asdict()}, **extra,
             "versions": runs.versions("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")}
 
 
-def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_size: int,
+def _epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_size: int,
                   seconds: float, checkpoints) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One finished epoch's metrics records: a "batch" record per step, then the "train" record
     (each term's mean over the epoch's batches, time, examples/s). Returns (records, train record).

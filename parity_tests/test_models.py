@@ -269,7 +269,8 @@ def test_decode(name, rng):
     tm, jm = _eval_pair(name, 6)
     z = rng.standard_normal((B, tm.spec.latent_dim)).astype(np.float32)
     with torch.no_grad():
-        lt, dt, gt = tm.decode_logits(to_torch(z)).numpy(), tm.decode(to_torch(z)).numpy(), tm.generate(to_torch(z)).numpy()
+        zt = to_torch(z)
+        lt, dt, gt = tm.decode_logits(zt).numpy(), tm.decode(zt).numpy(), tm.generate(zt).numpy()
     assert_close(to_nchw(jm.decode_logits(z)), lt, name=f"{name}:decode_logits", **FWD)
     assert_close(to_nchw(jm.decode(z)), dt, name=f"{name}:decode", **FWD)
     assert_close(to_nchw(jm.generate(z)), gt, name=f"{name}:generate", **FWD)
