@@ -88,40 +88,37 @@ def test_each_member_computes_its_solo_run(tmp_path):
     assert "2 members" in summary and "member_1 seed=1,lr=0.003,beta=4.0" in summary
 
 
-def test_sweep_resume_is_bit_identical(tmp_path):
-    cfg = SMALL.replace(epochs=3, eval_every=0, binarization="dynamic")
+def test_sweep_resume_is_bit_identical_and_refuses_a_changed_member(tmp_path):
+    cfg = SMALL.replace(epochs=2, eval_every=0, binarization="dynamic")
     values = {"seed": [0, 1]}
     sweep.train_sweep(cfg, tmp_path / "straight", values, progress=False)
 
     class Stop(Exception):
         pass
 
-    def stop_after_two(epoch, state):
-        if epoch == 2:
+    def stop_after_one(epoch, state):
+        if epoch == 1:
             raise Stop
 
     with pytest.raises(Stop):
-        sweep.train_sweep(cfg, tmp_path / "resumed", values, progress=False, on_epoch=stop_after_two)
+        sweep.train_sweep(cfg, tmp_path / "resumed", values, progress=False, on_epoch=stop_after_one)
     # bookkeeping fields may change on resume, as for a single run
     sweep.train_sweep(cfg.replace(checkpoint_every=2), tmp_path / "resumed", values, progress=False)
     cfgs, _ = sweep.member_configs(cfg, values)
     for i, c in enumerate(cfgs):
         a, _ = _final_state(tmp_path / "straight" / f"member_{i}", c)
         b, _ = _final_state(tmp_path / "resumed" / f"member_{i}", c)
-        assert int(a.step) == int(b.step) == 24
+        assert int(a.step) == int(b.step) == 16
         for u, v in zip(_leaves((a.params, a.opt_state)), _leaves((b.params, b.opt_state))):
             assert np.array_equal(u, v), "a resumed sweep must end bit-identical on CPU"
         steps = [r["step"] for r in runs.read_metrics(tmp_path / "resumed" / f"member_{i}")
                  if r["type"] == "batch"]
-        assert steps == list(range(1, 25)), "records of the interrupted epoch 3 are not duplicated"
+        assert steps == list(range(1, 17)), "records of the interrupted epoch 2 are not duplicated"
         assert _batch_losses(tmp_path / "resumed" / f"member_{i}") == \
             _batch_losses(tmp_path / "straight" / f"member_{i}")
 
-
-def test_sweep_resume_refuses_a_changed_member(tmp_path):
-    cfg = SMALL.replace(epochs=1, eval_every=0)
-    sweep.train_sweep(cfg, tmp_path, {"seed": [0, 1]}, progress=False)
-    before = (tmp_path / "member_0" / "metrics.jsonl").read_text()
+    # a config that trains differently is refused, and nothing saved is touched
+    before = (tmp_path / "straight" / "member_0" / "metrics.jsonl").read_text()
     with pytest.raises(ValueError, match=r"member_0.*different config \(lr: 0.001 -> 0.5\)"):
-        sweep.train_sweep(cfg.replace(lr=0.5), tmp_path, {"seed": [0, 1]}, progress=False)
-    assert (tmp_path / "member_0" / "metrics.jsonl").read_text() == before, "nothing saved is lost"
+        sweep.train_sweep(cfg.replace(lr=0.5), tmp_path / "straight", values, progress=False)
+    assert (tmp_path / "straight" / "member_0" / "metrics.jsonl").read_text() == before
