@@ -61,3 +61,35 @@ def test_a_run_stopped_by_a_signal_stops_the_reproduction(tmp_path, monkeypatch)
     with pytest.raises(SystemExit, match="stopped before its last epoch.*again to resume"):
         reproduce.main(argv)
     assert calls == [(0, True)]  # resumes an interrupted run; seed 1 never started
+
+
+def test_the_same_command_runs_on_full_mnist_from_an_idx_folder(tmp_path):
+    """`--dataset mnist --data-dir DIR` (where full MNIST is reachable) trains both frameworks from
+    the IDX files in DIR; here a 300/50-example MNIST-format folder stands in for the real one."""
+    import json
+
+    import numpy as np
+
+    from vaecommon.datasets_test import write_idx
+
+    rng = np.random.default_rng(0)
+    idx = tmp_path / "mnist"
+    idx.mkdir()
+    for prefix, n in (("train", 300), ("t10k", 50)):
+        write_idx(idx / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), gz=True)
+        write_idx(idx / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)), gz=True)
+    argv = ["--dataset", "mnist", "--data-dir", str(idx), "--presets", "pytorch_examples",
+            "--seeds", "0", "--epochs", "1", "--nll-samples", "4", "--nll-limit", "10",
+            "--out", str(tmp_path / "out"), "--no-progress"]
+    assert reproduce.main(argv) == 0
+    table = (tmp_path / "out" / "mnist" / "results.md").read_text()
+    assert "| pytorch_examples | 1 | jax |" in table and "| pytorch_examples | 1 | torch |" in table
+    for fw in ("jax", "torch"):
+        record = json.loads((tmp_path / "out" / "mnist" / f"pytorch_examples-{fw}-defaultinit-s0"
+                             / "config.json").read_text())
+        assert record["data"]["train"]["n"] == 300 and record["data"]["test"]["n"] == 50
+        assert record["data"]["train"]["source"] == "idx"
+        assert record["data"]["train"]["path"] == str(idx / "train-images-idx3-ubyte.gz")
+    collected = reproduce.collect(tmp_path / "out")
+    assert "--dataset mnist --presets pytorch_examples --frameworks torch --seeds 0 --epochs 1" in collected
+    assert "--data-dir DIR" in collected
