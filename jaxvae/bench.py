@@ -22,18 +22,25 @@ from vaecommon.schedule import epoch_batches
 __all__ = ["peak_matmul_gflops", "stream_gbps", "ADAM_BYTES_PER_PARAM", "epoch_timing", "sweep_timing"]
 
 
+def _best_seconds(f, *args, reps: int, inner: int = 1) -> float:
+    """Seconds per call of the jitted `f(*args)`: best over `reps` timings of `inner` back-to-back
+    calls (after one warm-up call that compiles it)."""
+    f(*args).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(inner):
+            out = f(*args)
+        out.block_until_ready()
+        best = min(best, (time.perf_counter() - t) / inner)
+    return best
+
+
 def peak_matmul_gflops(n: int = 2048, reps: int = 5) -> float:
     """Measured float32 matmul rate (GFLOP/s) of this machine: best of `reps` n x n x n products."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
-    f(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        f(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / _best_seconds(jax.jit(lambda a, b: a @ b), a, b, reps=reps) / 1e9
 
 
 # Adam's update touches each parameter at least 7 times per step, 4 bytes each in float32: reads
@@ -48,16 +55,7 @@ def stream_gbps(mib: float = 4.0, reps: int = 20) -> float:
     n = int(mib * 2**20 / 4)
     a = jnp.ones((n,), jnp.float32)
     b = jnp.full((n,), 2.0, jnp.float32)
-    f = jax.jit(lambda a, b: a + b)
-    f(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        for _ in range(10):
-            out = f(a, b)
-        out.block_until_ready()
-        best = min(best, (time.perf_counter() - t) / 10)
-    return 3 * n * 4 / best / 1e9
+    return 3 * n * 4 / _best_seconds(jax.jit(lambda a, b: a + b), a, b, reps=reps, inner=10) / 1e9
 
 
 def _block(tree):

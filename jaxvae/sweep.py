@@ -137,6 +137,9 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
 
     bar = tqdm(total=base.epochs, initial=start_epoch, unit="epoch", desc=f"sweep x{len(cfgs)}",
                disable=not progress)
+    # each member's own config (and lr) for its evaluation and figures
+    member_trainers = [dataclasses.replace(trainer, cfg=c, hyper={**trainer.hyper, "lr": c.lr})
+                       for c in cfgs]
     results: list[dict[str, Any]] = [{} for _ in cfgs]
     t_start = time.time()
     with train_lib._Interrupt() as interrupt:
@@ -153,10 +156,9 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
                                         checkpoints=f.checkpoints)
                 for i, (c, f) in enumerate(zip(cfgs, folders))
             ]  # every member is checked before any record is written
-            for i, (c, f, (recs, tr)) in enumerate(zip(cfgs, folders, member_records)):
+            for i, (c, f, mt, (recs, tr)) in enumerate(zip(cfgs, folders, member_trainers, member_records)):
                 s_i = _member(state, i)
                 if (c.eval_every and (epoch + 1) % c.eval_every == 0) or final:
-                    mt = dataclasses.replace(trainer, cfg=c, hyper={**trainer.hyper, "lr": c.lr})
                     te = {"type": "test", "epoch": epoch + 1, "step": tr["step"],
                           **train_lib.evaluate(mt, s_i.params, s_i.rest, test_ds.images, roots[i],
                                                nll_samples=c.final_nll_samples if final else c.nll_samples,
@@ -168,7 +170,7 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
                         or interrupt.requested:
                     managers[i].save(s_i, epoch=epoch + 1, root_key=roots[i], config=dataclasses.asdict(c))
                 if final:
-                    jfig.write_run_figures(f, dataclasses.replace(trainer, cfg=c), s_i, test_ds, roots[i])
+                    jfig.write_run_figures(f, mt, s_i, test_ds, roots[i])
             bar.update(1)
             bar.set_postfix(loss=" ".join(f"{tr['loss']:.2f}" for _, tr in member_records))
             if on_epoch is not None:

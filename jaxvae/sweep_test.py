@@ -6,28 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
-from jaxvae import checkpoint as ckpt_lib
 from jaxvae import sweep, train
+from jaxvae.train_test import _final_params, _leaves  # a member's checkpoint reads like a run's
 from vaecommon import runs
 from vaecommon.config import TrainConfig, resolve
 
 SMALL = TrainConfig(model="pytorch_examples", dataset="mnist5k", limit_train=256, limit_test=100,
                     batch_size=32, epochs=2, final_nll_samples=0, eval_batch_size=100)
 N_TRAIN = 256
-
-
-def _final_state(folder: Path, cfg: TrainConfig):
-    template = train.Trainer.create(cfg, N_TRAIN).init_state(jax.random.key(cfg.seed))
-    state, meta = ckpt_lib.CheckpointManager(folder / "checkpoints").restore(template)
-    return state, meta
-
-
-def _leaves(tree):
-    return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
 def _batch_losses(folder: Path) -> list[float]:
@@ -80,8 +69,8 @@ def test_each_member_computes_its_solo_run(tmp_path, monkeypatch):
         assert len(got) == len(want) == N_TRAIN // 32
         np.testing.assert_allclose(got, want, rtol=2e-5)
         member_losses.append(got)
-        a, meta = _final_state(folder, c)
-        b, _ = _final_state(tmp_path / f"solo{i}", c)
+        a, meta = _final_params(folder, c)
+        b, _ = _final_params(tmp_path / f"solo{i}", c)
         assert int(a.step) == int(b.step) == 8 and meta["epoch"] == 1
         for u, v in zip(_leaves((a.params, a.opt_state)), _leaves((b.params, b.opt_state))):
             np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
@@ -117,8 +106,8 @@ def test_sweep_resume_is_bit_identical_and_refuses_a_changed_member(tmp_path, mo
     sweep.train_sweep(cfg.replace(checkpoint_every=2), tmp_path / "resumed", values, progress=False)
     cfgs, _ = sweep.member_configs(cfg, values)
     for i, c in enumerate(cfgs):
-        a, _ = _final_state(tmp_path / "straight" / f"member_{i}", c)
-        b, _ = _final_state(tmp_path / "resumed" / f"member_{i}", c)
+        a, _ = _final_params(tmp_path / "straight" / f"member_{i}", c)
+        b, _ = _final_params(tmp_path / "resumed" / f"member_{i}", c)
         assert int(a.step) == int(b.step) == 16
         for u, v in zip(_leaves((a.params, a.opt_state)), _leaves((b.params, b.opt_state))):
             assert np.array_equal(u, v), "a resumed sweep must end bit-identical on CPU"

@@ -49,7 +49,7 @@ def _cfg(preset: str, batch: int):
     return TrainConfig(model=preset, batch_size=batch, epochs=1)
 
 
-def _matmul_weights(preset: str) -> tuple[int, int, int]:
+def _weight_counts(preset: str) -> tuple[int, int, int]:
     """(weights of all Linear layers, weights of the first Linear, all parameters) of the torch twin."""
     import torch
 
@@ -109,7 +109,7 @@ def worker(task: dict) -> dict:
     else:
         raise ValueError(kind)
     if kind in ("jax", "torch"):
-        w, w0, out["params"] = _matmul_weights(cfg.model)
+        w, w0, out["params"] = _weight_counts(cfg.model)
         if cfg.model != "conv_vae":
             out["matmul_flops_per_example"] = 6 * w - 2 * w0  # fwd + dW for all, dX except layer 1
     return out
