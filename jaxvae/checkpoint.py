@@ -20,11 +20,23 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-__all__ = ["CheckpointManager", "CheckpointError"]
+__all__ = ["CheckpointManager", "CheckpointError", "checkpoint_steps"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or from a different model/framework."""
+
+
+def checkpoint_steps(directory: str | Path) -> list[int]:
+    """Steps of the complete checkpoints in `directory`, ascending, read from the folder names
+    only (Orbax step directories holding commit_success.txt or _CHECKPOINT_METADATA), so nothing
+    is created or cleaned up. This layout is this module's alone."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return sorted(int(p.name) for p in d.iterdir()
+                  if p.is_dir() and p.name.isdigit()
+                  and ((p / "_CHECKPOINT_METADATA").exists() or (p / "commit_success.txt").exists()))
 
 
 def _pure(tree):

@@ -7,12 +7,14 @@ interpolation between two test images, the test latents, and the 2-D manifold.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae.streams import stream_key
 from vaecommon import figures as F
 from vaecommon.run_figures import FigureArrays, as_nhwc, pick_by_class, pick_pair
 from vaecommon.run_figures import write_run_figures as _write
@@ -73,12 +75,10 @@ def figure_arrays(model, images, labels, key: jax.Array, *, n_samples: int = 64,
     )
 
 
-def write_run_figures(run, trainer, state, test_ds, root_key, **kw: Any):
-    """Figures of a JAX run at its current state into run.figures."""
-    from jaxvae.train import stream_key
-
+def write_run_figures(run, trainer, state, test_ds, root_key, *, cfg=None, **kw: Any):
+    """Figures of a JAX run at its current state into run.figures (`cfg`: the member's config,
+    default the trainer's)."""
     model = trainer.model_from(state.params, state.rest, train=False)
     arrays = figure_arrays(model, test_ds.images, test_ds.labels,
                            stream_key(root_key, "figures", 0), **kw)
-    import dataclasses
-    return _write(run, model.spec, dataclasses.asdict(trainer.cfg), arrays)
+    return _write(run, model.spec, dataclasses.asdict(cfg or trainer.cfg), arrays)

@@ -47,7 +47,7 @@ def _restore(workdir, cfg, model_cfg=None):
     ("empty", "the dataset is empty"),
 ])
 def test_bad_training_data_is_refused_with_a_named_problem(tmp_path, monkeypatch, fault, message):
-    real = train.load_data
+    real = train.load_datasets
 
     def faulty(cfg):
         tr, te = real(cfg)
@@ -62,10 +62,10 @@ def test_bad_training_data_is_refused_with_a_named_problem(tmp_path, monkeypatch
             x = x[:0]
         return tr._replace(images=jnp.asarray(x)), te
 
-    monkeypatch.setattr(train, "load_data", faulty)
+    monkeypatch.setattr(train, "load_datasets", faulty)
     with pytest.raises(DataError, match=message):
         train.train_and_evaluate(SMALL, tmp_path, progress=False)
-    assert not any((tmp_path / "checkpoints").iterdir()), "nothing may be trained on bad data"
+    assert not (tmp_path / "checkpoints").exists(), "bad data is refused before anything is created"
 
 
 def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_checkpoint(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Tests of `jaxvae.sweep`: members of one vmapped program compute what their configs compute
+"""Tests of the member axis of `jaxvae.train.train_and_evaluate` (sweeps): members of one vmapped program compute what their configs compute
 alone, write complete run folders, and resume like a single run."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxvae import sweep, train
+from jaxvae import train
+from vaecommon import lifecycle
 from jaxvae.train_test import _final_params, _leaves  # a member's checkpoint reads like a run's
 from vaecommon import runs
 from vaecommon.config import TrainConfig, resolve
@@ -25,7 +26,7 @@ def _batch_losses(folder: Path) -> list[float]:
 
 def test_member_configs_zip_the_value_lists():
     cfg = SMALL.replace(objective="beta_vae", objective_params={"beta": 1.0})
-    cfgs, keys = sweep.member_configs(cfg, {"seed": [3, 4], "lr": [1e-3, 2e-3], "beta": [2, 8]})
+    cfgs, keys = lifecycle.member_configs(cfg, {"seed": [3, 4], "lr": [1e-3, 2e-3], "beta": [2, 8]})
     assert keys == ["beta"]
     assert [(c.seed, c.lr, c.objective_params["beta"]) for c in cfgs] == [(3, 1e-3, 2.0), (4, 2e-3, 8.0)]
     assert all(c == resolve(c) for c in cfgs), "members are resolved configs"
@@ -40,7 +41,7 @@ def test_member_configs_zip_the_value_lists():
 ])
 def test_member_configs_reject_bad_sweeps(values, message):
     with pytest.raises(ValueError, match=message):
-        sweep.member_configs(SMALL.replace(objective="beta_vae"), values)
+        lifecycle.member_configs(SMALL.replace(objective="beta_vae"), values)
 
 
 def _no_figures(monkeypatch):
@@ -58,8 +59,8 @@ def test_each_member_computes_its_solo_run(tmp_path, monkeypatch):
     arithmetic only), and the members differ from each other (so the comparison can fail)."""
     cfg = SMALL.replace(objective="beta_vae", objective_params={"beta": 1.0}, epochs=1)
     values = {"seed": [0, 1], "lr": [1e-3, 3e-3], "beta": [1.0, 4.0]}
-    out = sweep.train_sweep(cfg, tmp_path / "sweep", values, progress=False)
-    cfgs, _ = sweep.member_configs(cfg, values)
+    out = train.train_and_evaluate(cfg, tmp_path / "sweep", sweep=values, progress=False)
+    cfgs, _ = lifecycle.member_configs(cfg, values)
     member_losses = []
     _no_figures(monkeypatch)  # the solo runs' figures are not compared
     for i, c in enumerate(cfgs):
@@ -91,7 +92,7 @@ def test_sweep_resume_is_bit_identical_and_refuses_a_changed_member(tmp_path, mo
     _no_figures(monkeypatch)
     cfg = SMALL.replace(epochs=2, eval_every=0, binarization="dynamic")
     values = {"seed": [0, 1]}
-    sweep.train_sweep(cfg, tmp_path / "straight", values, progress=False)
+    train.train_and_evaluate(cfg, tmp_path / "straight", sweep=values, progress=False)
 
     class Stop(Exception):
         pass
@@ -101,10 +102,10 @@ def test_sweep_resume_is_bit_identical_and_refuses_a_changed_member(tmp_path, mo
             raise Stop
 
     with pytest.raises(Stop):
-        sweep.train_sweep(cfg, tmp_path / "resumed", values, progress=False, on_epoch=stop_after_one)
+        train.train_and_evaluate(cfg, tmp_path / "resumed", sweep=values, progress=False, on_epoch=stop_after_one)
     # bookkeeping fields may change on resume, as for a single run
-    sweep.train_sweep(cfg.replace(checkpoint_every=2), tmp_path / "resumed", values, progress=False)
-    cfgs, _ = sweep.member_configs(cfg, values)
+    train.train_and_evaluate(cfg.replace(checkpoint_every=2), tmp_path / "resumed", sweep=values, progress=False)
+    cfgs, _ = lifecycle.member_configs(cfg, values)
     for i, c in enumerate(cfgs):
         a, _ = _final_params(tmp_path / "straight" / f"member_{i}", c)
         b, _ = _final_params(tmp_path / "resumed" / f"member_{i}", c)
@@ -120,5 +121,5 @@ def test_sweep_resume_is_bit_identical_and_refuses_a_changed_member(tmp_path, mo
     # a config that trains differently is refused, and nothing saved is touched
     before = (tmp_path / "straight" / "member_0" / "metrics.jsonl").read_text()
     with pytest.raises(ValueError, match=r"member_0.*different config \(lr: 0.001 -> 0.5\)"):
-        sweep.train_sweep(cfg.replace(lr=0.5), tmp_path / "straight", values, progress=False)
+        train.train_and_evaluate(cfg.replace(lr=0.5), tmp_path / "straight", sweep=values, progress=False)
     assert (tmp_path / "straight" / "member_0" / "metrics.jsonl").read_text() == before

@@ -1,15 +1,14 @@
 """The one JAX training loop: whole epochs compiled with `jax.lax.scan`, data resident on device.
 
-Twin: `torchvae/train.py` (same `TrainConfig`, metric keys, run-folder layout and batch order).
+Twin: `torchvae/train.py` (same `TrainConfig`, functions in the same order, metric keys, run-folder
+layout and batch order). What is not framework-specific (members, ownership, records, cadence,
+signals, progress, summaries) is `vaecommon.lifecycle`, shared by both.
 
-Design (see README, "Training engine"):
-- `apply_update(state, x, eps, hyper)` is the one pure update: forward, objective, gradient,
-  optimizer. The scanned epoch and the tests call the same function.
-- The model lives as a pure pytree (`nnx.split` into graphdef / params / rest) around `jax.jit`
-  and `jax.lax.scan`, so nothing is traced twice and no Python graph traversal runs per step.
-- Randomness is derived, never hidden: every stream (data order, eps, dynamic binarization,
-  evaluation) is `fold_in(fold_in(root_key, STREAM), counter)` of the root key from `seed`,
-  so a resumed run draws exactly what an uninterrupted run would.
+The design (pure `apply_update`, the scanned epoch, the member axis) is in jaxvae/README.md.
+
+- Randomness (`jaxvae.streams`): eps and dynamic binarization keys are folded from the
+  optimizer step, evaluation keys from the epoch; no global RNG exists. A resumed run draws
+  exactly what an uninterrupted run would.
 - The last partial batch of each epoch is dropped; the permutation changes every epoch, so
   every example is used, and every reported training average is an average over the examples
   of equal-sized batches (mean of batch means == per-example mean).
@@ -19,10 +18,9 @@ Design (see README, "Training engine"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-import signal
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -35,30 +33,30 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxvae import checkpoint as ckpt_lib
-from jaxvae import data as data_lib
-from jaxvae import losses
-from jaxvae import models
-from vaecommon import runs
+from . import checkpoint as ckpt_lib
+from . import data as data_lib
+from . import figures as figures_lib
+from . import losses
+from . import models
+from jaxvae.streams import stream_key
+from vaecommon import lifecycle
 from vaecommon.config import TrainConfig, check_resumable, resolve
+from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
 from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
 from vaecommon.validate import check_training_images
 
 __all__ = [
-    "TrainState", "Trainer", "make_optimizer", "learning_rate_factor", "train_and_evaluate",
-    "evaluate", "STREAMS", "NonFiniteLossError",
+    "Trainer", "make_optimizer", "learning_rate_factor", "train_and_evaluate",
+    "evaluate", "test_nll", "load_datasets", "NonFiniteLossError",
+    "TrainState",
 ]
 
-# Independent random streams, derived from the root key by fold_in (never by consuming a key).
-STREAMS = {"init": 0, "perm": 1, "eps": 2, "binarize": 3, "eval": 4, "nll": 5, "figures": 6}
+FRAMEWORK, PACKAGE = "jax", "jaxvae"
+VERSIONS = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 # Up to this many bytes of an epoch's reparameterization noise are drawn before its scan.
 _PREDRAW_BYTES = 256 * 2**20
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN/inf loss; the message names the epoch and step."""
 
 
 class TrainState(NamedTuple):
@@ -70,19 +68,14 @@ class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: optimizer steps taken
 
 
-def stream_key(root: jax.Array, stream: str, counter) -> jax.Array:
-    """The key of `stream` at `counter` (a step or an epoch)."""
-    return jax.random.fold_in(jax.random.fold_in(root, STREAMS[stream]), counter)
-
-
 # --------------------------------------------------------------------------------------------
 # Optimizer
 
 
 def learning_rate_factor(cfg: TrainConfig, total_steps: int) -> Callable[[jax.Array], jax.Array]:
-    """Schedule shape in [0, 1] (`vaecommon.schedule.lr_factor` in jax.numpy).
+    """Schedule shape in [0, 1] (`vaecommon.schedule.lr_factor`).
 
-    The peak learning rate is applied separately (`hyper["lr"]`) so that a sweep can vmap over it.
+    In jax.numpy. The peak learning rate is applied separately (`hyper["lr"]`) so that a sweep can vmap over it.
     """
     return partial(lr_factor, warmup_steps=int(cfg.warmup_steps), schedule=cfg.schedule,
                    total_steps=int(total_steps), xp=jnp)
@@ -160,6 +153,8 @@ class Trainer:
     latent_dim: int
     hyper: dict[str, float]
     mesh: Any = None
+    compiled: dict = dataclasses.field(default_factory=dict, repr=False)
+    """jitted evaluation / NLL functions, built once per Trainer (see `_compiled`)."""
 
     @classmethod
     def create(cls, cfg: TrainConfig, n_train: int, *, mesh=None, sweep_keys=()) -> "Trainer":
@@ -326,6 +321,13 @@ class Trainer:
 
     # ---- evaluation ------------------------------------------------------------------------
 
+    def _compiled(self, name: str, build: Callable[[], Callable]) -> Callable:
+        """`build()` jitted once per Trainer and cached (evaluating every epoch recompiles
+        nothing: the test batches keep their shapes, keys are arguments)."""
+        if name not in self.compiled:
+            self.compiled[name] = jax.jit(build())
+        return self.compiled[name]
+
     def eval_batch(self, params, rest, x, eps):
         """Per-example {"loss","recon","kl"} (B,) and the posterior mean (B, D)."""
         model = self.model_from(params, rest, train=False)
@@ -336,17 +338,6 @@ class Trainer:
         else:
             kl_dim = jnp.zeros_like(out.mean)
         return terms, out.mean, kl_dim
-
-
-def _pad_to(x: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    n = x.shape[0]
-    m = -(-n // multiple) * multiple
-    mask = np.zeros((m,), np.float32)
-    mask[:n] = 1.0
-    if m == n:
-        return x, mask
-    pad = np.zeros((m - n,) + x.shape[1:], x.dtype)
-    return np.concatenate([x, pad]), mask
 
 
 def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: int = 0,
@@ -360,130 +351,92 @@ def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: i
     images = np.asarray(images)
     n = images.shape[0]
     bs = min(cfg.eval_batch_size, n)
-    xs, mask = _pad_to(images, bs)
-    xs = xs.reshape((-1, bs) + images.shape[1:])
-    masks = mask.reshape(-1, bs)
+    xs, masks = lifecycle.pad_batches(images, bs)
     d = trainer.latent_dim
 
-    @jax.jit
-    def run(params, rest, xs, masks, key):
-        def body(carry, inp):
-            i, x, m = inp
-            eps = jax.random.normal(jax.random.fold_in(key, i), (x.shape[0], d))
-            terms, mean, kl_dim = trainer.eval_batch(params, rest, x, eps)
-            sums = {k: jnp.sum(v * m) for k, v in terms.items()}
-            sums["kl_per_dim"] = jnp.sum(kl_dim * m[:, None], axis=0)
-            sums["mean_sum"] = jnp.sum(mean * m[:, None], axis=0)
-            sums["mean_sq"] = jnp.sum(mean**2 * m[:, None], axis=0)
-            carry = jax.tree.map(jnp.add, carry, sums)
-            return carry, None
+    def build():
+        def run(params, rest, xs, masks, key):
+            def body(carry, inp):
+                i, x, m = inp
+                eps = jax.random.normal(jax.random.fold_in(key, i), (x.shape[0], d))
+                terms, mean, kl_dim = trainer.eval_batch(params, rest, x, eps)
+                sums = {k: jnp.sum(v * m) for k, v in terms.items()}
+                sums["kl_per_dim"] = jnp.sum(kl_dim * m[:, None], axis=0)
+                sums["mean_sum"] = jnp.sum(mean * m[:, None], axis=0)
+                sums["mean_sq"] = jnp.sum(mean**2 * m[:, None], axis=0)
+                return jax.tree.map(jnp.add, carry, sums), None
 
-        zero = {k: jnp.float32(0) for k in ("loss", "recon", "kl")}
-        zero.update({k: jnp.zeros((d,), jnp.float32) for k in ("kl_per_dim", "mean_sum", "mean_sq")})
-        out, _ = jax.lax.scan(body, zero, (jnp.arange(xs.shape[0]), xs, masks))
-        return out
+            zero = {k: jnp.float32(0) for k in ("loss", "recon", "kl")}
+            zero.update({k: jnp.zeros((d,), jnp.float32) for k in ("kl_per_dim", "mean_sum", "mean_sq")})
+            return jax.lax.scan(body, zero, (jnp.arange(xs.shape[0]), xs, masks))[0]
+        return run
 
-    s = jax.device_get(run(params, rest, jnp.asarray(xs), jnp.asarray(masks),
-                           stream_key(root_key, "eval", epoch)))
+    sums = jax.device_get(trainer._compiled("evaluate", build)(
+        params, rest, jnp.asarray(xs), jnp.asarray(masks), stream_key(root_key, "eval", epoch)))
     input_dim = int(np.prod(images.shape[1:]))
-    res: dict[str, Any] = {k: float(s[k] / n) for k in ("loss", "recon", "kl")}
-    res["bits_per_dim"] = res["loss"] / (input_dim * math.log(2.0))
-    kl_dim = s["kl_per_dim"] / n
-    res["kl_per_dim"] = [float(v) for v in kl_dim]
-    var = s["mean_sq"] / n - (s["mean_sum"] / n) ** 2
-    res["active_units"] = int(np.sum(var > 0.01))
+    res = lifecycle.test_metrics(sums, n)
+    res["bits_per_dim"] = losses.bits_per_dim(res["loss"], input_dim)
     if nll_samples and get_spec(cfg.model, **cfg.model_overrides).is_vae:
         sub = images[: cfg.nll_limit] if cfg.nll_limit else images
-        res["nll"] = importance_sampled_nll(trainer, params, rest, sub, root_key,
-                                            k=nll_samples, epoch=epoch, chunk=nll_chunk)
+        res["nll"] = test_nll(trainer, params, rest, sub, root_key, k=nll_samples, epoch=epoch,
+                              chunk=nll_chunk)
         res["nll_samples"] = int(nll_samples)
         res["nll_examples"] = int(sub.shape[0])
-        res["nll_bits_per_dim"] = res["nll"] / (input_dim * math.log(2.0))
+        res["nll_bits_per_dim"] = losses.bits_per_dim(res["nll"], input_dim)
     return res
 
 
-def importance_sampled_nll(trainer: Trainer, params, rest, images, root_key, *, k: int,
-                           epoch: int = 0, chunk: int = 256, batch: int = 100) -> float:
-    """Mean over examples of -log p(x) estimated with k importance samples (Burda et al.).
+def test_nll(trainer: Trainer, params, rest, images, root_key, *, k: int, epoch: int = 0,
+             chunk: int = 256, batch: int = 100) -> float:
+    """Mean over test examples of -log p(x), estimated with k importance samples (Burda et al.;
+    `losses.importance_sampled_nll` is the per-example estimator).
 
     The k samples are processed in chunks of `chunk` and combined with a running log-sum-exp,
     and the test set in batches of `batch`, so memory stays bounded for k = 5000.
     """
     images = np.asarray(images)
     n = images.shape[0]
-    xs, mask = _pad_to(images, batch)
-    xs = xs.reshape((-1, batch) + images.shape[1:])
+    xs, masks = lifecycle.pad_batches(images, batch)
+    cfg = trainer.cfg
     chunk = min(chunk, k)
     n_chunks = -(-k // chunk)
     d = trainer.latent_dim
     key = stream_key(root_key, "nll", epoch)
 
-    @jax.jit
-    def one_batch(params, rest, x, bkey):
-        def body(acc, c):
-            eps = jax.random.normal(jax.random.fold_in(bkey, c), (chunk, x.shape[0], d))
-            valid = (c * chunk + jnp.arange(chunk)) < k  # the last chunk may overrun k
-            model = trainer.model_from(params, rest, train=False)
-            mean, logvar = model.encode(x)
-            if trainer.cfg.logvar_clamp is not None:
-                cl = float(trainer.cfg.logvar_clamp)
-                logvar = jnp.clip(logvar, -cl, cl)
-            lw = losses.log_importance_weights(x, mean, logvar, eps, model.decode_logits,
-                                               trainer.cfg.likelihood,
-                                               **likelihood_params(model))  # (chunk, B)
-            lw = jnp.where(valid[:, None], lw, -jnp.inf)
-            return jnp.logaddexp(acc, jax.scipy.special.logsumexp(lw, axis=0)), None
+    def build():
+        def one_batch(params, rest, x, bkey):
+            def body(acc, c):
+                eps = jax.random.normal(jax.random.fold_in(bkey, c), (chunk, x.shape[0], d))
+                valid = (c * chunk + jnp.arange(chunk)) < k  # the last chunk may overrun k
+                model = trainer.model_from(params, rest, train=False)
+                mean, logvar = model.encode(x)
+                if cfg.logvar_clamp is not None:
+                    logvar = jnp.clip(logvar, -cfg.logvar_clamp, cfg.logvar_clamp)
+                lw = losses.log_importance_weights(x, mean, logvar, eps, model.decode_logits,
+                                                   cfg.likelihood, **likelihood_params(model))  # (chunk, B)
+                lw = jnp.where(valid[:, None], lw, -jnp.inf)
+                return jnp.logaddexp(acc, jax.scipy.special.logsumexp(lw, axis=0)), None
 
-        acc0 = jnp.full((x.shape[0],), -jnp.inf, jnp.float32)
-        acc, _ = jax.lax.scan(body, acc0, jnp.arange(n_chunks))
-        return -(acc - jnp.log(float(k)))
+            acc0 = jnp.full((x.shape[0],), -jnp.inf, jnp.float32)
+            acc, _ = jax.lax.scan(body, acc0, jnp.arange(n_chunks))
+            return -(acc - math.log(k))
+        return one_batch
 
+    one_batch = trainer._compiled(f"test_nll/{k}/{chunk}/{batch}", build)
     total = 0.0
     for i in range(xs.shape[0]):
         nll = np.asarray(one_batch(params, rest, jnp.asarray(xs[i]), jax.random.fold_in(key, i)))
-        total += float(np.sum(nll * mask[i * batch:(i + 1) * batch]))
+        total += float(np.sum(nll * masks[i]))
     return total / n
 
 
 # --------------------------------------------------------------------------------------------
-# train_and_evaluate
+# Data
 
 
-class _Interrupt:
-    """SIGINT/SIGTERM: finish the current epoch, checkpoint, exit cleanly (second signal: now)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n[jaxvae] signal {signum}: finishing the epoch, saving a checkpoint, then exiting "
-              "(send again to stop at once)", file=sys.stderr)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def make_mesh(num_devices: int | None = None):
-    """A 1-D data-parallel mesh over the first `num_devices` devices (None: all)."""
-    devs = jax.devices()[: num_devices or len(jax.devices())]
-    return jax.sharding.Mesh(np.array(devs), ("data",))
-
-
-def load_data(cfg: TrainConfig):
-    """(train, test) datasets for a resolved config."""
+def load_datasets(cfg: TrainConfig):
+    """(train, test) datasets of a resolved config (dynamic binarization evaluates on grey
+    values; the training batches are binarized inside the step)."""
     kw = dict(source=cfg.data_source, data_dir=cfg.data_dir, binarization=cfg.binarization
               if cfg.binarization != "dynamic" else "none")
     if cfg.dataset == "image_folder":
@@ -491,93 +444,6 @@ def load_data(cfg: TrainConfig):
     train = data_lib.load_dataset(cfg.dataset, "train", limit=cfg.limit_train, **kw)
     test = data_lib.load_dataset(cfg.dataset, "test", limit=cfg.limit_test, **kw)
     return train, test
-
-
-def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True,
-                       num_devices: int | None = 1, progress: bool = True,
-                       on_epoch: Callable | None = None) -> dict[str, Any]:
-    """Train `cfg` into the run folder `workdir`; resume from its latest checkpoint if present.
-
-    Returns the final test metrics (and "train": last epoch's train metrics).
-    """
-    from jaxvae import figures as jfig  # figures need only the model; keep train importable fast
-
-    cfg = resolve(cfg)
-    run = runs.RunFolder(workdir).create()
-    train_ds, test_ds = load_data(cfg)
-    spec = get_spec(cfg.model, **cfg.model_overrides)
-    check_data(cfg, spec, train_ds, test_ds)
-    mesh = make_mesh(num_devices) if (num_devices or 0) > 1 else None
-    if mesh is not None and cfg.batch_size % mesh.size:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {mesh.size} devices")
-    trainer = Trainer.create(cfg, train_ds.images.shape[0], mesh=mesh)
-    root = jax.random.key(cfg.seed)
-    manager = ckpt_lib.CheckpointManager(run.checkpoints, keep=cfg.keep_checkpoints)
-
-    state = trainer.init_state(root)
-    start_epoch = 0
-    if resume and manager.latest_step() is not None:
-        state, meta = manager.restore(state)
-        start_epoch = int(meta["epoch"])
-        check_resumable(meta.get("config"), cfg, str(run.checkpoints))
-        run.truncate_metrics(int(state.step))
-        print(f"[jaxvae] resumed {run.root} at epoch {start_epoch} (step {int(state.step)})",
-              file=sys.stderr)
-    elif run.metrics_path.exists():
-        run.metrics_path.unlink()  # a fresh start must not mix with an old run's records
-
-    run.write_config(_run_record(cfg, spec, train_ds, test_ds, devices=[
-        str(d) for d in jax.devices()][: (mesh.size if mesh is not None else 1)]))
-
-    images = jnp.asarray(train_ds.images)
-    if mesh is not None:
-        images = jax.device_put(images, NamedSharding(mesh, P()))
-        state = jax.device_put(state, NamedSharding(mesh, P()))
-    bar = _progress_bar(progress, total=trainer.steps_per_epoch * cfg.epochs,
-                        initial=int(state.step))
-
-    @partial(jax.jit, donate_argnums=(0,))
-    def epoch_fn(state, images, idx):
-        return trainer.train_epoch(state, images, idx, root, progress=bar.callback if bar else None)
-
-    t_start = time.time()
-    last_train: dict[str, Any] = {}
-    test_metrics: dict[str, Any] = {}
-    with _Interrupt() as interrupt:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.time()
-            idx = jnp.asarray(trainer.batch_indices(epoch, images.shape[0]))
-            state, terms = epoch_fn(state, images, idx)
-            terms = jax.device_get(terms)
-            step = int(state.step)
-            records, last_train = _epoch_records(terms, step=step, epoch=epoch, batch_size=cfg.batch_size,
-                                                seconds=time.time() - t0, checkpoints=run.checkpoints)
-            final = epoch + 1 == cfg.epochs
-            if (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or final:
-                k = cfg.final_nll_samples if final else cfg.nll_samples
-                test_metrics = {"type": "test", "epoch": epoch + 1, "step": step,
-                                **evaluate(trainer, state.params, state.rest, test_ds.images,
-                                           root, nll_samples=k, epoch=epoch + 1)}
-                records.append(test_metrics)
-            run.append_metrics(records)
-            if bar:
-                bar.epoch_done(epoch + 1, last_train, test_metrics)
-            if (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0) or final \
-                    or interrupt.requested:
-                manager.save(state, epoch=epoch + 1, root_key=root, config=dataclasses.asdict(cfg))
-            if (cfg.figures_every and (epoch + 1) % cfg.figures_every == 0) or final:
-                jfig.write_run_figures(run, trainer, state, test_ds, root)
-            if on_epoch is not None:
-                on_epoch(epoch + 1, state)
-            if interrupt.requested:
-                print(f"[jaxvae] stopped after epoch {epoch + 1}; resume with the same command",
-                      file=sys.stderr)
-                break
-    if bar:
-        bar.close()
-    wall = time.time() - t_start
-    _write_summary(run, cfg, spec, train_ds.info, last_train, test_metrics, wall, "jax")
-    return {"train": last_train, **test_metrics, "wall_s": wall}
 
 
 def check_data(cfg: TrainConfig, spec, *datasets) -> None:
@@ -590,80 +456,187 @@ def check_data(cfg: TrainConfig, spec, *datasets) -> None:
                               preset=spec.name)
 
 
-def _run_record(cfg: TrainConfig, spec, train_ds, test_ds, **extra: Any) -> dict[str, Any]:
-    """The run folder's config.json record of a JAX run (sweep members add their "sweep")."""
-    return {"config": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec), "framework": "jax",
-            "data": {"train": train_ds.info._asdict(), "test": test_ds.info._asdict()}, **extra,
-            "versions": runs.versions("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")}
+# --------------------------------------------------------------------------------------------
+# Members (a plain run is one member; a sweep stacks N along a leading axis)
 
 
-def _epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_size: int,
-                  seconds: float, checkpoints) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One finished epoch's metrics records: a "batch" record per step, then the "train" record
-    (each term's mean over the epoch's batches, time, examples/s). Returns (records, train record).
-
-    `terms` holds each logged term per step of the epoch (host arrays), `step` the step count at its
-    end, `epoch` its 0-based index.
+def data_parallel(num_devices: int | None, batch_size: int, members: int):
+    """A 1-D data-parallel mesh over the first `num_devices` devices, or None for one device.
 
     Raises:
-      NonFiniteLossError: naming the first non-finite step and the intact `checkpoints` folder.
+      ValueError: more devices than this host has, a batch that does not split evenly, or a sweep
+        (its members share one device).
     """
-    loss = terms["loss"]
-    n = len(loss)
-    first = step - n + 1
-    if not np.all(np.isfinite(loss)):
-        bad = int(np.argmax(~np.isfinite(loss)))
-        raise NonFiniteLossError(
-            f"non-finite loss at epoch {epoch + 1}, step {first + bad}; the last good checkpoint in "
-            f"{checkpoints} is intact. Try a lower --lr, --logvar-clamp 10, or --grad-clip 1.0")
-    records = [{"type": "batch", "step": first + i, "epoch": epoch + (i + 1) / n,
-                **{k: float(v[i]) for k, v in terms.items()}} for i in range(n)]
-    train_record = {"type": "train", "epoch": epoch + 1, "step": step,
-                    **{k: float(np.mean(v)) for k, v in terms.items()},
-                    "time_s": seconds, "examples_per_s": n * batch_size / seconds}
-    return records + [train_record], train_record
+    available = jax.devices()
+    if (num_devices or 1) == 1:
+        return None
+    if num_devices > len(available) or batch_size % num_devices or members > 1:
+        raise ValueError(f"--devices {num_devices}: this host has {len(available)} "
+                         f"{available[0].platform} device(s); the batch ({batch_size}) must split "
+                         "evenly over them, and a sweep runs on one device")
+    return jax.sharding.Mesh(np.array(available[:num_devices]), ("data",))
 
 
-class _Bar:
-    def __init__(self, total, initial):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, desc="train")
-        self.last = initial
-        self.t = time.time()
-
-    def callback(self, step, loss):
-        step = int(np.max(step))  # under a sweep (vmap) all members share the step
-        if step > self.last:
-            self.bar.update(step - self.last)
-            self.last = step
-        self.bar.set_postfix(loss=f"{float(np.mean(loss)):.3f}", refresh=False)
-
-    def epoch_done(self, epoch, train, test):
-        step = train["step"]
-        if step > self.last:
-            self.bar.update(step - self.last)
-            self.last = step
-        post = {"epoch": epoch, "loss": f"{train['loss']:.3f}",
-                "ex/s": f"{train['examples_per_s']:.0f}"}
-        if test and test.get("epoch") == epoch:
-            post["test"] = f"{test['loss']:.3f}"
-        self.bar.set_postfix(post)
-
-    def close(self):
-        self.bar.close()
+def _stack(trees: list) -> Any:
+    return trees[0] if len(trees) == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _progress_bar(enabled, *, total, initial):
-    return _Bar(total, initial) if enabled else None
+def _member(tree: Any, i: int, n: int) -> Any:
+    return tree if n == 1 else jax.tree.map(lambda x: x[i], tree)
 
 
-def _write_summary(run, cfg, spec, info, train, test, wall, framework) -> None:
-    from vaecommon.summary import render_summary
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+                              if jnp.issubdtype(x.dtype, jnp.inexact)]))
 
-    run.write_summary(render_summary(
-        framework=framework, cfg=dataclasses.asdict(cfg), spec=dataclasses.asdict(spec),
-        data=info._asdict(), train=train, test=test, wall_s=wall,
-        versions=runs.versions("jax", "jaxlib", "flax", "optax", "torch"),
-    ))
+
+def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress) -> Callable:
+    """The epoch of all members: (state, idx, keys, hyper) -> (state, terms, all parameters
+    finite), in one compiled program."""
+    callback = bar.step if bar.bar is not None else None
+
+    def one(state, idx, key, hyper):
+        state, terms = trainer.train_epoch(state, images, idx, key, hyper, progress=callback)
+        return state, terms, _all_finite(state.params)
+
+    if n > 1:
+        one = jax.vmap(one)
+    return jax.jit(one, donate_argnums=(0,))
+
+
+def _save_checkpoint(manager, state, *, epoch: int, root_key, cfg: TrainConfig) -> None:
+    manager.save(state, epoch=epoch, root_key=root_key, config=dataclasses.asdict(cfg))
+
+
+def _newest_checkpoint(managers) -> str:
+    steps = [(m.latest_step(), m.directory) for m in managers if m.latest_step() is not None]
+    if not steps:
+        return "no checkpoint was saved before it (nothing non-finite is ever saved)"
+    return "the last good checkpoint is intact: " + ", ".join(f"{d}/{s}" for s, d in steps)
+
+
+# --------------------------------------------------------------------------------------------
+# train_and_evaluate
+
+
+def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True,
+                       sweep: dict[str, list] | None = None, num_devices: int | None = 1,
+                       progress: bool = True, on_epoch: Callable | None = None) -> dict[str, Any]:
+    """Train `cfg` into the run folder `workdir`; resume from its latest checkpoint if present.
+
+    `sweep` ({"seed": [0, 1], "beta": [1.0, 4.0]}) trains one member per zipped value in one
+    vmapped program, each into `workdir/member_<i>`. `resume=False` moves an existing run aside
+    (`lifecycle.set_aside`) and starts over. `on_epoch(epoch, state)` runs after each epoch.
+
+    Returns the final test metrics ("train": last epoch's train metrics; "members" for a sweep;
+    "interrupted": the signal number when a signal stopped the run).
+    """
+    cfgs, swept = lifecycle.member_configs(cfg, sweep)
+    base, n = cfgs[0], len(cfgs)
+    folders = lifecycle.member_folders(workdir, n)
+    for f, c in zip(folders, cfgs):
+        lifecycle.check_owner(f, c, FRAMEWORK)
+    train_ds, test_ds = load_datasets(base)
+    spec = get_spec(base.model, **base.model_overrides)
+    check_data(base, spec, train_ds, test_ds)
+    mesh = data_parallel(num_devices, base.batch_size, n)
+    trainer = Trainer.create(base, train_ds.images.shape[0], mesh=mesh, sweep_keys=swept)
+    roots = [jax.random.key(c.seed) for c in cfgs]
+    if not resume:
+        moved = lifecycle.set_aside(lifecycle.member_folders(workdir, 1)[0])
+        if moved:
+            print(f"[{PACKAGE}] --no-resume: the old run was moved to {moved}", flush=True)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(lifecycle.RunLock(workdir))
+        folders = [f.create() for f in folders]
+        managers = [ckpt_lib.CheckpointManager(f.checkpoints, keep=c.keep_checkpoints)
+                    for f, c in zip(folders, cfgs)]
+        states = [trainer.init_state(r) for r in roots]
+        start_epoch = 0
+        if any(m.latest_step() is not None for m in managers):
+            restored = [m.restore(s) for m, s in zip(managers, states)]
+            epochs = {int(meta["epoch"]) for _, meta in restored}
+            if len(epochs) != 1:
+                raise ValueError(f"the members in {workdir} were checkpointed at different epochs {epochs}")
+            for f, c, (_, meta) in zip(folders, cfgs, restored):
+                check_resumable(meta.get("config"), c, str(f.checkpoints))
+            states = [s for s, _ in restored]
+            start_epoch = epochs.pop()
+            for f, s in zip(folders, states):
+                f.truncate_metrics(int(s.step))
+            print(f"[{PACKAGE}] resumed {workdir} at epoch {start_epoch} (step {int(states[0].step)})",
+                  flush=True)
+        else:
+            for f in folders:
+                f.metrics_path.unlink(missing_ok=True)  # records without a checkpoint: a killed start
+        devices = [str(d) for d in jax.devices()][: (mesh.size if mesh is not None else 1)]
+        for f, c in zip(folders, cfgs):
+            f.write_config(lifecycle.run_record(c, spec, train_ds, test_ds, framework=FRAMEWORK,
+                                                devices=devices, versions=lifecycle.versions(*VERSIONS),
+                                                sweep=sweep))
+
+        state = _stack(states)
+        hyper = {"lr": jnp.asarray([c.lr for c in cfgs], jnp.float32)}
+        hyper.update({k: jnp.asarray([c.objective_params[k] for c in cfgs], jnp.float32) for k in swept})
+        hyper = jax.tree.map(lambda v: v[0], hyper) if n == 1 else hyper
+        keys = _stack(roots)
+        images = jnp.asarray(train_ds.images)
+        if mesh is not None:
+            images = jax.device_put(images, NamedSharding(mesh, P()))
+            state = jax.device_put(state, NamedSharding(mesh, P()))
+        bar = stack.enter_context(contextlib.closing(lifecycle.Progress(
+            progress, total=trainer.steps_per_epoch * base.epochs, initial=int(states[0].step))))
+        epoch_fn = _epoch_program(trainer, images, n, bar)
+        trains: list[dict] = [lifecycle.last_record(f, "train") for f in folders]
+        tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
+        t_start = time.time()
+        interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
+        for epoch in range(start_epoch, base.epochs):
+            t0 = time.time()
+            idx = _stack([jnp.asarray(epoch_batches(c.seed, epoch, train_ds.images.shape[0],
+                                                    c.batch_size)) for c in cfgs])
+            state, terms, finite = epoch_fn(state, idx, keys, hyper)
+            terms, finite = jax.device_get((terms, finite))
+            seconds = time.time() - t0
+            final = epoch + 1 == base.epochs
+            records = []
+            for i, (f, c) in enumerate(zip(folders, cfgs)):  # every member is checked before any write
+                recs, trains[i] = lifecycle.epoch_records(
+                    _member(terms, i, n), step=int(_member(state.step, i, n)), epoch=epoch,
+                    batch_size=c.batch_size, seconds=seconds,
+                    last_checkpoint=_newest_checkpoint([managers[i]]))
+                lifecycle.check_finite(bool(np.all(finite)), "parameters", epoch, trains[i]["step"],
+                                       _newest_checkpoint(managers))
+                records.append(recs)
+            for i, (f, c) in enumerate(zip(folders, cfgs)):
+                s_i = _member(state, i, n)
+                if lifecycle.due(c.eval_every, epoch, final):
+                    tests[i] = {"type": "test", "epoch": epoch + 1, "step": trains[i]["step"],
+                                **evaluate(trainer, s_i.params, s_i.rest, test_ds.images, roots[i],
+                                           nll_samples=c.final_nll_samples if final else c.nll_samples,
+                                           epoch=epoch + 1)}
+                    lifecycle.check_finite(not tests[i].get("nonfinite"), "test metrics", epoch,
+                                           trains[i]["step"], _newest_checkpoint(managers))
+                    records[i].append(tests[i])
+                f.append_metrics(records[i])
+                if lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested:
+                    _save_checkpoint(managers[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
+                if lifecycle.due(c.figures_every, epoch, final):
+                    figures_lib.write_run_figures(f, trainer, s_i, test_ds, roots[i], cfg=c)
+            bar.epoch_done(epoch + 1, trains, tests)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, state)
+            if interrupt.requested:
+                bar.note(f"[{PACKAGE}] stopped after epoch {epoch + 1}; resume with the same command")
+                break
+        wall = time.time() - t_start
+        if not interrupt.requested:
+            for i, (f, c) in enumerate(zip(folders, cfgs)):
+                lifecycle.finish(f, c, spec, train_ds.info, trains[i], tests[i], wall,
+                                 trained=start_epoch < base.epochs, framework=FRAMEWORK,
+                                 versions=lifecycle.versions(*VERSIONS),
+                                 figures=lambda f=f, c=c, i=i: figures_lib.write_run_figures(
+                                     f, trainer, _member(state, i, n), test_ds, roots[i], cfg=c))
+            if n > 1 and start_epoch < base.epochs:
+                lifecycle.write_sweep_summary(workdir, cfgs, folders, sweep, wall, framework=FRAMEWORK)
+    return lifecycle.result(trains, tests, wall, interrupt.signum)

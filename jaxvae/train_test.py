@@ -341,3 +341,29 @@ def test_epoch_noise_drawn_up_front_equals_drawing_it_each_step(objective, monke
     np.testing.assert_allclose(terms_a["loss"], terms_b["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(state_a.params), jax.tree.leaves(state_b.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5)
+
+
+_COMPILE_RUN = """
+import sys
+from vaecommon.config import TrainConfig
+from jaxvae import train
+cfg = TrainConfig(model="pytorch_examples", batch_size=32, epochs=int(sys.argv[2]), limit_train=128,
+                  limit_test=64, eval_every=1, nll_samples=4, final_nll_samples=4, checkpoint_every=1)
+train.train_and_evaluate(cfg, sys.argv[1], progress=False)
+"""
+
+
+def _compilations(workdir, epochs: int) -> list[str]:
+    env = dict(os.environ, JAX_LOG_COMPILES="1", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", _COMPILE_RUN, str(workdir), str(epochs)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [line for line in out.stderr.splitlines() if "Compiling " in line]
+
+
+def test_a_run_compiles_once_whatever_its_length(tmp_path):
+    """Evaluation (every epoch, with an NLL) and the epoch are compiled once per run: 4 epochs
+    compile exactly what 2 epochs compile (counted with JAX_LOG_COMPILES)."""
+    two, four = _compilations(tmp_path / "two", 2), _compilations(tmp_path / "four", 4)
+    assert len(two) > 0, "JAX_LOG_COMPILES printed nothing: the count would prove nothing"
+    assert len(four) == len(two), "\n".join(four)

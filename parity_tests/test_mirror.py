@@ -28,10 +28,12 @@ import jaxvae
 import torchvae
 from jaxvae import losses as jlosses
 from jaxvae import models as jmodels
+from jaxvae import streams as jstreams
 from jaxvae import train as jtrain
 from parity_tests.twins import Measurement, assert_all, flag, measure
 from torchvae import losses as tlosses
 from torchvae import models as tmodels
+from torchvae import streams as tstreams
 from torchvae import train as ttrain
 from vaecommon import config as config_lib
 from vaecommon import presets
@@ -44,8 +46,6 @@ FRAMEWORK_ONLY: dict[tuple[str, str], dict[str, str]] = {
     ("train", "jax"): {
         "TrainState": "the JAX trainer's state is a pure pytree passed through jit/scan; the torch "
                       "Trainer holds its model and optimizer as attributes",
-        "learning_rate_factor": "optax gets the schedule shape without the peak lr, so a sweep can "
-                                "vmap lr; torch's LambdaLR calls vaecommon.schedule.lr_factor",
     },
     ("convert", "torch"): {
         "load_torch_file": "reads a notebook's torch.save checkpoint (a torch-only file format)",
@@ -134,8 +134,8 @@ def check_train_config() -> list[Measurement]:
              message=f"jax {jt.cfg} vs torch {tt.cfg}"),
         flag(jt.steps_per_epoch == tt.steps_per_epoch == 2, check="mirror", preset="-",
              name="steps_per_epoch"),
-        flag(jtrain.STREAMS == ttrain.STREAMS, check="mirror", preset="-", name="STREAMS",
-             message=f"{jtrain.STREAMS} vs {ttrain.STREAMS}"),
+        flag(jstreams.STREAMS is tstreams.STREAMS, check="mirror", preset="-", name="STREAMS",
+             message="both twins' streams use vaecommon.schedule.STREAMS"),
         flag(all(hasattr(jtrain.Trainer, a) and hasattr(ttrain.Trainer, a)
                  for a in ("create", "apply_update", "loss_fn", "draw_noise")),
              check="mirror", preset="-", name="Trainer methods create/apply_update/loss_fn/draw_noise"),

@@ -436,8 +436,8 @@ def run_both_loops(cfg: TrainConfig, workdir: Path, *, weights: dict[str, np.nda
         p.setattr(tmodels, "build_model", lambda name, *, generator=None, init="default", **ov:
                   tconvert.from_canonical(name, weights, **ov))
         if data is not None:
-            p.setattr(jtrain, "load_data", _injected_data("jax", data))
-            p.setattr(ttrain, "load_data", _injected_data("torch", data))
+            p.setattr(jtrain, "load_datasets", _injected_data("jax", data))
+            p.setattr(ttrain, "load_datasets", _injected_data("torch", data))
         with jax_models_from(weights):
             jtrain.train_and_evaluate(cfg, workdir / "jax", resume=False, progress=False)
         ttrain.train_and_evaluate(cfg, workdir / "torch", resume=False, progress=False)
@@ -448,7 +448,7 @@ def run_both_loops(cfg: TrainConfig, workdir: Path, *, weights: dict[str, np.nda
 
 
 def _injected_data(fw: str, data: tuple[np.ndarray, np.ndarray]):
-    """A `load_data(cfg)` replacement returning the given NHWC arrays in fw's layout."""
+    """A `load_datasets(cfg)` replacement returning the given NHWC arrays in fw's layout."""
     def load(cfg):
         out = []
         for split, arr in zip(("train", "test"), data):

@@ -1,6 +1,6 @@
 """Argument groups and error reporting the commands share (nothing framework specific).
 
-Every command takes a run folder of either framework; `vaecommon.dispatch` reads its
+Every command takes a run folder of either framework; `scripts/_twins.py` reads its
 config.json and imports the matching twin (`jaxvae.restore` / `torchvae.restore`) only when the
 command runs, so `--help` is instant and needs neither framework.
 
@@ -99,7 +99,7 @@ def user_errors(p: argparse.ArgumentParser) -> Iterator[None]:
     """
     try:
         yield
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, FloatingPointError) as e:
         if os.environ.get("JAXVAE_TRACEBACK"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

@@ -256,8 +256,8 @@ def test_compare(runs, tmp_path, capsys):
 def test_convert_round_trips_are_bit_exact(runs, tmp_path, capsys):
     import torch
 
-    from jaxvae import restore as jrestore
-    from torchvae import restore as trestore
+    from jaxvae import api as jrestore
+    from torchvae import api as trestore
 
     # torch run -> .safetensors (through the JAX model) -> .pt (through the torch model)
     ckpt = sorted((runs["torch"] / "checkpoints").glob("step_*.pt"))[-1]
@@ -413,3 +413,11 @@ def test_errors_are_clear(runs, tmp_path, capsys):
                                                          "--from-class", 42)
     assert "out of range" in expect_error(capsys, "reconstruct", runs["jax"], "--indices", "5,500")
     assert "no metrics.jsonl" in expect_error(capsys, "compare", runs["jax"], no_ckpt)
+
+
+def test_twin_selection_errors():
+    from scripts import _twins
+    from vaecommon.runinfo import RunFolderError
+
+    with pytest.raises(RunFolderError, match="unknown framework 'tf'"):
+        _twins.twin("tf")

@@ -39,18 +39,19 @@ def main(argv=None) -> int:
     if labels is not None and len(labels) != len(args.runs):
         p.error(f"--labels has {len(labels)} entries for {len(args.runs)} runs")
     with C.user_errors(p):
-        from vaecommon import dispatch
+        from scripts import _twins
+        from vaecommon import runinfo
         from vaecommon import figures as F
         from vaecommon.runs import read_metrics
 
         runs = {}
         for i, run in enumerate(args.runs):
-            dispatch.read_run_config(run)  # a clear error for a non-run folder
+            runinfo.read_run_config(run)  # a clear error for a non-run folder
             if not (Path(run) / "metrics.jsonl").exists():
-                raise dispatch.RunFolderError(
+                raise runinfo.RunFolderError(
                     f"{run} has no metrics.jsonl (a run folder made by convert has no training "
                     "record); compare needs trained runs")
-            label = labels[i] if labels else dispatch.run_label(run)
+            label = labels[i] if labels else runinfo.run_label(run)
             if label in runs:
                 label = f"{label} [{i + 1}]"
             runs[label] = read_metrics(run)

@@ -64,11 +64,12 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     with C.user_errors(p):
-        from vaecommon import dispatch
+        from scripts import _twins
+        from vaecommon import runinfo
         from vaecommon.cli import parse_kv
 
-        kind = dispatch.input_kind(args.input)
-        if args.out and Path(args.out).suffix not in dispatch.TORCH_SUFFIXES + dispatch.WEIGHT_SUFFIXES:
+        kind = runinfo.input_kind(args.input)
+        if args.out and Path(args.out).suffix not in runinfo.TORCH_SUFFIXES + runinfo.WEIGHT_SUFFIXES:
             raise ValueError(f"--out {args.out}: unknown suffix; use .pt/.pth (torch state_dict) "
                              "or .safetensors/.npz (canonical weights)")
         if args.out and Path(args.out).exists() and not args.force:
@@ -79,27 +80,27 @@ def main(argv=None) -> int:
             if args.model or overrides:
                 raise ValueError("--model/--override do not apply to a run folder: its config.json "
                                  "names the model")
-            run_dir, step = dispatch.run_of_step_dir(src) or (src, args.step)
-            source = dispatch.twin_of(run_dir)
+            run_dir, step = runinfo.run_of_step_dir(src) or (src, args.step)
+            source = _twins.twin_of(run_dir)
             r = source.restore(run_dir, step)
             weights = source.canonical_weights(r.model)
             cfg, target = r.cfg, "torch" if source.FRAMEWORK == "jax" else "jax"
             default_out = Path(run_dir) / f"{cfg.model}_step{r.step}"
         else:
-            weights, meta = dispatch.read_weights_file(src)
+            weights, meta = _twins.read_weights_file(src)
             target = "jax" if kind == "torch" else "torch"
-            cfg = dispatch.config_for_weights(meta, args.model, overrides)
+            cfg = runinfo.config_for_weights(meta, args.model, overrides)
             default_out = src.with_suffix("")
         # Load into the target framework's model: checks every name and shape, and the written
         # weights are that model's (exact maps, so the same bits).
-        tw = dispatch.twin(target)
+        tw = _twins.twin(target)
         weights = tw.canonical_weights(tw.model_from_weights(cfg, weights))
         result = {"input": str(src), "input_kind": kind, "model": cfg.model,
                   "model_overrides": cfg.model_overrides, "tensors": len(weights),
                   "values": int(sum(w.size for w in weights.values()))}
         if args.to_run_folder:
             fw = args.framework or target
-            folder = dispatch.twin(fw).write_run_folder(args.to_run_folder, cfg, weights,
+            folder = _twins.twin(fw).write_run_folder(args.to_run_folder, cfg, weights,
                                                         converted_from=str(src))
             result.update(run_folder=str(folder), framework=fw)
         if args.out or not args.to_run_folder:
@@ -109,8 +110,8 @@ def main(argv=None) -> int:
                 raise ValueError(f"--out {out} is the input file")
             if out.exists() and not args.force:
                 raise FileExistsError(f"{out} exists; pass --force to overwrite it")
-            dispatch.write_weights_file(out, weights,
-                                        dispatch.meta_for_weights(cfg, converted_from=str(src)))
+            _twins.write_weights_file(out, weights,
+                                        runinfo.meta_for_weights(cfg, converted_from=str(src)))
             result["out"] = str(out)
     print(json.dumps(result, indent=2))
     return 0

@@ -39,9 +39,10 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     with C.user_errors(p):
-        from vaecommon import dispatch
+        from scripts import _twins
+        from vaecommon import runinfo
 
-        twin = dispatch.twin_of(args.run)
+        twin = _twins.twin_of(args.run)
         r = twin.restore(args.run, args.step)
         data = twin.load_split(r.cfg, "test", dataset=args.dataset, data_source=args.data_source,
                                data_dir=args.data_dir, limit=args.limit)
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
         result = {"run": str(args.run), "framework": twin.FRAMEWORK, "model": r.cfg.model,
                   "step": r.step, "epoch": r.epoch, "data": data.info._asdict(),
                   "neg_elbo": metrics["loss"], **metrics}
-        text = dispatch.dumps(result)
+        text = runinfo.dumps(result)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(text + "\n")

@@ -43,11 +43,12 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     with C.user_errors(p):
-        from vaecommon import dispatch
+        from scripts import _twins
+        from vaecommon import runinfo
         from vaecommon.run_figures import FIGURE_FILES, write_run_figures
         from vaecommon.runs import RunFolder
 
-        twin = dispatch.twin_of(args.run)
+        twin = _twins.twin_of(args.run)
         r = twin.restore(args.run, args.step)
         data = twin.load_split(r.cfg, "test")
         arrays = twin.run_figure_arrays(r, data, n_samples=args.samples,

@@ -44,11 +44,12 @@ def main(argv=None) -> int:
     if args.steps < 2:
         p.error(f"--steps must be >= 2 (both endpoints), got {args.steps}")
     with C.user_errors(p):
-        from vaecommon import dispatch
+        from scripts import _twins
+        from vaecommon import runinfo
         from vaecommon import figures as F
         from vaecommon.run_figures import pick_pair
 
-        twin = dispatch.twin_of(args.run)
+        twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
         data = twin.load_split(cfg, "test", dataset=args.dataset, data_source=args.data_source,
                                data_dir=args.data_dir, limit=args.limit)

@@ -43,10 +43,11 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     with C.user_errors(p):
-        from vaecommon import dispatch
+        from scripts import _twins
+        from vaecommon import runinfo
         from vaecommon import figures as F
 
-        twin = dispatch.twin_of(args.run)
+        twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
         data = twin.load_split(cfg, "test", dataset=args.dataset, data_source=args.data_source,
                                data_dir=args.data_dir, limit=args.limit)

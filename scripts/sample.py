@@ -32,13 +32,14 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     with C.user_errors(p):
-        from vaecommon import dispatch
+        from scripts import _twins
+        from vaecommon import runinfo
         from vaecommon import figures as F
 
-        twin = dispatch.twin_of(args.run)
+        twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
         if not spec.is_vae:
-            raise dispatch.RunFolderError(
+            raise runinfo.RunFolderError(
                 f"{cfg.model} is an autoencoder: it has no prior to sample from (its codes are not "
                 "trained towards N(0, I)); try scripts/reconstruct.py or scripts/latent_map.py")
         images = twin.sample(model, args.n, args.seed)

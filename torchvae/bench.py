@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from torchvae import losses
-from torchvae import train
+from torchvae import streams, train
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.schedule import epoch_batches
 
@@ -42,7 +42,7 @@ def epoch_timing(cfg: TrainConfig, images: torch.Tensor, *, reps: int = 3) -> di
     cfg = resolve(cfg)
     n = images.shape[0]
     trainer = train.Trainer.create(cfg, n)
-    gen = train.stream_generator(cfg.seed, "eps")
+    gen = streams.stream_generator(cfg.seed, "eps")
 
     def run_epoch(e):
         for ids in torch.from_numpy(epoch_batches(cfg.seed, e, n, cfg.batch_size).astype(np.int64)):
@@ -61,7 +61,7 @@ def epoch_timing_minimal(cfg: TrainConfig, images: torch.Tensor, *, reps: int = 
     n = images.shape[0]
     trainer = train.Trainer.create(cfg, n)
     model, opt = trainer.model, trainer.optimizer
-    gen = train.stream_generator(cfg.seed, "eps")
+    gen = streams.stream_generator(cfg.seed, "eps")
     objective = losses.OBJECTIVES[cfg.objective]
     model.train()
 
@@ -99,7 +99,7 @@ def epoch_timing_dataloader(cfg: TrainConfig, root: str | Path, *, dataset: str 
                                          drop_last=True, num_workers=num_workers,
                                          generator=torch.Generator().manual_seed(cfg.seed))
     trainer = train.Trainer.create(cfg, len(ds))
-    gen = train.stream_generator(cfg.seed, "eps")
+    gen = streams.stream_generator(cfg.seed, "eps")
 
     def run_epoch(e):
         for x, _ in loader:

@@ -18,11 +18,27 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointManager", "CheckpointError"]
+__all__ = ["CheckpointManager", "CheckpointError", "checkpoint_steps"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or from a different model/framework."""
+
+
+def checkpoint_steps(directory: str | Path) -> list[int]:
+    """Steps of the checkpoint files `step_XXXXXXXXX.pt` in `directory`, ascending (complete by
+    construction: a file appears only by the atomic rename of a finished write). This layout is
+    this module's alone."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.glob("step_*.pt"):
+        try:
+            out.append(int(p.stem.split("_", 1)[1]))
+        except ValueError:
+            continue
+    return sorted(out)
 
 
 class CheckpointManager:
@@ -46,7 +62,7 @@ class CheckpointManager:
         return self.directory / f"step_{step:09d}.pt"
 
     def all_steps(self) -> list[int]:
-        return sorted(int(p.stem.split("_")[1]) for p in self.directory.glob("step_*.pt"))
+        return checkpoint_steps(self.directory)
 
     def latest_step(self) -> int | None:
         steps = self.all_steps()

@@ -6,11 +6,13 @@ runs the model. Images are converted from NCHW to the NHWC NumPy arrays the figu
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
+from torchvae.streams import stream_generator
 from vaecommon import figures as F
 from vaecommon.run_figures import FigureArrays, as_nhwc, pick_by_class, pick_pair
 from vaecommon.run_figures import write_run_figures as _write
@@ -82,10 +84,6 @@ def figure_arrays(model, images, labels, generator: torch.Generator, *, n_sample
 
 def write_run_figures(run, trainer, test_ds, *, seed: int, **kw: Any):
     """Figures of a torch run at its current state into run.figures."""
-    import dataclasses
-
-    from torchvae.train import stream_generator
-
     arrays = figure_arrays(trainer.model, test_ds.images, test_ds.labels,
                            stream_generator(seed, "figures"), **kw)
     return _write(run, trainer.model.spec, dataclasses.asdict(trainer.cfg), arrays)

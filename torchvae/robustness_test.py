@@ -35,7 +35,7 @@ SMALL = TrainConfig(model="pytorch_examples", limit_train=256, limit_test=64, ba
     ("empty", "the dataset is empty"),
 ])
 def test_bad_training_data_is_refused_with_a_named_problem(tmp_path, monkeypatch, fault, message):
-    real = train.load_data
+    real = train.load_datasets
 
     def faulty(cfg):
         tr, te = real(cfg)
@@ -50,10 +50,10 @@ def test_bad_training_data_is_refused_with_a_named_problem(tmp_path, monkeypatch
             x = x[:0]
         return tr._replace(images=x), te
 
-    monkeypatch.setattr(train, "load_data", faulty)
+    monkeypatch.setattr(train, "load_datasets", faulty)
     with pytest.raises(DataError, match=message):
         train.train_and_evaluate(SMALL, tmp_path, progress=False)
-    assert not any((tmp_path / "checkpoints").iterdir())
+    assert not (tmp_path / "checkpoints").exists(), "bad data is refused before anything is created"
 
 
 def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_checkpoint(tmp_path, monkeypatch):

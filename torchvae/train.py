@@ -1,22 +1,27 @@
-"""The PyTorch reference trainer: a plain, readable loop. Twin: `jaxvae/train.py`.
+"""The one PyTorch training loop: a plain, readable reference, one step at a time.
 
-It reads the same `TrainConfig`, writes the same metric keys and run-folder layout, and visits
-the training set in the same batch order (`vaecommon.schedule.epoch_batches`), so curves from
-the two frameworks can be laid over each other. It runs in the fastest *plain* form: batches are
-sliced from one pre-loaded tensor, with no per-image transforms (the torchvision DataLoader path
-the notebooks use is measured separately by `scripts/bench.py`).
+Twin: `jaxvae/train.py` (same `TrainConfig`, functions in the same order, metric keys, run-folder
+layout and batch order). What is not framework-specific (members, ownership, records, cadence,
+signals, progress, summaries) is `vaecommon.lifecycle`, shared by both.
 
-Randomness: parameter init, eps and dynamic binarization each come from their own
-`torch.Generator` seeded from (seed, stream); no global RNG is touched. The generators' states
-are checkpointed, so a resumed run continues exactly.
+The design (one step at a time, batches sliced from one resident tensor, members one after the
+other) is in torchvae/README.md.
+
+- Randomness (`torchvae.streams`): init, eps and dynamic binarization each come from their own
+  `torch.Generator` seeded from (seed, stream); no global RNG is touched. A resumed run draws
+  exactly what an uninterrupted run would.
+- The last partial batch of each epoch is dropped; the permutation changes every epoch, so
+  every example is used, and every reported training average is an average over the examples
+  of equal-sized batches (mean of batch means == per-example mean).
+- Evaluation pads the test set to whole batches and masks the padding, so every test example
+  counts exactly once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,36 +29,43 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from torchvae import data as data_lib
-from torchvae.checkpoint import CheckpointManager
-from torchvae import losses
-from torchvae import models
-from vaecommon import runs
+from . import checkpoint as ckpt_lib
+from . import data as data_lib
+from . import figures as figures_lib
+from . import losses
+from . import models
+from torchvae.streams import stream_generator
+from vaecommon import lifecycle
 from vaecommon.config import TrainConfig, check_resumable, resolve
+from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
 from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
 from vaecommon.validate import check_training_images
 
 __all__ = [
-    "Trainer", "make_optimizer", "train_and_evaluate", "evaluate", "STREAMS",
-    "NonFiniteLossError",
+    "Trainer", "make_optimizer", "learning_rate_factor", "train_and_evaluate",
+    "evaluate", "test_nll", "load_datasets", "NonFiniteLossError",
 ]
 
-STREAMS = {"init": 0, "perm": 1, "eps": 2, "binarize": 3, "eval": 4, "nll": 5, "figures": 6}
+FRAMEWORK, PACKAGE = "torch", "torchvae"
+VERSIONS = ("torch", "torchvision", "numpy")
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN/inf loss; the message names the epoch and step."""
+# --------------------------------------------------------------------------------------------
+# Optimizer
 
 
-def stream_generator(seed: int, stream: str, counter: int = 0) -> torch.Generator:
-    """A torch.Generator for one random stream of the run (seeded from seed, stream, counter)."""
-    mixed = np.random.SeedSequence([int(seed), STREAMS[stream], int(counter)]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(mixed))
+def learning_rate_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """Schedule shape in [0, 1] (`vaecommon.schedule.lr_factor`).
+
+    A Python float per step, for `torch.optim.lr_scheduler.LambdaLR`.
+    """
+    return lambda step: float(lr_factor(step, warmup_steps=int(cfg.warmup_steps),
+                                        schedule=cfg.schedule, total_steps=int(total_steps)))
 
 
 def make_optimizer(cfg: TrainConfig, params, total_steps: int):
-    """(optimizer, scheduler) with the schedule shape of `vaecommon.schedule.lr_factor`."""
+    """(optimizer, scheduler): torch.optim with the schedule shape of `learning_rate_factor`."""
     wd = float(cfg.weight_decay or 0.0)
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
@@ -61,14 +73,9 @@ def make_optimizer(cfg: TrainConfig, params, total_steps: int):
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
     elif cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd)
-    else:
+    else:  # resolve() validated the name; keep the error for direct callers
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw, sgd")
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda step: float(lr_factor(step, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
-                                     total_steps=total_steps)),
-    )
-    return opt, sched
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, learning_rate_factor(cfg, total_steps))
 
 
 def forward(model, x, eps, logvar_clamp: float | None = None):
@@ -100,9 +107,16 @@ def likelihood_params(model) -> dict:
     return {"log_sigma": model.log_sigma} if hasattr(model, "log_sigma") else {}
 
 
+# --------------------------------------------------------------------------------------------
+# The trainer
+
+
 @dataclasses.dataclass
 class Trainer:
-    """Model, optimizer and the one update of a resolved config."""
+    """Model, optimizer and the one update of a resolved config.
+
+    Build with `Trainer.create(cfg, n_train)`; `init_state(seed)` gives the random streams.
+    """
 
     cfg: TrainConfig
     model: torch.nn.Module
@@ -129,12 +143,20 @@ class Trainer:
         opt, sched = make_optimizer(cfg, model.parameters(), spe * cfg.epochs)
         return cls(cfg, model, opt, sched, spe)
 
+    def init_state(self, seed: int) -> dict[str, torch.Generator]:
+        """The generators of the eps and binarization streams (the model was built in `create`)."""
+        return {s: stream_generator(seed, s) for s in ("eps", "binarize")}
+
     @property
     def latent_dim(self) -> int:
         return self.model.spec.latent_dim
 
     def draw_noise(self, generator: torch.Generator, batch: int):
-        """(eps (B, D) for the reparameterization, the objective's extra noise or None)."""
+        """(eps (B, D) for the reparameterization, extra noise the objective needs or None).
+
+        The extra noise (IWAE's (k, B, D) samples, InfoVAE's prior samples) has the shape
+        `losses.extra_noise_shape` gives; it is drawn from the same generator.
+        """
         eps = torch.randn((batch, self.latent_dim), generator=generator)
         shape = losses.extra_noise_shape(self.cfg.objective, batch, self.latent_dim,
                                          **self.cfg.objective_params)
@@ -154,7 +176,15 @@ class Trainer:
 
     def apply_update(self, x: torch.Tensor, eps: torch.Tensor,
                      extra: torch.Tensor | None = None) -> dict[str, float]:
-        """One optimizer step on batch `x` (B, C, H, W) with noise `eps` (B, D). Returns terms."""
+        """One optimizer step on batch `x` with noise `eps`, in place on model and optimizer.
+
+        Args:
+          x: (B, C, H, W) float32 batch.
+          eps: (B, D) standard normal noise for z = mean + exp(logvar/2) * eps.
+          extra: the objective's extra noise (see `draw_noise`), or None.
+        Returns:
+          terms: the objective's scalar terms plus "grad_norm".
+        """
         loss, terms = self.loss_fn(x, eps, extra)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,68 +200,139 @@ class Trainer:
         out["grad_norm"] = float(grad_norm)
         return out
 
+    # ---- one epoch -------------------------------------------------------------------------
+
+    def batch_indices(self, epoch: int, n: int) -> np.ndarray:
+        """(steps_per_epoch, B) example indices of `epoch`: the order both frameworks share."""
+        return epoch_batches(self.cfg.seed, epoch, n, self.cfg.batch_size)
+
+    def train_epoch(self, images: torch.Tensor, idx: np.ndarray, generators: dict,
+                    progress: Callable | None = None) -> dict[str, np.ndarray]:
+        """`apply_update` over one epoch, one step at a time.
+
+        Args:
+          images: (N, C, H, W) the resident training set.
+          idx: (steps, B) int32 example indices (`batch_indices`).
+          generators: the run's eps and binarization streams (`init_state`).
+        Returns:
+          terms: stacked per step, each (steps,).
+        """
+        steps = []
+        for ids in torch.from_numpy(idx.astype(np.int64)):
+            x = images[ids]
+            if self.cfg.binarization == "dynamic":
+                x = data_lib.binarize(x, generators["binarize"])
+            steps.append(self.apply_update(x, *self.draw_noise(generators["eps"], x.shape[0])))
+            if not math.isfinite(steps[-1]["loss"]):
+                break  # the epoch's records stop here and name this step (lifecycle.epoch_records)
+            if progress is not None and self.step % max(1, self.steps_per_epoch // 20) == 0:
+                progress(self.step, steps[-1]["loss"])
+        return {k: np.asarray([t[k] for t in steps]) for k in steps[0]}
+
+    # ---- evaluation ------------------------------------------------------------------------
+
+    def eval_batch(self, x: torch.Tensor, eps: torch.Tensor):
+        """Per-example {"loss","recon","kl"} (B,) and the posterior mean (B, D)."""
+        model = self.model
+        out = forward(model, x, eps, self.cfg.logvar_clamp)
+        terms = losses.elbo_terms(x, out, self.cfg.likelihood, **likelihood_params(model))
+        if out.logvar is not None:
+            kl_dim = losses.kl_normal_per_dim(out.mean, out.logvar)
+        else:
+            kl_dim = torch.zeros_like(out.mean)
+        return terms, out.mean, kl_dim
+
 
 @torch.no_grad()
 def evaluate(trainer: Trainer, images: torch.Tensor, *, seed: int, nll_samples: int = 0,
              epoch: int = 0) -> dict[str, Any]:
-    """Test-set metrics with the same keys and definitions as `jaxvae.train.evaluate`."""
+    """Test-set metrics, every example counted exactly once (padding masked).
+
+    Returns a dict: loss (-ELBO, nats/example), recon, kl, bits_per_dim, kl_per_dim (list),
+    active_units (Burda et al.: Var_x E_q[z_d] > 0.01), and nll/nll_samples when requested.
+    """
     cfg, model = trainer.cfg, trainer.model
     model.eval()
     n = images.shape[0]
+    bs = min(cfg.eval_batch_size, n)
+    xs, masks = lifecycle.pad_batches(images.numpy(), bs)
     d = trainer.latent_dim
     gen = stream_generator(seed, "eval", epoch)
-    sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
-    kl_dim = torch.zeros(d, dtype=torch.float64)
-    mean_sum = torch.zeros(d, dtype=torch.float64)
-    mean_sq = torch.zeros(d, dtype=torch.float64)
-    for i in range(0, n, cfg.eval_batch_size):
-        x = images[i:i + cfg.eval_batch_size]
+    sums: dict[str, Any] = {k: torch.zeros((), dtype=torch.float64) for k in ("loss", "recon", "kl")}
+    sums.update({k: torch.zeros((d,), dtype=torch.float64) for k in ("kl_per_dim", "mean_sum", "mean_sq")})
+    for x, m in zip(torch.from_numpy(xs), torch.from_numpy(masks).double()):
+        x = x[: int(m.sum())]  # eager torch needs no padding: same numbers, less work
         eps = torch.randn((x.shape[0], d), generator=gen)
-        out = forward(model, x, eps, cfg.logvar_clamp)
-        terms = losses.elbo_terms(x, out, cfg.likelihood, **likelihood_params(model))
-        for k in sums:
-            sums[k] += float(terms[k].double().sum())
-        if out.logvar is not None:
-            kl_dim += losses.kl_normal_per_dim(out.mean, out.logvar).double().sum(0)
-        mean_sum += out.mean.double().sum(0)
-        mean_sq += (out.mean.double() ** 2).sum(0)
+        terms, mean, kl_dim = trainer.eval_batch(x, eps)
+        batch = {k: v.double().sum() for k, v in terms.items()}
+        batch["kl_per_dim"] = kl_dim.double().sum(0)
+        batch["mean_sum"] = mean.double().sum(0)
+        batch["mean_sq"] = (mean.double() ** 2).sum(0)
+        sums = {k: sums[k] + batch[k] for k in sums}
     input_dim = int(np.prod(images.shape[1:]))
-    res: dict[str, Any] = {k: v / n for k, v in sums.items()}
-    res["bits_per_dim"] = res["loss"] / (input_dim * math.log(2.0))
-    res["kl_per_dim"] = [float(v) for v in kl_dim / n]
-    var = mean_sq / n - (mean_sum / n) ** 2
-    res["active_units"] = int((var > 0.01).sum())
-    if nll_samples and model.spec.is_vae:
+    res = lifecycle.test_metrics({k: np.asarray(v) for k, v in sums.items()}, n)
+    res["bits_per_dim"] = losses.bits_per_dim(res["loss"], input_dim)
+    if nll_samples and get_spec(cfg.model, **cfg.model_overrides).is_vae:
         sub = images[: cfg.nll_limit] if cfg.nll_limit else images
-        res["nll"] = importance_sampled_nll(trainer, sub, seed=seed, k=nll_samples, epoch=epoch)
+        res["nll"] = test_nll(trainer, sub, seed=seed, k=nll_samples, epoch=epoch)
         res["nll_samples"] = int(nll_samples)
         res["nll_examples"] = int(sub.shape[0])
-        res["nll_bits_per_dim"] = res["nll"] / (input_dim * math.log(2.0))
+        res["nll_bits_per_dim"] = losses.bits_per_dim(res["nll"], input_dim)
     return res
 
 
 @torch.no_grad()
-def importance_sampled_nll(trainer: Trainer, images: torch.Tensor, *, seed: int, k: int,
-                           epoch: int = 0, chunk: int = 256, batch: int = 100) -> float:
-    """Mean -log p(x) from k importance samples, chunked like the JAX twin."""
+def test_nll(trainer: Trainer, images: torch.Tensor, *, seed: int, k: int, epoch: int = 0,
+             chunk: int = 256, batch: int = 100) -> float:
+    """Mean over test examples of -log p(x), estimated with k importance samples (Burda et al.;
+    `losses.importance_sampled_nll` is the per-example estimator).
+
+    The k samples are processed in chunks of `chunk` and combined with a running log-sum-exp,
+    and the test set in batches of `batch`, so memory stays bounded for k = 5000.
+    """
+    images = images.numpy()
+    n = images.shape[0]
+    xs, masks = lifecycle.pad_batches(images, batch)
     model, cfg = trainer.model, trainer.cfg
     model.eval()
+    d = trainer.latent_dim
     gen = stream_generator(seed, "nll", epoch)
-    total = 0.0
-    for i in range(0, images.shape[0], batch):
-        x = images[i:i + batch]
+
+    def one_batch(x):
         mean, logvar = model.encode(x)
         if cfg.logvar_clamp is not None:
             logvar = logvar.clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
         acc = torch.full((x.shape[0],), -math.inf)
         for c in range(0, k, chunk):
-            kk = min(chunk, k - c)
-            eps = torch.randn((kk, x.shape[0], trainer.latent_dim), generator=gen)
+            kk = min(chunk, k - c)  # the last chunk may be short
+            eps = torch.randn((kk, x.shape[0], d), generator=gen)
             lw = losses.log_importance_weights(x, mean, logvar, eps, model.decode_logits,
-                                               cfg.likelihood, **likelihood_params(model))  # (kk, B)
+                                               cfg.likelihood, **likelihood_params(model))  # (chunk, B)
             acc = torch.logaddexp(acc, torch.logsumexp(lw, dim=0))
-        total += float((-(acc - math.log(k))).double().sum())
-    return total / images.shape[0]
+        return -(acc - math.log(k))
+
+    total = 0.0
+    for i in range(xs.shape[0]):
+        m = masks[i]
+        nll = one_batch(torch.from_numpy(xs[i][: int(m.sum())])).double().numpy()  # no padding needed
+        total += float(np.sum(nll * m[: len(nll)]))
+    return total / n
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def load_datasets(cfg: TrainConfig):
+    """(train, test) datasets of a resolved config (dynamic binarization evaluates on grey
+    values; the training batches are binarized inside the step)."""
+    kw = dict(source=cfg.data_source, data_dir=cfg.data_dir, binarization=cfg.binarization
+              if cfg.binarization != "dynamic" else "none")
+    if cfg.dataset == "image_folder":
+        kw["image_size"] = cfg.image_size
+    train = data_lib.load_dataset(cfg.dataset, "train", limit=cfg.limit_train, **kw)
+    test = data_lib.load_dataset(cfg.dataset, "test", limit=cfg.limit_test, **kw)
+    return train, test
 
 
 def check_data(cfg: TrainConfig, spec, *datasets) -> None:
@@ -243,128 +344,161 @@ def check_data(cfg: TrainConfig, spec, *datasets) -> None:
                               preset=spec.name)
 
 
-def load_data(cfg: TrainConfig):
-    """(train, test) datasets for a resolved config."""
-    kw = dict(source=cfg.data_source, data_dir=cfg.data_dir,
-              binarization=cfg.binarization if cfg.binarization != "dynamic" else "none")
-    if cfg.dataset == "image_folder":
-        kw["image_size"] = cfg.image_size
-    train = data_lib.load_dataset(cfg.dataset, "train", limit=cfg.limit_train, **kw)
-    test = data_lib.load_dataset(cfg.dataset, "test", limit=cfg.limit_test, **kw)
-    return train, test
+# --------------------------------------------------------------------------------------------
+# Members (a plain run is one member; a sweep is a list of N, trained one after the other)
+
+
+def data_parallel(num_devices: int | None, batch_size: int, members: int):
+    """None: the torch trainer runs on one device (torch's own engine for more is DDP).
+
+    Raises:
+      ValueError: more than one device requested.
+    """
+    if (num_devices or 1) == 1:
+        return None
+    raise ValueError(f"--devices {num_devices}: the torch trainer runs on one device; "
+                     "multi-device training is a JAX feature (jax.sharding)")
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.state_dict().values()
+               if p.is_floating_point())
+
+
+def _epoch_program(trainers: list[Trainer], images, generators: list[dict],
+                   bar: lifecycle.Progress) -> Callable:
+    """The epoch of all members: (idx) -> (terms, all parameters finite), one member after the
+    other."""
+    callback = bar.step if bar.bar is not None else None
+
+    def run(idx):
+        terms = [t.train_epoch(images, i, g, progress=callback)
+                 for t, i, g in zip(trainers, idx, generators)]
+        return terms, all(_all_finite(t.model) for t in trainers)
+    return run
+
+
+def _save_checkpoint(manager, trainer: Trainer, generators, *, epoch: int, cfg: TrainConfig) -> None:
+    manager.save(trainer, epoch=epoch, generators=generators, config=dataclasses.asdict(cfg))
+
+
+def _newest_checkpoint(managers) -> str:
+    steps = [(m.latest_step(), m.directory) for m in managers if m.latest_step() is not None]
+    if not steps:
+        return "no checkpoint was saved before it (nothing non-finite is ever saved)"
+    return "the last good checkpoint is intact: " + ", ".join(f"{d}/{s}" for s, d in steps)
+
+
+# --------------------------------------------------------------------------------------------
+# train_and_evaluate
 
 
 def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True,
+                       sweep: dict[str, list] | None = None, num_devices: int | None = 1,
                        progress: bool = True, on_epoch: Callable | None = None) -> dict[str, Any]:
-    """Train `cfg` into the run folder `workdir` (resuming from its latest checkpoint)."""
-    from tqdm.auto import tqdm
+    """Train `cfg` into the run folder `workdir`; resume from its latest checkpoint if present.
 
-    from torchvae import figures as tfig
+    `sweep` ({"seed": [0, 1], "beta": [1.0, 4.0]}) trains one member per zipped value, each into
+    `workdir/member_<i>`. `resume=False` moves an existing run aside (`lifecycle.set_aside`) and
+    starts over. `on_epoch(epoch, trainers)` runs after each epoch.
 
-    cfg = resolve(cfg)
-    run = runs.RunFolder(workdir).create()
-    train_ds, test_ds = load_data(cfg)
-    spec = get_spec(cfg.model, **cfg.model_overrides)
-    check_data(cfg, spec, train_ds, test_ds)
-    images = train_ds.images
-    n = images.shape[0]
-    trainer = Trainer.create(cfg, n)
-    gens = {"eps": stream_generator(cfg.seed, "eps"), "binarize": stream_generator(cfg.seed, "binarize")}
-    manager = CheckpointManager(run.checkpoints, keep=cfg.keep_checkpoints)
-    start_epoch = 0
-    if resume and manager.latest_step() is not None:
-        payload = manager.restore(trainer, gens)
-        check_resumable(payload.get("config"), cfg, str(run.checkpoints))
-        start_epoch = int(payload["epoch"])
-        run.truncate_metrics(trainer.step)
-        print(f"[torchvae] resumed {run.root} at epoch {start_epoch} (step {trainer.step})",
-              file=sys.stderr)
-    elif run.metrics_path.exists():
-        run.metrics_path.unlink()
-    run.write_config({
-        "config": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec), "framework": "torch",
-        "data": {"train": train_ds.info._asdict(), "test": test_ds.info._asdict()},
-        "devices": ["cpu"],
-        "versions": runs.versions("torch", "torchvision", "numpy"),
-    })
+    Returns the final test metrics ("train": last epoch's train metrics; "members" for a sweep;
+    "interrupted": the signal number when a signal stopped the run).
+    """
+    cfgs, swept = lifecycle.member_configs(cfg, sweep)
+    base, n = cfgs[0], len(cfgs)
+    folders = lifecycle.member_folders(workdir, n)
+    for f, c in zip(folders, cfgs):
+        lifecycle.check_owner(f, c, FRAMEWORK)
+    train_ds, test_ds = load_datasets(base)
+    spec = get_spec(base.model, **base.model_overrides)
+    check_data(base, spec, train_ds, test_ds)
+    data_parallel(num_devices, base.batch_size, n)
+    trainers = [Trainer.create(c, train_ds.images.shape[0]) for c in cfgs]
+    if not resume:
+        moved = lifecycle.set_aside(lifecycle.member_folders(workdir, 1)[0])
+        if moved:
+            print(f"[{PACKAGE}] --no-resume: the old run was moved to {moved}", flush=True)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(lifecycle.RunLock(workdir))
+        folders = [f.create() for f in folders]
+        managers = [ckpt_lib.CheckpointManager(f.checkpoints, keep=c.keep_checkpoints)
+                    for f, c in zip(folders, cfgs)]
+        generators = [t.init_state(c.seed) for t, c in zip(trainers, cfgs)]
+        start_epoch = 0
+        if any(m.latest_step() is not None for m in managers):
+            restored = [m.restore(t, g) for m, t, g in zip(managers, trainers, generators)]
+            epochs = {int(meta["epoch"]) for meta in restored}
+            if len(epochs) != 1:
+                raise ValueError(f"the members in {workdir} were checkpointed at different epochs {epochs}")
+            for f, c, meta in zip(folders, cfgs, restored):
+                check_resumable(meta.get("config"), c, str(f.checkpoints))
+            start_epoch = epochs.pop()
+            for f, t in zip(folders, trainers):
+                f.truncate_metrics(t.step)
+            print(f"[{PACKAGE}] resumed {workdir} at epoch {start_epoch} (step {trainers[0].step})",
+                  flush=True)
+        else:
+            for f in folders:
+                f.metrics_path.unlink(missing_ok=True)  # records without a checkpoint: a killed start
+        devices = ["cpu"]
+        for f, c in zip(folders, cfgs):
+            f.write_config(lifecycle.run_record(c, spec, train_ds, test_ds, framework=FRAMEWORK,
+                                                devices=devices, versions=lifecycle.versions(*VERSIONS),
+                                                sweep=sweep))
 
-    stop = {"requested": False}
-
-    def handler(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        print(f"\n[torchvae] signal {signum}: finishing the epoch, saving, then exiting", file=sys.stderr)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = tqdm(total=trainer.steps_per_epoch * cfg.epochs, initial=trainer.step, unit="step",
-               dynamic_ncols=True, mininterval=1.0, desc="train", disable=not progress)
-    last_train: dict[str, Any] = {}
-    test_metrics: dict[str, Any] = {}
-    t_start = time.time()
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
+        images = train_ds.images
+        bar = stack.enter_context(contextlib.closing(lifecycle.Progress(
+            progress, total=trainers[0].steps_per_epoch * base.epochs, initial=trainers[0].step)))
+        epoch_fn = _epoch_program(trainers, images, generators, bar)
+        trains: list[dict] = [lifecycle.last_record(f, "train") for f in folders]
+        tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
+        t_start = time.time()
+        interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
+        for epoch in range(start_epoch, base.epochs):
             t0 = time.time()
+            idx = [epoch_batches(c.seed, epoch, images.shape[0], c.batch_size) for c in cfgs]
+            terms, finite = epoch_fn(idx)
+            seconds = time.time() - t0
+            final = epoch + 1 == base.epochs
             records = []
-            idx = torch.from_numpy(epoch_batches(cfg.seed, epoch, n, cfg.batch_size).astype(np.int64))
-            sums: dict[str, float] = {}
-            for i, ids in enumerate(idx):
-                x = images[ids]
-                if cfg.binarization == "dynamic":
-                    x = data_lib.binarize(x, gens["binarize"])
-                terms = trainer.apply_update(x, *trainer.draw_noise(gens["eps"], x.shape[0]))
-                if not math.isfinite(terms["loss"]):
-                    raise NonFiniteLossError(
-                        f"non-finite loss at epoch {epoch + 1}, step {trainer.step}; the last good "
-                        f"checkpoint in {run.checkpoints} is intact. Try a lower --lr, "
-                        "--logvar-clamp 10, or --grad-clip 1.0"
-                    )
-                records.append({"type": "batch", "step": trainer.step,
-                                "epoch": epoch + (i + 1) / trainer.steps_per_epoch, **terms})
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.update(1)
-                if i % 20 == 0:
-                    bar.set_postfix(loss=f"{terms['loss']:.3f}", refresh=False)
-            dt = time.time() - t0
-            last_train = {"type": "train", "epoch": epoch + 1, "step": trainer.step,
-                          **{k: v / len(idx) for k, v in sums.items()}, "time_s": dt,
-                          "examples_per_s": len(idx) * cfg.batch_size / dt}
-            records.append(last_train)
-            final = epoch + 1 == cfg.epochs
-            if (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or final:
-                k = cfg.final_nll_samples if final else cfg.nll_samples
-                test_metrics = {"type": "test", "epoch": epoch + 1, "step": trainer.step,
-                                **evaluate(trainer, test_ds.images, seed=cfg.seed, nll_samples=k,
+            for i, (f, c) in enumerate(zip(folders, cfgs)):  # every member is checked before any write
+                recs, trains[i] = lifecycle.epoch_records(
+                    terms[i], step=trainers[i].step, epoch=epoch,
+                    batch_size=c.batch_size, seconds=seconds,
+                    last_checkpoint=_newest_checkpoint([managers[i]]))
+                lifecycle.check_finite(bool(np.all(finite)), "parameters", epoch, trains[i]["step"],
+                                       _newest_checkpoint(managers))
+                records.append(recs)
+            for i, (f, c) in enumerate(zip(folders, cfgs)):
+                t_i = trainers[i]
+                if lifecycle.due(c.eval_every, epoch, final):
+                    tests[i] = {"type": "test", "epoch": epoch + 1, "step": trains[i]["step"],
+                                **evaluate(t_i, test_ds.images, seed=c.seed,
+                                           nll_samples=c.final_nll_samples if final else c.nll_samples,
                                            epoch=epoch + 1)}
-                records.append(test_metrics)
-            run.append_metrics(records)
-            post = {"epoch": epoch + 1, "loss": f"{last_train['loss']:.3f}",
-                    "ex/s": f"{last_train['examples_per_s']:.0f}"}
-            if test_metrics.get("epoch") == epoch + 1:
-                post["test"] = f"{test_metrics['loss']:.3f}"
-            bar.set_postfix(post)
-            if (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0) or final \
-                    or stop["requested"]:
-                manager.save(trainer, epoch=epoch + 1, generators=gens, config=dataclasses.asdict(cfg))
-            if (cfg.figures_every and (epoch + 1) % cfg.figures_every == 0) or final:
-                tfig.write_run_figures(run, trainer, test_ds, seed=cfg.seed)
+                    lifecycle.check_finite(not tests[i].get("nonfinite"), "test metrics", epoch,
+                                           trains[i]["step"], _newest_checkpoint(managers))
+                    records[i].append(tests[i])
+                f.append_metrics(records[i])
+                if lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested:
+                    _save_checkpoint(managers[i], t_i, generators[i], epoch=epoch + 1, cfg=c)
+                if lifecycle.due(c.figures_every, epoch, final):
+                    figures_lib.write_run_figures(f, t_i, test_ds, seed=c.seed)
+            bar.epoch_done(epoch + 1, trains, tests)
             if on_epoch is not None:
-                on_epoch(epoch + 1, trainer)
-            if stop["requested"]:
-                print(f"[torchvae] stopped after epoch {epoch + 1}; resume with the same command",
-                      file=sys.stderr)
+                on_epoch(epoch + 1, trainers[0] if n == 1 else trainers)
+            if interrupt.requested:
+                bar.note(f"[{PACKAGE}] stopped after epoch {epoch + 1}; resume with the same command")
                 break
-    finally:
-        bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
-    wall = time.time() - t_start
-    from vaecommon.summary import render_summary
-
-    run.write_summary(render_summary(
-        framework="torch", cfg=dataclasses.asdict(cfg), spec=dataclasses.asdict(spec),
-        data=train_ds.info._asdict(), train=last_train, test=test_metrics, wall_s=wall,
-        versions=runs.versions("torch", "torchvision", "numpy"),
-    ))
-    return {"train": last_train, **test_metrics, "wall_s": wall}
+        wall = time.time() - t_start
+        if not interrupt.requested:
+            for i, (f, c) in enumerate(zip(folders, cfgs)):
+                lifecycle.finish(f, c, spec, train_ds.info, trains[i], tests[i], wall,
+                                 trained=start_epoch < base.epochs, framework=FRAMEWORK,
+                                 versions=lifecycle.versions(*VERSIONS),
+                                 figures=lambda f=f, c=c, i=i: figures_lib.write_run_figures(
+                                     f, trainers[i], test_ds, seed=c.seed))
+            if n > 1 and start_epoch < base.epochs:
+                lifecycle.write_sweep_summary(workdir, cfgs, folders, sweep, wall, framework=FRAMEWORK)
+    return lifecycle.result(trains, tests, wall, interrupt.signum)

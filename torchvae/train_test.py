@@ -133,7 +133,7 @@ def test_same_batch_order_as_the_shared_schedule(tmp_path, monkeypatch):
     monkeypatch.setattr(train.Trainer, "apply_update", spy)
     cfg = SMALL.replace(epochs=1, final_nll_samples=0)
     train.train_and_evaluate(cfg, tmp_path, progress=False)
-    ds, _ = train.load_data(resolve(cfg))
+    ds, _ = train.load_datasets(resolve(cfg))
     idx = epoch_batches(cfg.seed, 0, 256, 32)
     assert len(seen) == len(idx)
     for x, ids in zip(seen, idx):

@@ -175,9 +175,15 @@ def check_resumable(saved: dict[str, Any] | None, cfg: TrainConfig, where: str) 
     if saved is None:
         return
     now = dataclasses.asdict(cfg)
+    # a constant learning rate does not depend on the total step count: more (or fewer) epochs
+    # continue the same trajectory; a cosine schedule would change shape, so it is refused
+    free = RESUME_FREE + (("epochs",) if now.get("schedule") == saved.get("schedule") == "constant"
+                          else ())
     diff = [f"{k}: {saved.get(k, '<missing>')!r} -> {now.get(k, '<missing>')!r}"
             for k in sorted(set(saved) | set(now))
-            if k not in RESUME_FREE and saved.get(k, "<missing>") != now.get(k, "<missing>")]
+            if k not in free and saved.get(k, "<missing>") != now.get(k, "<missing>")]
     if diff:
+        why = (" (the cosine schedule's shape depends on the total number of epochs)"
+               if any(d.startswith("epochs:") for d in diff) else "")
         raise ValueError(f"{where}: the checkpoint was written with a different config ("
-                         + "; ".join(diff) + "); use a new run folder or the same settings")
+                         + "; ".join(diff) + f"){why}; use a new run folder or the same settings")

@@ -24,7 +24,7 @@ def test_bookkeeping_fields_may_change():
 
 @pytest.mark.parametrize("change, text", [
     ({"lr": 0.5}, "lr: 0.001 -> 0.5"),
-    ({"epochs": 20}, "epochs: 10 -> 20"),  # schedules depend on the total
+    ({"schedule": "cosine"}, "schedule: 'constant' -> 'cosine'"),
     ({"seed": 3}, "seed: 0 -> 3"),
     ({"objective_params": {"beta": 2.0}}, "objective_params: {} -> {'beta': 2.0}"),
 ])
@@ -34,6 +34,13 @@ def test_training_fields_are_refused_by_name(change, text):
     msg = str(e.value)
     assert msg.startswith("run/checkpoints: the checkpoint was written with a different config")
     assert text in msg and "new run folder" in msg
+
+
+def test_more_epochs_continue_a_constant_schedule_and_are_refused_for_cosine():
+    check_resumable(dataclasses.asdict(CFG), CFG.replace(epochs=20), "run/checkpoints")  # constant lr
+    cosine = CFG.replace(schedule="cosine")
+    with pytest.raises(ValueError, match=r"epochs: 10 -> 20\).*cosine schedule's shape depends"):
+        check_resumable(dataclasses.asdict(cosine), cosine.replace(epochs=20), "run/checkpoints")
 
 
 def test_every_difference_is_listed_and_unknown_saved_fields_count():

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["epoch_batches", "steps_per_epoch", "lr_factor"]
+__all__ = ["STREAMS", "epoch_batches", "steps_per_epoch", "lr_factor"]
 
-_PERM_STREAM = 1  # keeps the permutation stream apart from any other NumPy stream of a seed
+STREAMS = {"init": 0, "perm": 1, "eps": 2, "binarize": 3, "eval": 4, "nll": 5, "figures": 6}
+"""The run's independent random streams. Both twins derive each stream from (seed, STREAMS[name],
+counter): `jaxvae.streams.stream_key` by `fold_in`, `torchvae.streams.stream_generator` by a
+NumPy SeedSequence; "perm" is the data order, drawn here with NumPy for both."""
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -27,7 +30,7 @@ def epoch_batches(seed: int, epoch: int, n: int, batch_size: int) -> np.ndarray:
     A fresh permutation of range(n) per epoch from NumPy's PCG64 seeded by (seed, epoch).
     """
     nb = steps_per_epoch(n, batch_size)
-    rng = np.random.default_rng([int(seed), _PERM_STREAM, int(epoch)])
+    rng = np.random.default_rng([int(seed), STREAMS["perm"], int(epoch)])
     perm = rng.permutation(n)
     return perm[: nb * batch_size].reshape(nb, batch_size).astype(np.int32)
 

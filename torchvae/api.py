@@ -1,11 +1,13 @@
-"""Rebuild a PyTorch model from a run folder, and the model operations the commands run.
-Twin: `jaxvae/restore.py` (same names and signatures; `vaecommon.dispatch` picks the twin
+"""The command API of torchvae: rebuild a PyTorch model from a run folder, and the model
+operations the commands run.
+
+Twin: `jaxvae/api.py` (same names and signatures; `scripts/_twins.py` picks the twin
 from the run folder's config.json).
 
 Everything here takes and returns NumPy: images NHWC `(N, H, W, C)` float32 in [0, 1]
 (converted to and from this framework's NCHW tensors at the boundary, so the commands are
 framework-free), latents `(N, D)`. Evaluation and figures use the trainer's own random streams
-(`torchvae.train.stream_generator` of the run's seed at the checkpoint's epoch), so
+(`torchvae.streams.stream_generator` of the run's seed at the checkpoint's epoch), so
 `evaluate_run` on a finished run reproduces the test record the trainer wrote, and
 `run_figure_arrays` the trainer's figures.
 """
@@ -25,8 +27,9 @@ from torchvae import data as data_lib
 from torchvae import figures as tfig
 from torchvae import checkpoint as ckpt_lib
 from torchvae import train as train_lib
+from torchvae.streams import stream_generator
 from torchvae.convert import load_torch_file  # re-exported: the reader of save_torch_file's files
-from vaecommon import dispatch, runs
+from vaecommon import runinfo, runs
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.datasets import Dataset
 from vaecommon.presets import ModelSpec
@@ -71,20 +74,21 @@ def restore(run_dir: str | Path, step: int | None = None) -> Restored:
       RunFolderError: not a run folder, a JAX run, corrupt config, no (such) checkpoint, or a
         checkpoint that does not fit the config's model.
     """
-    record = dispatch.read_run_config(run_dir)
+    record = runinfo.read_run_config(run_dir)
     if record["framework"] != FRAMEWORK:
-        raise dispatch.RunFolderError(f"{run_dir} is a {record['framework']} run; use "
-                                      f"vaecommon.dispatch.load_run, which picks the twin")
-    cfg = dispatch.train_config(record, where=Path(run_dir) / "config.json")
-    step = dispatch.pick_step(run_dir, FRAMEWORK, step)
-    spec = dispatch.spec_of(cfg.model, cfg.model_overrides)
-    trainer = train_lib.Trainer.create(cfg, dispatch.n_train(record, cfg))
+        raise runinfo.RunFolderError(f"{run_dir} is a {record['framework']} run; use "
+                                      f"vaecommon.runinfo.load_run, which picks the twin")
+    cfg = runinfo.train_config(record, where=Path(run_dir) / "config.json")
+    step = runinfo.pick_step(run_dir, ckpt_lib.checkpoint_steps(runs.RunFolder(run_dir).checkpoints),
+                             FRAMEWORK, step)
+    spec = runinfo.spec_of(cfg.model, cfg.model_overrides)
+    trainer = train_lib.Trainer.create(cfg, runinfo.n_train(record, cfg))
     manager = ckpt_lib.CheckpointManager(runs.RunFolder(run_dir).checkpoints,
                                           keep=cfg.keep_checkpoints, read_only=True)
     try:
         payload = manager.restore(trainer, {}, step)  # {}: the RNG streams are not needed here
     except (ValueError, RuntimeError, KeyError) as e:  # load_state_dict raises RuntimeError
-        raise dispatch.RunFolderError(
+        raise runinfo.RunFolderError(
             f"cannot restore checkpoint step {step} from {manager.directory}: {str(e)[:500]} (is "
             "it from a different preset, or a truncated write?)") from None
     trainer.model.eval()
@@ -114,11 +118,11 @@ def load_split(cfg: TrainConfig, split: str = "test", *, dataset: str | None = N
     Raises:
       DataError: missing data; RunFolderError: images of another shape than the model's input.
     """
-    cfg2 = dispatch.data_config(cfg, dataset, data_source, data_dir)
+    cfg2 = runinfo.data_config(cfg, dataset, data_source, data_dir)
     if limit is None:
         limit = cfg.limit_test if split == "test" else cfg.limit_train
-    ds = data_lib.load_dataset(cfg2.dataset, split, limit=limit, **dispatch.data_kwargs(cfg2))
-    dispatch.check_input_shape(cfg, tuple(ds.images.shape[1:]), ds.info)  # NCHW here
+    ds = data_lib.load_dataset(cfg2.dataset, split, limit=limit, **runinfo.data_kwargs(cfg2))
+    runinfo.check_input_shape(cfg, tuple(ds.images.shape[1:]), ds.info)  # NCHW here
     images = ds.images.permute(0, 2, 3, 1).numpy()  # -> NHWC NumPy (the JAX twin: as loaded)
     return Dataset(np.ascontiguousarray(images), ds.labels.numpy().astype(np.int64), ds.info)
 
@@ -186,7 +190,7 @@ def decode(model, z: np.ndarray) -> np.ndarray:
 def run_figure_arrays(restored: Restored, data: Dataset, **kw: Any) -> FigureArrays:
     """What `vaecommon.run_figures.write_run_figures` draws, with the trainer's figures stream
     (the same samples as the figures written at the end of training)."""
-    gen = train_lib.stream_generator(restored.cfg.seed, "figures")
+    gen = stream_generator(restored.cfg.seed, "figures")
     return tfig.figure_arrays(restored.model, _nchw(data.images), data.labels, gen, **kw)
 
 
@@ -218,18 +222,18 @@ def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str
     cfg = resolve(cfg)
     run = runs.RunFolder(workdir)
     if run.config_path.exists() or (run.checkpoints.is_dir() and any(run.checkpoints.iterdir())):
-        raise dispatch.RunFolderError(f"{run.root} already holds a run; choose a new folder")
+        raise runinfo.RunFolderError(f"{run.root} already holds a run; choose a new folder")
     trainer = train_lib.Trainer.create(cfg, cfg.batch_size)
     convert.load_canonical_into(trainer.model, weights)
     run.create()
     # The training streams are saved fresh, so `train` can resume (fine-tune) from this folder.
-    gens = {s: train_lib.stream_generator(cfg.seed, s) for s in ("eps", "binarize")}
+    gens = {s: stream_generator(cfg.seed, s) for s in ("eps", "binarize")}
     ckpt_lib.CheckpointManager(run.checkpoints, keep=cfg.keep_checkpoints).save(
         trainer, epoch=0, generators=gens, config=dataclasses.asdict(cfg))
-    run.write_config(dispatch.config_record(
+    run.write_config(runinfo.config_record(
         cfg, framework=FRAMEWORK, converted_from=converted_from,
         versions=runs.versions("torch", "torchvision", "numpy")))
-    run.write_summary(dispatch.converted_summary(cfg, framework=FRAMEWORK,
+    run.write_summary(runinfo.converted_summary(cfg, framework=FRAMEWORK,
                                                  converted_from=converted_from))
     return run.root
 

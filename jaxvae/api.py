@@ -1,10 +1,12 @@
-"""Rebuild a JAX model from a run folder, and the model operations the commands run.
-Twin: `torchvae/restore.py` (same names and signatures; `vaecommon.dispatch` picks the twin
+"""The command API of jaxvae: rebuild a JAX model from a run folder, and the model
+operations the commands run.
+
+Twin: `torchvae/api.py` (same names and signatures; `scripts/_twins.py` picks the twin
 from the run folder's config.json).
 
 Everything here takes and returns NumPy: images NHWC `(N, H, W, C)` float32 in [0, 1] (the
 twin converts to and from its NCHW tensors), latents `(N, D)`. Evaluation and figures use the
-trainer's own random streams (`jaxvae.train.stream_key` of the run's seed at the checkpoint's
+trainer's own random streams (`jaxvae.streams.stream_key` of the run's seed at the checkpoint's
 epoch), so `evaluate_run` on a finished run reproduces the test record the trainer wrote, and
 `run_figure_arrays` the trainer's figures.
 """
@@ -25,7 +27,8 @@ from jaxvae import convert
 from jaxvae import data as data_lib
 from jaxvae import figures as jfig
 from jaxvae import train as train_lib
-from vaecommon import dispatch, runs
+from jaxvae.streams import stream_key
+from vaecommon import runinfo, runs
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.datasets import Dataset
 from vaecommon.presets import ModelSpec
@@ -70,21 +73,22 @@ def restore(run_dir: str | Path, step: int | None = None) -> Restored:
       RunFolderError: not a run folder, a torch run, corrupt config, no (such) checkpoint, or a
         checkpoint that does not fit the config's model.
     """
-    record = dispatch.read_run_config(run_dir)
+    record = runinfo.read_run_config(run_dir)
     if record["framework"] != FRAMEWORK:
-        raise dispatch.RunFolderError(f"{run_dir} is a {record['framework']} run; use "
-                                      f"vaecommon.dispatch.load_run, which picks the twin")
-    cfg = dispatch.train_config(record, where=Path(run_dir) / "config.json")
-    step = dispatch.pick_step(run_dir, FRAMEWORK, step)
-    spec = dispatch.spec_of(cfg.model, cfg.model_overrides)
-    trainer = train_lib.Trainer.create(cfg, dispatch.n_train(record, cfg))
+        raise runinfo.RunFolderError(f"{run_dir} is a {record['framework']} run; use "
+                                      f"vaecommon.runinfo.load_run, which picks the twin")
+    cfg = runinfo.train_config(record, where=Path(run_dir) / "config.json")
+    step = runinfo.pick_step(run_dir, ckpt_lib.checkpoint_steps(runs.RunFolder(run_dir).checkpoints),
+                             FRAMEWORK, step)
+    spec = runinfo.spec_of(cfg.model, cfg.model_overrides)
+    trainer = train_lib.Trainer.create(cfg, runinfo.n_train(record, cfg))
     template = trainer.init_state(jax.random.key(cfg.seed))
     manager = ckpt_lib.CheckpointManager(runs.RunFolder(run_dir).checkpoints,
                                          keep=cfg.keep_checkpoints, read_only=True)
     try:
         state, meta = manager.restore(template, step)
     except ckpt_lib.CheckpointError as e:
-        raise dispatch.RunFolderError(str(e)) from None
+        raise runinfo.RunFolderError(str(e)) from None
     model = trainer.model_from(state.params, state.rest, train=False)
     return Restored(model, cfg, spec, int(state.step), int(meta.get("epoch", 0)), record,
                     trainer, state)
@@ -112,13 +116,13 @@ def load_split(cfg: TrainConfig, split: str = "test", *, dataset: str | None = N
     Raises:
       DataError: missing data; RunFolderError: images of another shape than the model's input.
     """
-    cfg2 = dispatch.data_config(cfg, dataset, data_source, data_dir)
+    cfg2 = runinfo.data_config(cfg, dataset, data_source, data_dir)
     if limit is None:
         limit = cfg.limit_test if split == "test" else cfg.limit_train
-    ds = data_lib.load_dataset(cfg2.dataset, split, limit=limit, **dispatch.data_kwargs(cfg2))
+    ds = data_lib.load_dataset(cfg2.dataset, split, limit=limit, **runinfo.data_kwargs(cfg2))
     images = np.asarray(ds.images)  # (N, H, W, C): already NHWC in JAX (torch: from NCHW)
     h, w, c = images.shape[1:]
-    dispatch.check_input_shape(cfg, (c, h, w), ds.info)
+    runinfo.check_input_shape(cfg, (c, h, w), ds.info)
     return Dataset(images, np.asarray(ds.labels, np.int64), ds.info)
 
 
@@ -181,7 +185,7 @@ def decode(model, z: np.ndarray) -> np.ndarray:
 def run_figure_arrays(restored: Restored, data: Dataset, **kw: Any) -> FigureArrays:
     """What `vaecommon.run_figures.write_run_figures` draws, with the trainer's figures stream
     (the same samples as the figures written at the end of training)."""
-    key = train_lib.stream_key(jax.random.key(restored.cfg.seed), "figures", 0)
+    key = stream_key(jax.random.key(restored.cfg.seed), "figures", 0)
     return jfig.figure_arrays(restored.model, data.images, data.labels, key, **kw)
 
 
@@ -213,7 +217,7 @@ def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str
     cfg = resolve(cfg)
     run = runs.RunFolder(workdir)
     if run.config_path.exists() or (run.checkpoints.is_dir() and any(run.checkpoints.iterdir())):
-        raise dispatch.RunFolderError(f"{run.root} already holds a run; choose a new folder")
+        raise runinfo.RunFolderError(f"{run.root} already holds a run; choose a new folder")
     model = convert.from_canonical(cfg.model, weights, **cfg.model_overrides)
     trainer = train_lib.Trainer.create(cfg, cfg.batch_size)
     _, params, rest = nnx.split(model, nnx.Param, ...)
@@ -221,9 +225,9 @@ def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str
     run.create()
     ckpt_lib.CheckpointManager(run.checkpoints, keep=cfg.keep_checkpoints).save(
         state, epoch=0, root_key=jax.random.key(cfg.seed), config=dataclasses.asdict(cfg))
-    run.write_config(dispatch.config_record(
+    run.write_config(runinfo.config_record(
         cfg, framework=FRAMEWORK, converted_from=converted_from,
         versions=runs.versions("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")))
-    run.write_summary(dispatch.converted_summary(cfg, framework=FRAMEWORK,
+    run.write_summary(runinfo.converted_summary(cfg, framework=FRAMEWORK,
                                                  converted_from=converted_from))
     return run.root

@@ -1,23 +1,20 @@
-"""Which twin handles a run folder or a weights file. Framework-free; the commands' entry point.
+"""What a run folder or weights file says about itself, framework-free: its config, preset,
+data and checkpoints, read and validated with one clear error per problem.
 
-A run folder written by `jaxvae.train` or `torchvae.train` (or by `scripts/convert.py
---to-run-folder`) names its framework in `config.json`; `twin_of(run)` imports the matching
-`jaxvae.restore` or `torchvae.restore` lazily (the twins have the same public names), so a
-command works on either kind of folder and only imports the framework it needs.
+Which twin then restores the run is the command layer's choice (`scripts/_twins.py`); each twin
+lists its own checkpoints (`checkpoint.checkpoint_steps`), and this module picks among the steps.
 
 Every problem with the input raises `RunFolderError` (a ValueError) whose message says what was
 expected and how to get it: not a directory, no or corrupt config.json, an unknown framework, no
-checkpoint, a checkpoint of the other framework, or a framework that is not installed.
+checkpoint, or a checkpoint step that does not exist.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from vaecommon import config as config_lib
@@ -28,19 +25,17 @@ from vaecommon.runs import RunFolder
 __all__ = [
     "RunFolderError", "FRAMEWORKS", "TORCH_SUFFIXES", "WEIGHT_SUFFIXES",
     # run folders
-    "read_run_config", "train_config", "spec_of", "framework_of", "twin", "twin_of", "load_run",
-    "n_train", "data_kwargs", "data_config", "check_input_shape", "checkpoint_steps",
-    "require_checkpoint", "pick_step", "run_label",
+    "read_run_config", "train_config", "spec_of", "framework_of", "n_train", "data_kwargs",
+    "data_config", "check_input_shape", "pick_step", "run_label",
     # converted weights
     "input_kind", "run_of_step_dir", "config_record", "converted_summary", "meta_for_weights",
-    "config_for_weights", "read_weights_file", "write_weights_file",
+    "config_for_weights", "read_canonical_weights", "write_canonical_weights",
     # output
     "finite_or_str", "dumps",
 ]
 
-FRAMEWORKS = {"jax": "jaxvae.restore", "torch": "torchvae.restore"}
-"""config.json "framework" -> the twin module that restores such a run."""
-_EXTRAS = {"jax": "jax", "torch": "torch"}  # pyproject optional-dependency names
+FRAMEWORKS = ("jax", "torch")
+"""The values of config.json's "framework"."""
 
 TORCH_SUFFIXES = (".pt", ".pth")
 """torch.save files (a state_dict, read with weights_only=True)."""
@@ -117,30 +112,6 @@ def framework_of(run_dir: str | Path) -> str:
     return read_run_config(run_dir)["framework"]
 
 
-def twin(framework: str) -> ModuleType:
-    """`jaxvae.restore` or `torchvae.restore`, imported now (RunFolderError if not installed)."""
-    if framework not in FRAMEWORKS:
-        raise RunFolderError(f"unknown framework {framework!r}; expected one of {sorted(FRAMEWORKS)}")
-    try:
-        return importlib.import_module(FRAMEWORKS[framework])
-    except ImportError as e:
-        raise RunFolderError(
-            f"this needs the {framework} framework, which cannot be imported ({e}); install it "
-            f"with pip install 'jaxvae[{_EXTRAS[framework]}]'"
-        ) from None
-
-
-def twin_of(run_dir: str | Path) -> ModuleType:
-    """The restore twin of the framework that wrote `run_dir`."""
-    return twin(framework_of(run_dir))
-
-
-def load_run(run_dir: str | Path, step: int | None = None):
-    """(model, resolved TrainConfig, ModelSpec) of a run folder of either framework, from its
-    latest checkpoint (or `step`). The model is in eval mode."""
-    return twin_of(run_dir).load_run(run_dir, step)
-
-
 def n_train(record: dict[str, Any], cfg: TrainConfig) -> int:
     """Training-set size the run was built with (it sizes the optimizer's schedule only)."""
     info = (record.get("data") or {}).get("train") or {}
@@ -182,57 +153,25 @@ def check_input_shape(cfg: TrainConfig, chw: tuple[int, int, int], info: Any) ->
             f"but the run's model {cfg.model!r} expects {want}; pick a dataset of that shape")
 
 
-def checkpoint_steps(run_dir: str | Path, framework: str) -> list[int]:
-    """Steps of the complete checkpoints in `<run>/checkpoints` for `framework`, ascending.
+def pick_step(run_dir: str | Path, steps: list[int], framework: str, step: int | None) -> int:
+    """`step` if it is among the run's complete checkpoint `steps` (as the twin's
+    `checkpoint.checkpoint_steps` lists them), else the latest.
 
-    Reads the folder names only (jax: Orbax step directories holding commit_success.txt or
-    _CHECKPOINT_METADATA; torch: step_XXXXXXXXX.pt), so nothing is created or cleaned up.
+    Raises:
+      RunFolderError: no checkpoint at all (naming what is in the folder), or no such step.
     """
     d = RunFolder(run_dir).checkpoints
-    if not d.is_dir():
-        return []
-    if framework == "torch":
-        out = []
-        for p in d.glob("step_*.pt"):
-            try:
-                out.append(int(p.stem.split("_", 1)[1]))
-            except ValueError:
-                continue
-        return sorted(out)
-    return sorted(int(p.name) for p in d.iterdir()
-                  if p.is_dir() and p.name.isdigit() and not p.name.startswith(".")
-                  and ((p / "_CHECKPOINT_METADATA").exists() or (p / "commit_success.txt").exists()))
-
-
-def require_checkpoint(run_dir: str | Path, framework: str) -> list[int]:
-    """`checkpoint_steps`, raising RunFolderError when there is none (naming what is there)."""
-    steps = checkpoint_steps(run_dir, framework)
-    if steps:
-        return steps
-    d = RunFolder(run_dir).checkpoints
-    other = "torch" if framework == "jax" else "jax"
-    if checkpoint_steps(run_dir, other):
+    if not steps:
+        found = sorted(p.name for p in d.iterdir())[:5] if d.is_dir() else []
         raise RunFolderError(
-            f"{d} holds {other} checkpoints but {Path(run_dir) / 'config.json'} says framework "
-            f"{framework!r}: the folder mixes two runs; train into a fresh folder"
-        )
-    found = sorted(p.name for p in d.iterdir())[:5] if d.is_dir() else []
-    raise RunFolderError(
-        f"no {framework} checkpoint in {d}"
-        + (f" (found only {found})" if found else " (the folder is missing or empty)")
-        + "; train it (scripts/train.py --workdir ...) or make one with scripts/convert.py "
-        "--to-run-folder"
-    )
-
-
-def pick_step(run_dir: str | Path, framework: str, step: int | None) -> int:
-    """`step` if a checkpoint of it exists, else the latest; RunFolderError listing the steps."""
-    steps = require_checkpoint(run_dir, framework)
+            f"no {framework} checkpoint in {d}"
+            + (f" (found only {found})" if found else " (the folder is missing or empty)")
+            + "; train it (scripts/train.py --workdir ...) or make one with scripts/convert.py "
+            "--to-run-folder")
     if step is None:
         return steps[-1]
     if step not in steps:
-        raise RunFolderError(f"no checkpoint for step {step} in {RunFolder(run_dir).checkpoints}; "
-                             f"available steps: {steps}")
+        raise RunFolderError(f"no checkpoint for step {step} in {d}; available steps: {steps}")
     return int(step)
 
 
@@ -327,22 +266,14 @@ def config_for_weights(meta: dict[str, Any], model: str | None, overrides: dict[
         raise RunFolderError(f"bad configuration in the weights' metadata: {e}") from None
 
 
-def read_weights_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(canonical weights, metadata) of a torch state_dict file or a canonical weights file.
-
-    A .pt/.pth file is read by `torchvae.convert.load_torch_file` (torch.load with
-    weights_only=True; torch is imported only then); its metadata is empty.
+def read_canonical_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(canonical weights, metadata) of a .safetensors/.npz canonical weights file.
 
     Raises:
-      RunFolderError: not a weights file (or torch missing); WeightsFileError: unreadable file.
+      RunFolderError: corrupt metadata; WeightsFileError: unreadable file.
     """
     from vaecommon import weights as wlib
 
-    kind = input_kind(path)
-    if kind == "torch":
-        return twin("torch").load_torch_file(path), {}
-    if kind != "canonical":
-        raise RunFolderError(f"{path} is a run folder, not a weights file")
     weights, md = wlib.load_weights(path)
     try:
         meta = json.loads(md.get("meta") or "{}")
@@ -351,19 +282,11 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
     return weights, meta if isinstance(meta, dict) else {}
 
 
-def write_weights_file(path: str | Path, weights: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write weights in the format the suffix names: .pt/.pth a torch state_dict (needs torch),
-    .safetensors/.npz canonical weights with `meta` as JSON metadata (what
-    `read_weights_file` reads)."""
+def write_canonical_weights(path: str | Path, weights: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Canonical weights with `meta` as JSON metadata (what `read_canonical_weights` reads)."""
     from vaecommon import weights as wlib
 
-    p = Path(path)
-    if p.suffix in TORCH_SUFFIXES:
-        return twin("torch").save_torch_file(p, weights)
-    if p.suffix in WEIGHT_SUFFIXES:
-        return wlib.save_weights(p, weights, metadata={"meta": json.dumps(meta)})
-    raise RunFolderError(f"{p}: unknown weights suffix {p.suffix!r}; use {TORCH_SUFFIXES} (torch "
-                         f"state_dict) or {WEIGHT_SUFFIXES} (canonical weights)")
+    return wlib.save_weights(Path(path), weights, metadata={"meta": json.dumps(meta)})
 
 
 def finite_or_str(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Unit tests of `vaecommon.dispatch` on hand-made run folders (no framework is imported)."""
+"""Unit tests of `vaecommon.runinfo` on hand-made run folders (no framework is imported)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from vaecommon import dispatch
+from vaecommon import runinfo
 from vaecommon.config import TrainConfig, resolve
-from vaecommon.dispatch import RunFolderError
+from vaecommon.runinfo import RunFolderError
 
 
 def make_run(root, framework="jax", **cfg_changes):
@@ -25,26 +25,26 @@ def make_run(root, framework="jax", **cfg_changes):
 
 
 def test_import_needs_no_framework():
-    code = ("import sys, vaecommon.dispatch\n"
+    code = ("import sys, vaecommon.runinfo\n"
             "assert not [m for m in ('jax', 'torch', 'jaxvae', 'torchvae') if m in sys.modules]")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
 
 def test_read_run_config_accepts_a_run_and_names_every_problem(tmp_path):
-    rec = dispatch.read_run_config(make_run(tmp_path / "ok", "torch"))
+    rec = runinfo.read_run_config(make_run(tmp_path / "ok", "torch"))
     assert rec["framework"] == "torch"
-    assert dispatch.train_config(rec).model == "pytorch_examples"
-    assert dispatch.n_train(rec, dispatch.train_config(rec)) == 256
+    assert runinfo.train_config(rec).model == "pytorch_examples"
+    assert runinfo.n_train(rec, runinfo.train_config(rec)) == 256
 
     with pytest.raises(RunFolderError, match="does not exist"):
-        dispatch.read_run_config(tmp_path / "missing")
+        runinfo.read_run_config(tmp_path / "missing")
     (tmp_path / "w.pt").write_bytes(b"x")
     with pytest.raises(RunFolderError, match="is a file, not a run folder.*--to-run-folder"):
-        dispatch.read_run_config(tmp_path / "w.pt")
+        runinfo.read_run_config(tmp_path / "w.pt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunFolderError, match="not a run folder: no config.json"):
-        dispatch.read_run_config(tmp_path / "empty")
+        runinfo.read_run_config(tmp_path / "empty")
     bad = tmp_path / "bad"
     bad.mkdir()
     for text, msg in [('{"config": ', "corrupt config JSON"),
@@ -56,91 +56,76 @@ def test_read_run_config_accepts_a_run_and_names_every_problem(tmp_path):
                        "unknown model preset 'nope'; valid presets: pytorch_examples")]:
         (bad / "config.json").write_text(text)
         with pytest.raises(RunFolderError, match=msg):
-            dispatch.read_run_config(bad)
+            runinfo.read_run_config(bad)
 
 
-def test_checkpoint_steps_and_pick_step(tmp_path):
+def test_pick_step(tmp_path):
     run = make_run(tmp_path / "r", "jax")
     with pytest.raises(RunFolderError, match="no jax checkpoint in .*missing or empty"):
-        dispatch.pick_step(run, "jax", None)
-    ck = run / "checkpoints"
-    for step in (8, 16):
-        (ck / str(step)).mkdir(parents=True)
-        (ck / str(step) / "commit_success.txt").write_text("")
-    (ck / "24.orbax-checkpoint-tmp-1").mkdir()  # an unfinished save is not a checkpoint
-    (ck / "32").mkdir()  # no commit marker: not finished either
-    assert dispatch.checkpoint_steps(run, "jax") == [8, 16]
-    assert dispatch.pick_step(run, "jax", None) == 16
-    assert dispatch.pick_step(run, "jax", 8) == 8
+        runinfo.pick_step(run, [], "jax", None)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step_000000003.pt").write_bytes(b"")
+    with pytest.raises(RunFolderError, match=r"no jax checkpoint in .*found only \['step_000000003.pt'\]"):
+        runinfo.pick_step(run, [], "jax", None)
+    assert runinfo.pick_step(run, [8, 16], "jax", None) == 16
+    assert runinfo.pick_step(run, [8, 16], "jax", 8) == 8
     with pytest.raises(RunFolderError, match=r"available steps: \[8, 16\]"):
-        dispatch.pick_step(run, "jax", 9)
-    with pytest.raises(RunFolderError, match="holds jax checkpoints but .* says framework 'torch'"):
-        dispatch.pick_step(run, "torch", None)
-
-    trun = make_run(tmp_path / "t", "torch")
-    (trun / "checkpoints").mkdir()
-    for step in (3, 12):
-        (trun / "checkpoints" / f"step_{step:09d}.pt").write_bytes(b"")
-    (trun / "checkpoints" / ".step_000000015.pt.tmp").write_bytes(b"")
-    assert dispatch.checkpoint_steps(trun, "torch") == [3, 12]
-    assert dispatch.checkpoint_steps(trun, "jax") == []
+        runinfo.pick_step(run, [8, 16], "jax", 9)
 
 
 def test_input_kind(tmp_path):
     run = make_run(tmp_path / "r")
     (run / "checkpoints" / "8").mkdir(parents=True)
-    assert dispatch.input_kind(run) == "run"
-    assert dispatch.input_kind(run / "checkpoints" / "8") == "run"
-    assert dispatch.run_of_step_dir(run / "checkpoints" / "8") == (run, 8)
+    assert runinfo.input_kind(run) == "run"
+    assert runinfo.input_kind(run / "checkpoints" / "8") == "run"
+    assert runinfo.run_of_step_dir(run / "checkpoints" / "8") == (run, 8)
     for name, kind in [("a.pt", "torch"), ("a.pth", "torch"), ("a.safetensors", "canonical"),
                        ("a.npz", "canonical")]:
         (tmp_path / name).write_bytes(b"x")
-        assert dispatch.input_kind(tmp_path / name) == kind
+        assert runinfo.input_kind(tmp_path / name) == kind
     (tmp_path / "a.bin").write_bytes(b"x")
     with pytest.raises(RunFolderError, match="unknown weights file type '.bin'"):
-        dispatch.input_kind(tmp_path / "a.bin")
+        runinfo.input_kind(tmp_path / "a.bin")
     (tmp_path / "plain").mkdir()
     with pytest.raises(RunFolderError, match="without config.json"):
-        dispatch.input_kind(tmp_path / "plain")
+        runinfo.input_kind(tmp_path / "plain")
 
 
 def test_config_for_weights():
     with pytest.raises(RunFolderError, match="pass --model PRESET .*valid presets: pytorch_examples"):
-        dispatch.config_for_weights({}, None, {})
-    cfg = dispatch.config_for_weights({}, "conv_vae", {"latent_dim": 2})
+        runinfo.config_for_weights({}, None, {})
+    cfg = runinfo.config_for_weights({}, "conv_vae", {"latent_dim": 2})
     assert cfg.model == "conv_vae" and cfg.model_overrides == {"latent_dim": 2}
     assert cfg.lr == 1e-3  # resolved from the preset
-    meta = dispatch.meta_for_weights(resolve(TrainConfig(model="leaky_vae", seed=7,
+    meta = runinfo.meta_for_weights(resolve(TrainConfig(model="leaky_vae", seed=7,
                                                          model_overrides={"latent_dim": 3})),
                                      converted_from="x.pt")
     meta = json.loads(json.dumps(meta))  # as stored in the file
-    again = dispatch.config_for_weights(meta, None, {})
+    again = runinfo.config_for_weights(meta, None, {})
     assert (again.model, again.seed, again.model_overrides) == ("leaky_vae", 7, {"latent_dim": 3})
-    assert dispatch.config_for_weights(meta, None, {"latent_dim": 4}).model_overrides == {
+    assert runinfo.config_for_weights(meta, None, {"latent_dim": 4}).model_overrides == {
         "latent_dim": 4}
-    assert dispatch.config_for_weights(meta, "simple_vae", {}).model_overrides == {}
+    assert runinfo.config_for_weights(meta, "simple_vae", {}).model_overrides == {}
     with pytest.raises(RunFolderError, match="unknown override"):
-        dispatch.config_for_weights({}, "conv_vae", {"latnet_dim": 2})
+        runinfo.config_for_weights({}, "conv_vae", {"latnet_dim": 2})
     with pytest.raises(RunFolderError, match="unknown model preset 'nope'"):
-        dispatch.config_for_weights({}, "nope", {})
+        runinfo.config_for_weights({}, "nope", {})
 
 
 def test_data_config_and_shape_check():
     cfg = resolve(TrainConfig(data_source="embedded", data_dir="/x"))
-    assert dispatch.data_config(cfg) is cfg
-    new = dispatch.data_config(cfg, "fashion_mnist")
+    assert runinfo.data_config(cfg) is cfg
+    new = runinfo.data_config(cfg, "fashion_mnist")
     assert (new.dataset, new.data_source, new.data_dir) == ("fashion_mnist", "auto", None)
-    assert dispatch.data_config(cfg, data_dir="/y").data_dir == "/y"
-    assert dispatch.data_kwargs(resolve(TrainConfig(binarization="dynamic")))["binarization"] == "none"
-    dispatch.check_input_shape(cfg, (1, 28, 28), None)
+    assert runinfo.data_config(cfg, data_dir="/y").data_dir == "/y"
+    assert runinfo.data_kwargs(resolve(TrainConfig(binarization="dynamic")))["binarization"] == "none"
+    runinfo.check_input_shape(cfg, (1, 28, 28), None)
     with pytest.raises(RunFolderError, match=r"shape \(3, 64, 64\) \(C, H, W\) but .* \(1, 28, 28\)"):
-        dispatch.check_input_shape(cfg, (3, 64, 64), None)
+        runinfo.check_input_shape(cfg, (3, 64, 64), None)
 
 
-def test_twin_errors_and_dumps():
-    with pytest.raises(RunFolderError, match="unknown framework 'tf'"):
-        dispatch.twin("tf")
-    text = dispatch.dumps({"loss": float("nan"), "kl_per_dim": [0.5, float("inf")], "n": 3,
+def test_dumps():
+    text = runinfo.dumps({"loss": float("nan"), "kl_per_dim": [0.5, float("inf")], "n": 3,
                            "data": {"a": [1, 2]}})
     assert '"kl_per_dim": [0.5, "inf"]' in text
     back = json.loads(text)

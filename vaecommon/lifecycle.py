@@ -1,0 +1,424 @@
+"""The life of a training run, written once for both trainers. Framework-free.
+
+`jaxvae.train.train_and_evaluate` and `torchvae.train.train_and_evaluate` each keep what only
+their framework can do (the step, the epoch, evaluation); everything around the epochs lives
+here and is called by both at the same places:
+
+- members: a run is a list of members (one for a plain run, N for a sweep), each with its own
+  resolved config and run folder (`member_configs`, `member_folders`);
+- ownership: one trainer per folder (`RunLock`, an OS-level lock), and a folder written by the
+  other framework or for another preset is refused before anything in it is touched
+  (`check_owner`); `--no-resume` moves an old run aside instead of mixing with it (`set_aside`);
+- the records of an epoch (`epoch_records`), which raises `NonFiniteLossError` before anything
+  non-finite is written or saved;
+- the cadence of evaluation, checkpoints and figures (`due`);
+- the post-processing of evaluation sums into test metrics (`test_metrics`);
+- signals (`Interrupt`), progress (`Progress`), config.json (`run_record`) and summary.md
+  (`write_summary`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from vaecommon import runs
+from vaecommon.config import TrainConfig, resolve
+
+__all__ = [
+    "NonFiniteLossError", "RunOwnershipError", "SWEEPABLE_CONFIG", "member_configs", "member_label",
+    "member_folders", "RunLock", "check_owner", "set_aside", "run_record", "due", "epoch_records",
+    "pad_batches", "test_metrics", "check_finite", "last_record", "versions", "Interrupt", "Progress", "finish",
+    "write_sweep_summary", "result",
+]
+
+versions = runs.versions
+
+SWEEPABLE_CONFIG = ("seed", "lr")
+"""TrainConfig fields a sweep may vary (besides float objective parameters)."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a non-finite loss or state; the message names the epoch and step and
+    the newest checkpoint that is intact. Both frameworks raise this one type."""
+
+
+class RunOwnershipError(ValueError):
+    """The run folder belongs to another run: locked by a live trainer, or written by another
+    framework or for another preset."""
+
+
+# --------------------------------------------------------------------------------------------
+# Members
+
+
+def member_configs(cfg: TrainConfig, sweep: dict[str, list] | None = None
+                   ) -> tuple[list[TrainConfig], list[str]]:
+    """The resolved config of each member and the names of the swept objective parameters.
+
+    A plain run (`sweep` None) is one member. Value lists of a sweep are zipped.
+
+    Raises:
+      ValueError: empty or unequal value lists, or a parameter that cannot be swept.
+    """
+    if sweep is None:
+        return [resolve(cfg)], []
+    if not sweep:
+        raise ValueError("a sweep needs at least one NAME=V1,V2,... entry")
+    lengths = {k: len(v) for k, v in sweep.items()}
+    if len(set(lengths.values())) != 1 or 0 in lengths.values():
+        raise ValueError(f"sweep value lists must be non-empty and of equal length, got {lengths}")
+    obj_keys = [k for k in sweep if k not in SWEEPABLE_CONFIG]
+    for k in obj_keys:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sweep[k]):
+            raise ValueError(
+                f"cannot sweep {k!r}: only seed, lr and float objective parameters can be swept "
+                f"inside one compiled program (got values {sweep[k]})")
+    out = []
+    for i in range(next(iter(lengths.values()))):
+        changes: dict[str, Any] = {}
+        params = dict(cfg.objective_params)
+        for k, vals in sweep.items():
+            if k == "seed":
+                changes["seed"] = int(vals[i])
+            elif k == "lr":
+                changes["lr"] = float(vals[i])
+            else:
+                params[k] = float(vals[i])
+        out.append(resolve(cfg.replace(objective_params=params, **changes)))
+    return out, obj_keys
+
+
+def member_label(cfg: TrainConfig, sweep: dict[str, list]) -> str:
+    """'seed=1,beta=4.0': what distinguishes a member in tables and legends."""
+    return ",".join(f"{k}={getattr(cfg, k) if k in SWEEPABLE_CONFIG else cfg.objective_params[k]}"
+                    for k in sweep)
+
+
+def member_folders(workdir: str | Path, n: int) -> list[runs.RunFolder]:
+    """The run folder of each member: `workdir` itself for one member, `workdir/member_<i>` for
+    a sweep (every command that reads a run folder works on a member)."""
+    if n == 1:
+        return [runs.RunFolder(workdir)]
+    return [runs.RunFolder(Path(workdir) / f"member_{i}") for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------
+# Ownership
+
+
+class RunLock:
+    """An exclusive OS-level lock (`fcntl.flock`) on `<folder>/.lock` while a trainer writes.
+
+    The lock dies with its process (even after SIGKILL), so a stale lock never blocks a resume.
+    Read-only commands do not take it.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunOwnershipError(
+                f"{self.path.parent} is being trained by another process (PID {holder}); wait "
+                "for it, stop it, or use another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
+def check_owner(folder: runs.RunFolder, cfg: TrainConfig, framework: str) -> None:
+    """Refuse a folder that holds a run of another framework or preset (nothing is touched).
+
+    Raises:
+      RunOwnershipError: naming the folder's framework/preset and what to do.
+    """
+    if not folder.config_path.exists():
+        return
+    try:
+        record = folder.read_config()
+    except ValueError as e:
+        raise RunOwnershipError(f"{e}; refusing to train into a folder whose config.json cannot "
+                                "be read (move it away or use another --workdir)") from None
+    fw = record.get("framework")
+    model = (record.get("config") or {}).get("model")
+    if fw != framework or model != cfg.model:
+        raise RunOwnershipError(
+            f"{folder.root} holds a {fw} run of preset {model!r}; this is a {framework} run of "
+            f"{cfg.model!r}: use another --workdir (nothing in the folder was touched)")
+
+
+def set_aside(folder: runs.RunFolder) -> Path | None:
+    """Move an existing run folder to `<name>.replaced-<YYYYmmdd-HHMMSS>` beside it (what
+    `--no-resume` does: the old run stays on disk, invisible to the commands). Returns the new
+    path, or None when there was nothing to move."""
+    root = folder.root
+    if not root.exists() or not any(root.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = root.with_name(f"{root.name}.replaced-{stamp}")
+    i = 1
+    while dest.exists():
+        dest = root.with_name(f"{root.name}.replaced-{stamp}-{i}")
+        i += 1
+    os.replace(root, dest)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+def run_record(cfg: TrainConfig, spec, train_ds, test_ds, *, framework: str, devices: Sequence[str],
+               versions: dict[str, str], sweep: dict[str, list] | None = None) -> dict[str, Any]:
+    """The config.json record of a run folder (sweep members add their "sweep")."""
+    record = {"config": dataclasses.asdict(cfg), "spec": dataclasses.asdict(spec),
+              "framework": framework, "devices": list(devices),
+              "data": {"train": train_ds.info._asdict(), "test": test_ds.info._asdict()},
+              "versions": versions}
+    if sweep:
+        record["sweep"] = {k: [str(v) for v in vals] for k, vals in sweep.items()}
+    return record
+
+
+def due(every: int, epoch: int, final: bool) -> bool:
+    """Whether a cadence of `every` epochs (0: only at the end) fires after 0-based `epoch`."""
+    return final or bool(every and (epoch + 1) % every == 0)
+
+
+def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_size: int,
+                  seconds: float, last_checkpoint: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One finished epoch's metrics records: a "batch" record per step, then the "train" record
+    (each term's mean over the epoch's batches, time, examples/s). Returns (records, train record).
+
+    `terms` holds each logged term per step of the epoch (host arrays), `step` the step count at its
+    end, `epoch` its 0-based index, `last_checkpoint` the newest finite checkpoint (for the error).
+
+    Raises:
+      NonFiniteLossError: naming the first non-finite step; nothing of the epoch is written.
+    """
+    loss = np.asarray(terms["loss"], np.float64)
+    n = len(loss)
+    first = step - n + 1
+    if not np.all(np.isfinite(loss)):
+        bad = int(np.argmax(~np.isfinite(loss)))
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch + 1}, step {first + bad}; {last_checkpoint}. Try a "
+            "lower --lr, --logvar-clamp 10, or --grad-clip 1.0")
+    records = [{"type": "batch", "step": first + i, "epoch": epoch + (i + 1) / n,
+                **{k: float(v[i]) for k, v in terms.items()}} for i in range(n)]
+    train_record = {"type": "train", "epoch": epoch + 1, "step": step,
+                    **{k: float(np.mean(v)) for k, v in terms.items()},
+                    "time_s": seconds, "examples_per_s": n * batch_size / max(seconds, 1e-9)}
+    return records + [train_record], train_record
+
+
+def pad_batches(images: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xs (nb, batch, ...), masks (nb, batch)): `images` padded with zeros to whole batches and
+    the mask that is 1 for real examples, so every example counts exactly once."""
+    images = np.asarray(images)
+    n = images.shape[0]
+    nb = -(-n // batch)
+    mask = np.zeros((nb * batch,), np.float32)
+    mask[:n] = 1.0
+    if nb * batch > n:
+        images = np.concatenate([images, np.zeros((nb * batch - n,) + images.shape[1:], images.dtype)])
+    return images.reshape((nb, batch) + images.shape[1:]), mask.reshape(nb, batch)
+
+
+def test_metrics(sums: dict[str, Any], n: int) -> dict[str, Any]:
+    """Test metrics from evaluation sums over `n` examples.
+
+    `sums` holds "loss", "recon", "kl" (sums over examples), and (D,) sums "kl_per_dim",
+    "mean_sum" and "mean_sq" of the per-dimension KL and of the posterior mean and its square.
+    Returns loss (-ELBO, nats/example), recon, kl, kl_per_dim (list) and active_units (Burda et
+    al.: Var_x E_q[z_d] > 0.01).
+    """
+    res: dict[str, Any] = {k: float(sums[k]) / n for k in ("loss", "recon", "kl")}
+    res["kl_per_dim"] = [float(v) for v in np.asarray(sums["kl_per_dim"], np.float64) / n]
+    mean = np.asarray(sums["mean_sum"], np.float64) / n
+    var = np.asarray(sums["mean_sq"], np.float64) / n - mean**2
+    res["active_units"] = int(np.sum(var > 0.01))
+    if not all(np.isfinite(res[k]) for k in ("loss", "recon", "kl")):
+        res["nonfinite"] = True
+    return res
+
+
+def check_finite(ok: bool, what: str, epoch: int, step: int, newest_checkpoint: str) -> None:
+    """The divergence guard beyond the loss: raise unless `what` (the parameters after an epoch,
+    the test metrics) is finite, before anything of the epoch is saved.
+
+    Raises:
+      NonFiniteLossError: naming what, the epoch, the step and the newest intact checkpoint.
+    """
+    if not ok:
+        raise NonFiniteLossError(
+            f"non-finite {what} at epoch {epoch + 1}, step {step}; {newest_checkpoint}. Try a "
+            "lower --lr, --logvar-clamp 10, or --grad-clip 1.0")
+
+
+def last_record(folder: runs.RunFolder, kind: str) -> dict[str, Any]:
+    """The last record of type `kind` in the folder's metrics.jsonl ({} if none)."""
+    if not folder.metrics_path.exists():
+        return {}
+    recs = [r for r in folder.metrics() if r.get("type") == kind]
+    return recs[-1] if recs else {}
+
+
+# --------------------------------------------------------------------------------------------
+# Signals and progress
+
+
+class Interrupt:
+    """SIGINT/SIGTERM: finish the current epoch, checkpoint, exit (a second signal: at once).
+
+    Installs its handlers only on the main thread (elsewhere a run cannot be signalled and the
+    handlers are left alone). `signum` is the first signal received, for the exit status.
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+        self.requested = False
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "Interrupt":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+        print(f"\n[{self.label}] signal {signum}: finishing the epoch, saving a checkpoint, then "
+              "exiting (send again to stop at once)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Progress:
+    """A tqdm bar over optimizer steps (disabled: every method is a no-op)."""
+
+    def __init__(self, enabled: bool, *, total: int, initial: int):
+        self.bar = None
+        self.last = initial
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                            mininterval=1.0, desc="train")
+
+    def step(self, step, loss) -> None:
+        """Advance to optimizer step `step` (arrays: a sweep's members share the step)."""
+        if self.bar is None:
+            return
+        step = int(np.max(step))
+        if step > self.last:
+            self.bar.update(step - self.last)
+            self.last = step
+        self.bar.set_postfix(loss=f"{float(np.mean(loss)):.3f}", refresh=False)
+
+    def epoch_done(self, epoch: int, trains: Sequence[dict], tests: Sequence[dict]) -> None:
+        if self.bar is None:
+            return
+        self.step(max(t["step"] for t in trains), [t["loss"] for t in trains])
+        post = {"epoch": epoch, "loss": " ".join(f"{t['loss']:.3f}" for t in trains),
+                "ex/s": f"{sum(t['examples_per_s'] for t in trains) / len(trains):.0f}"}
+        if tests and all(t.get("epoch") == epoch for t in tests):
+            post["test"] = " ".join(f"{t['loss']:.3f}" for t in tests)
+        self.bar.set_postfix(post)
+
+    def note(self, text: str) -> None:
+        """A line above the bar (or on stderr without one)."""
+        if self.bar is None:
+            print(text, file=sys.stderr)
+        else:
+            self.bar.write(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries
+
+
+def finish(folder: runs.RunFolder, cfg: TrainConfig, spec, data_info, train: dict, test: dict,
+           wall_s: float, *, trained: bool, framework: str, versions: dict[str, str],
+           figures: Callable[[], Any]) -> None:
+    """Complete a run folder whose last epoch is done; idempotent.
+
+    After training (`trained`), writes summary.md (the figures of the final epoch are already
+    written). A rerun of a finished run changes nothing, unless the run was killed after its last
+    checkpoint and before its summary: then the figures and the summary are written now (the wall
+    time is the sum of the recorded epoch times).
+    """
+    from vaecommon.summary import render_summary
+
+    if not trained:
+        if folder.summary_path.exists():
+            return
+        figures()
+        wall_s = sum(r.get("time_s", 0.0) for r in folder.metrics() if r.get("type") == "train")
+    folder.write_summary(render_summary(
+        framework=framework, cfg=dataclasses.asdict(cfg), spec=dataclasses.asdict(spec),
+        data=data_info._asdict(), train=train, test=test, wall_s=wall_s, versions=versions))
+
+
+def result(trains: Sequence[dict], tests: Sequence[dict], wall_s: float,
+           signum: int | None) -> dict[str, Any]:
+    """What `train_and_evaluate` returns: the (first) member's final test metrics with "train",
+    "wall_s", "members" (a sweep) and "interrupted" (the signal that stopped the run)."""
+    out = {"train": trains[0], **{k: v for k, v in tests[0].items() if k != "type"},
+           "wall_s": wall_s}
+    if len(trains) > 1:
+        out["members"] = [{"train": t, **te} for t, te in zip(trains, tests)]
+    if signum is not None:
+        out["interrupted"] = int(signum)
+    return out
+
+
+def write_sweep_summary(workdir: str | Path, cfgs: Sequence[TrainConfig], folders, sweep: dict,
+                        wall_s: float, *, framework: str) -> None:
+    """`<workdir>/summary.md` and `figures/sweep_curves.png` comparing a sweep's members."""
+    from vaecommon import figures as plots  # TODO(split)
+
+    root = runs.RunFolder(workdir)
+    member_runs = {f"member_{i} " + member_label(c, sweep): f.metrics()
+                   for i, (c, f) in enumerate(zip(cfgs, folders))}
+    plots.plot_sweep_curves(member_runs, root.figures / "sweep_curves.png")
+    root.write_summary(f"# Sweep of `{cfgs[0].model}` ({len(cfgs)} members, {framework})\n\n"
+                       f"wall time {wall_s:.1f} s\n\n{plots.sweep_table(member_runs)}\n")
