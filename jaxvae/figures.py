@@ -75,10 +75,12 @@ def figure_arrays(model, images, labels, key: jax.Array, *, n_samples: int = 64,
     )
 
 
-def write_run_figures(run, trainer, state, test_ds, root_key, *, cfg=None, **kw: Any):
+def write_run_figures(run, trainer, state, test_ds, root_key, *, cfg=None, board=None, step: int = 0,
+                      **kw: Any):
     """Figures of a JAX run at its current state into run.figures (`cfg`: the member's config,
-    default the trainer's)."""
+    default the trainer's; `board`: also log the images to TensorBoard at `step`)."""
     model = trainer.model_from(state.params, state.rest, train=False)
     arrays = figure_arrays(model, test_ds.images, test_ds.labels,
                            stream_key(root_key, "figures", 0), **kw)
-    return _write(run, model.spec, dataclasses.asdict(cfg or trainer.cfg), arrays)
+    return _write(run, model.spec, dataclasses.asdict(cfg or trainer.cfg), arrays, board=board,
+                  step=step)

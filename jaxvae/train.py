@@ -43,6 +43,7 @@ from vaecommon import lifecycle
 from vaecommon.config import TrainConfig, check_resumable, resolve
 from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
+from vaecommon.tensorboard import Board
 from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
 from vaecommon.validate import check_training_images
 
@@ -570,7 +571,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             for f in folders:
                 f.metrics_path.unlink(missing_ok=True)  # records without a checkpoint: a killed start
         devices = [str(d) for d in jax.devices()][: (mesh.size if mesh is not None else 1)]
-        for f, c in zip(folders, cfgs):
+        finished = start_epoch >= base.epochs  # a rerun of a finished run rewrites nothing
+        boards = [stack.enter_context(contextlib.closing(Board(f.root, purge_step=step + 1,
+                                                               enabled=not finished)))
+                  for f, step in zip(folders, [int(s.step) for s in states])]
+        for f, c in zip(folders, cfgs) if not finished else ():
             f.write_config(lifecycle.run_record(c, spec, train_ds, test_ds, framework=FRAMEWORK,
                                                 devices=devices, versions=lifecycle.versions(*VERSIONS),
                                                 sweep=sweep))
@@ -619,10 +624,12 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                                            trains[i]["step"], _newest_checkpoint(managers))
                     records[i].append(tests[i])
                 f.append_metrics(records[i])
+                boards[i].records(records[i])
                 if lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested:
                     _save_checkpoint(managers[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
                 if lifecycle.due(c.figures_every, epoch, final):
-                    figures_lib.write_run_figures(f, trainer, s_i, test_ds, roots[i], cfg=c)
+                    figures_lib.write_run_figures(f, trainer, s_i, test_ds, roots[i], cfg=c,
+                                                  board=boards[i], step=trains[i]["step"])
             bar.epoch_done(epoch + 1, trains, tests)
             if on_epoch is not None:
                 on_epoch(epoch + 1, state)
@@ -633,10 +640,10 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         if not interrupt.requested:
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 lifecycle.finish(f, c, spec, train_ds.info, trains[i], tests[i], wall,
-                                 trained=start_epoch < base.epochs, framework=FRAMEWORK,
+                                 trained=not finished, framework=FRAMEWORK,
                                  versions=lifecycle.versions(*VERSIONS),
                                  figures=lambda f=f, c=c, i=i: figures_lib.write_run_figures(
                                      f, trainer, _member(state, i, n), test_ds, roots[i], cfg=c))
-            if n > 1 and start_epoch < base.epochs:
+            if n > 1 and not finished:
                 lifecycle.write_sweep_summary(workdir, cfgs, folders, sweep, wall, framework=FRAMEWORK)
     return lifecycle.result(trains, tests, wall, interrupt.signum)

@@ -103,7 +103,9 @@ def user_errors(p: argparse.ArgumentParser) -> Iterator[None]:
         if os.environ.get("JAXVAE_TRACEBACK"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        p.error(" ".join(str(msg).split()) if len(str(msg)) < 2000 else str(msg)[:2000])
+        msg = " ".join(str(msg).split()) if len(str(msg)) < 2000 else str(msg)[:2000]
+        print(f"{p.prog}: error: {msg}", file=sys.stderr)  # one line: no usage for a bad value
+        sys.exit(2)
 
 
 def say(text: str) -> None:

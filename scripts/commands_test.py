@@ -401,7 +401,7 @@ def test_errors_are_clear(runs, tmp_path, capsys):
     record = json.loads((mixed / "config.json").read_text())
     (mixed / "config.json").write_text(json.dumps({**record, "framework": "torch"}))
     err = expect_error(capsys, "evaluate", mixed)
-    assert "holds jax checkpoints but" in err and "says framework 'torch'" in err
+    assert "no torch checkpoint in" in err and "found only ['8']" in err
 
     assert "available steps: [8]" in expect_error(capsys, "evaluate", runs["torch"], "--step", 3)
     err = expect_error(capsys, "convert", pt, "--model", "no_such_preset")

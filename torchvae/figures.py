@@ -82,8 +82,10 @@ def figure_arrays(model, images, labels, generator: torch.Generator, *, n_sample
     )
 
 
-def write_run_figures(run, trainer, test_ds, *, seed: int, **kw: Any):
-    """Figures of a torch run at its current state into run.figures."""
+def write_run_figures(run, trainer, test_ds, *, seed: int, board=None, step: int = 0, **kw: Any):
+    """Figures of a torch run at its current state into run.figures (`board`: also log the
+    images to TensorBoard at `step`)."""
     arrays = figure_arrays(trainer.model, test_ds.images, test_ds.labels,
                            stream_generator(seed, "figures"), **kw)
-    return _write(run, trainer.model.spec, dataclasses.asdict(trainer.cfg), arrays)
+    return _write(run, trainer.model.spec, dataclasses.asdict(trainer.cfg), arrays, board=board,
+                  step=step)

@@ -92,8 +92,18 @@ def as_nhwc(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
 
 
 def write_run_figures(run: RunFolder, spec: ModelSpec, cfg: dict[str, Any],
-                      arrays: FigureArrays, *, which: tuple[str, ...] | None = None) -> list[Path]:
-    """Write the run's figures into run.figures; returns the written paths."""
+                      arrays: FigureArrays, *, which: tuple[str, ...] | None = None,
+                      board: Any = None, step: int = 0) -> list[Path]:
+    """Write the run's figures into run.figures; returns the written paths.
+
+    `board` (a `vaecommon.tensorboard.Board`): also log the reconstructions (originals over
+    reconstructions) and the samples as TensorBoard images at `step`.
+    """
+    if board is not None:
+        board.images("reconstructions", np.concatenate([arrays.originals, arrays.reconstructions]),
+                     step)
+        if spec.is_vae:
+            board.images("samples", arrays.samples, step)
     figs = run.figures
     figs.mkdir(parents=True, exist_ok=True)
     todo = set(which or FIGURE_FILES)

@@ -165,7 +165,10 @@ class RunFolder:
         """Drop records past `after_step` (used when resuming from an older checkpoint)."""
         if not self.metrics_path.exists():
             return
-        keep = [r for r in read_metrics(self.metrics_path) if r.get("step", 0) <= after_step]
+        recs = read_metrics(self.metrics_path)
+        keep = [r for r in recs if r.get("step", 0) <= after_step]
+        if len(keep) == len(recs):
+            return  # nothing to drop: leave the file (and its time stamp) alone
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def metrics(self) -> list[dict[str, Any]]:
