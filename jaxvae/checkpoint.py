@@ -11,6 +11,8 @@ directories are cleaned up the next time a manager opens the folder.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,22 @@ def _pure(tree):
     return nnx.to_pure_dict(tree)
 
 
+class _DropReadOnlyNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "read only" not in record.getMessage() and "read_only=True" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs that a read-only manager is read-only through absl: noise on every command."""
+    logger, f = logging.getLogger("absl"), _DropReadOnlyNotice()
+    logger.addFilter(f)
+    try:
+        yield
+    finally:
+        logger.removeFilter(f)
+
+
 class CheckpointManager:
     """Keep-last-N checkpoints of a `TrainState` in `directory` (one subfolder per step).
 
@@ -59,14 +77,17 @@ class CheckpointManager:
         elif not self.directory.is_dir():
             raise CheckpointError(f"no checkpoint folder at {self.directory}")
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max(1, int(keep)),
+            max_to_keep=None if read_only else max(1, int(keep)),
+            save_interval_steps=0 if read_only else 1,
+            create=not read_only,
             enable_async_checkpointing=False,  # a returned save() is on disk
             cleanup_tmp_directories=not read_only,
             read_only=read_only,
         )
-        self._mgr = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
-        )
+        with _quiet_orbax():  # read-only managers announce what a reader expects anyway
+            self._mgr = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("state", "meta")
+            )
 
     def latest_step(self) -> int | None:
         return self._mgr.latest_step()

@@ -342,12 +342,26 @@ class Trainer:
 
 
 def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: int = 0,
-             epoch: int = 0, nll_chunk: int = 256) -> dict[str, Any]:
+             epoch: int = 0, nll_chunk: int = 256, timings: lifecycle.Timings | None = None
+             ) -> dict[str, Any]:
     """Test-set metrics, every example counted exactly once (padding masked).
 
     Returns a dict: loss (-ELBO, nats/example), recon, kl, bits_per_dim, kl_per_dim (list),
     active_units (Burda et al.: Var_x E_q[z_d] > 0.01), and nll/nll_samples when requested.
+    `timings` gets the seconds of the evaluation and of the NLL.
     """
+    timings = timings or lifecycle.Timings()
+    with timings("evaluation"):
+        res = _test_elbo(trainer, params, rest, images, root_key, epoch=epoch)
+    if nll_samples and get_spec(trainer.cfg.model, **trainer.cfg.model_overrides).is_vae:
+        with timings("nll"):
+            res.update(_test_nll_record(trainer, params, rest, images, root_key,
+                                        nll_samples=nll_samples, epoch=epoch, chunk=nll_chunk))
+    return res
+
+
+def _test_elbo(trainer: Trainer, params, rest, images, root_key, *, epoch: int) -> dict[str, Any]:
+    """The -ELBO part of `evaluate` (one compiled scan over the padded test batches)."""
     cfg = trainer.cfg
     images = np.asarray(images)
     n = images.shape[0]
@@ -377,14 +391,17 @@ def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: i
     input_dim = int(np.prod(images.shape[1:]))
     res = lifecycle.test_metrics(sums, n)
     res["bits_per_dim"] = losses.bits_per_dim(res["loss"], input_dim)
-    if nll_samples and get_spec(cfg.model, **cfg.model_overrides).is_vae:
-        sub = images[: cfg.nll_limit] if cfg.nll_limit else images
-        res["nll"] = test_nll(trainer, params, rest, sub, root_key, k=nll_samples, epoch=epoch,
-                              chunk=nll_chunk)
-        res["nll_samples"] = int(nll_samples)
-        res["nll_examples"] = int(sub.shape[0])
-        res["nll_bits_per_dim"] = losses.bits_per_dim(res["nll"], input_dim)
     return res
+
+
+def _test_nll_record(trainer: Trainer, params, rest, images, root_key, *, nll_samples: int,
+                     epoch: int, chunk: int) -> dict[str, Any]:
+    """The NLL keys of a test record (on the first `nll_limit` test examples)."""
+    cfg = trainer.cfg
+    sub = images[: cfg.nll_limit] if cfg.nll_limit else images
+    nll = test_nll(trainer, params, rest, sub, root_key, k=nll_samples, epoch=epoch, chunk=chunk)
+    return {"nll": nll, "nll_samples": int(nll_samples), "nll_examples": int(sub.shape[0]),
+            "nll_bits_per_dim": losses.bits_per_dim(nll, int(np.prod(sub.shape[1:])))}
 
 
 def test_nll(trainer: Trainer, params, rest, images, root_key, *, k: int, epoch: int = 0,
@@ -406,13 +423,14 @@ def test_nll(trainer: Trainer, params, rest, images, root_key, *, k: int, epoch:
 
     def build():
         def one_batch(params, rest, x, bkey):
+            model = trainer.model_from(params, rest, train=False)
+            mean, logvar = model.encode(x)  # once per batch, not per chunk
+            if cfg.logvar_clamp is not None:
+                logvar = jnp.clip(logvar, -cfg.logvar_clamp, cfg.logvar_clamp)
+
             def body(acc, c):
                 eps = jax.random.normal(jax.random.fold_in(bkey, c), (chunk, x.shape[0], d))
                 valid = (c * chunk + jnp.arange(chunk)) < k  # the last chunk may overrun k
-                model = trainer.model_from(params, rest, train=False)
-                mean, logvar = model.encode(x)
-                if cfg.logvar_clamp is not None:
-                    logvar = jnp.clip(logvar, -cfg.logvar_clamp, cfg.logvar_clamp)
                 lw = losses.log_importance_weights(x, mean, logvar, eps, model.decode_logits,
                                                    cfg.likelihood, **likelihood_params(model))  # (chunk, B)
                 lw = jnp.where(valid[:, None], lw, -jnp.inf)
@@ -594,14 +612,19 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         epoch_fn = _epoch_program(trainer, images, n, bar)
         trains: list[dict] = [lifecycle.last_record(f, "train") for f in folders]
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
-        t_start = time.time()
+        t_start, timings = time.time(), lifecycle.Timings()
         interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
         for epoch in range(start_epoch, base.epochs):
             t0 = time.time()
             idx = _stack([jnp.asarray(epoch_batches(c.seed, epoch, train_ds.images.shape[0],
                                                     c.batch_size)) for c in cfgs])
-            state, terms, finite = epoch_fn(state, idx, keys, hyper)
-            terms, finite = jax.device_get((terms, finite))
+            if epoch == start_epoch:  # compile ahead of time, so the time is its own
+                with timings("compile"):
+                    epoch_fn = epoch_fn.lower(state, idx, keys, hyper).compile()
+                t0 = time.time()
+            with timings("train"):
+                state, terms, finite = epoch_fn(state, idx, keys, hyper)
+                terms, finite = jax.device_get((terms, finite))
             seconds = time.time() - t0
             final = epoch + 1 == base.epochs
             records = []
@@ -616,20 +639,24 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 s_i = _member(state, i, n)
                 if lifecycle.due(c.eval_every, epoch, final):
+                    lifecycle.announce_nll(bar, c.final_nll_samples if final else c.nll_samples,
+                                           len(test_ds.images), c.nll_limit, final)
                     tests[i] = {"type": "test", "epoch": epoch + 1, "step": trains[i]["step"],
                                 **evaluate(trainer, s_i.params, s_i.rest, test_ds.images, roots[i],
                                            nll_samples=c.final_nll_samples if final else c.nll_samples,
-                                           epoch=epoch + 1)}
+                                           epoch=epoch + 1, timings=timings)}
                     lifecycle.check_finite(not tests[i].get("nonfinite"), "test metrics", epoch,
                                            trains[i]["step"], _newest_checkpoint(managers))
                     records[i].append(tests[i])
                 f.append_metrics(records[i])
                 boards[i].records(records[i])
                 if lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested:
-                    _save_checkpoint(managers[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
+                    with timings("checkpoints"):
+                        _save_checkpoint(managers[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
                 if lifecycle.due(c.figures_every, epoch, final):
-                    figures_lib.write_run_figures(f, trainer, s_i, test_ds, roots[i], cfg=c,
-                                                  board=boards[i], step=trains[i]["step"])
+                    with timings("figures"):
+                        figures_lib.write_run_figures(f, trainer, s_i, test_ds, roots[i], cfg=c,
+                                                      board=boards[i], step=trains[i]["step"])
             bar.epoch_done(epoch + 1, trains, tests)
             if on_epoch is not None:
                 on_epoch(epoch + 1, state)
@@ -641,9 +668,9 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 lifecycle.finish(f, c, spec, train_ds.info, trains[i], tests[i], wall,
                                  trained=not finished, framework=FRAMEWORK,
-                                 versions=lifecycle.versions(*VERSIONS),
+                                 versions=lifecycle.versions(*VERSIONS), seconds=timings.seconds,
                                  figures=lambda f=f, c=c, i=i: figures_lib.write_run_figures(
                                      f, trainer, _member(state, i, n), test_ds, roots[i], cfg=c))
             if n > 1 and not finished:
                 lifecycle.write_sweep_summary(workdir, cfgs, folders, sweep, wall, framework=FRAMEWORK)
-    return lifecycle.result(trains, tests, wall, interrupt.signum)
+    return lifecycle.result(trains, tests, wall, interrupt.signum, timings.seconds)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scripts import bench
+from vaecommon.commands import bench
 
 
 def _row(epoch_s, **kw):

@@ -43,7 +43,7 @@ LATENT = {"jax": 20, "torch": 2}
 
 
 def command(name: str):
-    return importlib.import_module(f"scripts.{name}")
+    return importlib.import_module(f"vaecommon.commands.{name}")
 
 
 def run_main(name: str, *args) -> int:
@@ -125,7 +125,7 @@ def test_scripts_run_as_files_and_help_needs_no_framework():
         assert r.returncode == 0, (name, r.stderr)
         assert "usage:" in r.stdout
     code = ("import sys, importlib\n"
-            f"for n in {COMMANDS!r}: importlib.import_module('scripts.' + n).build_parser()\n"
+            f"for n in {COMMANDS!r}: importlib.import_module('vaecommon.commands.' + n).build_parser()\n"
             "bad = [m for m in ('jax', 'torch') if m in sys.modules]\n"
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
@@ -134,7 +134,7 @@ def test_scripts_run_as_files_and_help_needs_no_framework():
 
 
 def test_console_entry_points_resolve():
-    """Each [project.scripts] entry of ours names an existing `scripts.<name>:main`."""
+    """Each [project.scripts] entry of ours names an existing `vaecommon.commands.<name>:main` (or `parity_tests.cli:main`)."""
     entries = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     ours = {k: v for k, v in entries.items() if v.split(":")[0].split(".")[-1] in COMMANDS}
     assert len(ours) >= 7, entries  # figures.py is run as a file until an entry point is added
@@ -416,7 +416,7 @@ def test_errors_are_clear(runs, tmp_path, capsys):
 
 
 def test_twin_selection_errors():
-    from scripts import _twins
+    from vaecommon.commands import twins as _twins
     from vaecommon.runinfo import RunFolderError
 
     with pytest.raises(RunFolderError, match="unknown framework 'tf'"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from scripts import reproduce
+from vaecommon.commands import reproduce
 
 
 def test_reproduce_writes_the_table_and_reuses_finished_runs(tmp_path, capsys):

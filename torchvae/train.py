@@ -246,12 +246,24 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate(trainer: Trainer, images: torch.Tensor, *, seed: int, nll_samples: int = 0,
-             epoch: int = 0) -> dict[str, Any]:
+             epoch: int = 0, timings: lifecycle.Timings | None = None) -> dict[str, Any]:
     """Test-set metrics, every example counted exactly once (padding masked).
 
     Returns a dict: loss (-ELBO, nats/example), recon, kl, bits_per_dim, kl_per_dim (list),
     active_units (Burda et al.: Var_x E_q[z_d] > 0.01), and nll/nll_samples when requested.
+    `timings` gets the seconds of the evaluation and of the NLL.
     """
+    timings = timings or lifecycle.Timings()
+    with timings("evaluation"):
+        res = _test_elbo(trainer, images, seed=seed, epoch=epoch)
+    if nll_samples and get_spec(trainer.cfg.model, **trainer.cfg.model_overrides).is_vae:
+        with timings("nll"):
+            res.update(_test_nll_record(trainer, images, seed=seed, nll_samples=nll_samples, epoch=epoch))
+    return res
+
+
+def _test_elbo(trainer: Trainer, images: torch.Tensor, *, seed: int, epoch: int) -> dict[str, Any]:
+    """The -ELBO part of `evaluate` (eager batches; the padding is sliced off again)."""
     cfg, model = trainer.cfg, trainer.model
     model.eval()
     n = images.shape[0]
@@ -273,13 +285,17 @@ def evaluate(trainer: Trainer, images: torch.Tensor, *, seed: int, nll_samples: 
     input_dim = int(np.prod(images.shape[1:]))
     res = lifecycle.test_metrics({k: np.asarray(v) for k, v in sums.items()}, n)
     res["bits_per_dim"] = losses.bits_per_dim(res["loss"], input_dim)
-    if nll_samples and get_spec(cfg.model, **cfg.model_overrides).is_vae:
-        sub = images[: cfg.nll_limit] if cfg.nll_limit else images
-        res["nll"] = test_nll(trainer, sub, seed=seed, k=nll_samples, epoch=epoch)
-        res["nll_samples"] = int(nll_samples)
-        res["nll_examples"] = int(sub.shape[0])
-        res["nll_bits_per_dim"] = losses.bits_per_dim(res["nll"], input_dim)
     return res
+
+
+def _test_nll_record(trainer: Trainer, images: torch.Tensor, *, seed: int, nll_samples: int,
+                     epoch: int) -> dict[str, Any]:
+    """The NLL keys of a test record (on the first `nll_limit` test examples)."""
+    cfg = trainer.cfg
+    sub = images[: cfg.nll_limit] if cfg.nll_limit else images
+    nll = test_nll(trainer, sub, seed=seed, k=nll_samples, epoch=epoch)
+    return {"nll": nll, "nll_samples": int(nll_samples), "nll_examples": int(sub.shape[0]),
+            "nll_bits_per_dim": losses.bits_per_dim(nll, int(np.prod(sub.shape[1:])))}
 
 
 @torch.no_grad()
@@ -458,12 +474,13 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         epoch_fn = _epoch_program(trainers, images, generators, bar)
         trains: list[dict] = [lifecycle.last_record(f, "train") for f in folders]
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
-        t_start = time.time()
+        t_start, timings = time.time(), lifecycle.Timings()
         interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
         for epoch in range(start_epoch, base.epochs):
             t0 = time.time()
             idx = [epoch_batches(c.seed, epoch, images.shape[0], c.batch_size) for c in cfgs]
-            terms, finite = epoch_fn(idx)
+            with timings("train"):
+                terms, finite = epoch_fn(idx)
             seconds = time.time() - t0
             final = epoch + 1 == base.epochs
             records = []
@@ -478,20 +495,24 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 t_i = trainers[i]
                 if lifecycle.due(c.eval_every, epoch, final):
+                    lifecycle.announce_nll(bar, c.final_nll_samples if final else c.nll_samples,
+                                           len(test_ds.images), c.nll_limit, final)
                     tests[i] = {"type": "test", "epoch": epoch + 1, "step": trains[i]["step"],
                                 **evaluate(t_i, test_ds.images, seed=c.seed,
                                            nll_samples=c.final_nll_samples if final else c.nll_samples,
-                                           epoch=epoch + 1)}
+                                           epoch=epoch + 1, timings=timings)}
                     lifecycle.check_finite(not tests[i].get("nonfinite"), "test metrics", epoch,
                                            trains[i]["step"], _newest_checkpoint(managers))
                     records[i].append(tests[i])
                 f.append_metrics(records[i])
                 boards[i].records(records[i])
                 if lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested:
-                    _save_checkpoint(managers[i], t_i, generators[i], epoch=epoch + 1, cfg=c)
+                    with timings("checkpoints"):
+                        _save_checkpoint(managers[i], t_i, generators[i], epoch=epoch + 1, cfg=c)
                 if lifecycle.due(c.figures_every, epoch, final):
-                    figures_lib.write_run_figures(f, t_i, test_ds, seed=c.seed,
-                                                  board=boards[i], step=trains[i]["step"])
+                    with timings("figures"):
+                        figures_lib.write_run_figures(f, t_i, test_ds, seed=c.seed,
+                                                      board=boards[i], step=trains[i]["step"])
             bar.epoch_done(epoch + 1, trains, tests)
             if on_epoch is not None:
                 on_epoch(epoch + 1, trainers[0] if n == 1 else trainers)
@@ -503,9 +524,9 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 lifecycle.finish(f, c, spec, train_ds.info, trains[i], tests[i], wall,
                                  trained=not finished, framework=FRAMEWORK,
-                                 versions=lifecycle.versions(*VERSIONS),
+                                 versions=lifecycle.versions(*VERSIONS), seconds=timings.seconds,
                                  figures=lambda f=f, c=c, i=i: figures_lib.write_run_figures(
                                      f, trainers[i], test_ds, seed=c.seed))
             if n > 1 and not finished:
                 lifecycle.write_sweep_summary(workdir, cfgs, folders, sweep, wall, framework=FRAMEWORK)
-    return lifecycle.result(trains, tests, wall, interrupt.signum)
+    return lifecycle.result(trains, tests, wall, interrupt.signum, timings.seconds)

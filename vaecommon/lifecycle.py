@@ -19,6 +19,7 @@ here and is called by both at the same places:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -36,7 +37,7 @@ from vaecommon.config import TrainConfig, resolve
 __all__ = [
     "NonFiniteLossError", "RunOwnershipError", "SWEEPABLE_CONFIG", "member_configs", "member_label",
     "member_folders", "RunLock", "check_owner", "set_aside", "run_record", "due", "epoch_records",
-    "pad_batches", "test_metrics", "check_finite", "last_record", "versions", "Interrupt", "Progress", "finish",
+    "pad_batches", "test_metrics", "Timings", "announce_nll", "check_finite", "last_record", "versions", "Interrupt", "Progress", "finish",
     "write_sweep_summary", "result",
 ]
 
@@ -291,6 +292,36 @@ def last_record(folder: runs.RunFolder, kind: str) -> dict[str, Any]:
     return recs[-1] if recs else {}
 
 
+class Timings:
+    """Seconds spent per phase of a run (compile, train, evaluation, nll, checkpoints, figures):
+    `with timings("nll"): ...`. Shown in summary.md and the train command's final output."""
+
+    PHASES = ("compile", "train", "evaluation", "nll", "checkpoints", "figures")
+
+    def __init__(self):
+        self.seconds = {k: 0.0 for k in self.PHASES}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def excluding(self, outer: str, inner: str) -> None:
+        """Report `inner` (measured inside `outer`) apart from it."""
+        self.seconds[outer] -= self.seconds.get(inner, 0.0)
+
+
+def announce_nll(bar: "Progress", k: int, n_test: int, nll_limit: int | None, final: bool) -> None:
+    """Say that an importance-sampled NLL starts (the final one is often most of a short run)."""
+    if k:
+        n = min(n_test, nll_limit) if nll_limit else n_test
+        bar.note(f"{'final ' if final else ''}test NLL: k={k} importance samples x {n} test images "
+                 "(--final-nll-samples 0 skips it, --nll-limit N shrinks it)")
+
+
 # --------------------------------------------------------------------------------------------
 # Signals and progress
 
@@ -378,7 +409,7 @@ class Progress:
 
 def finish(folder: runs.RunFolder, cfg: TrainConfig, spec, data_info, train: dict, test: dict,
            wall_s: float, *, trained: bool, framework: str, versions: dict[str, str],
-           figures: Callable[[], Any]) -> None:
+           figures: Callable[[], Any], seconds: dict[str, float] | None = None) -> None:
     """Complete a run folder whose last epoch is done; idempotent.
 
     After training (`trained`), writes summary.md (the figures of the final epoch are already
@@ -395,15 +426,18 @@ def finish(folder: runs.RunFolder, cfg: TrainConfig, spec, data_info, train: dic
         wall_s = sum(r.get("time_s", 0.0) for r in folder.metrics() if r.get("type") == "train")
     folder.write_summary(render_summary(
         framework=framework, cfg=dataclasses.asdict(cfg), spec=dataclasses.asdict(spec),
-        data=data_info._asdict(), train=train, test=test, wall_s=wall_s, versions=versions))
+        data=data_info._asdict(), train=train, test=test, wall_s=wall_s, versions=versions,
+        seconds=seconds if trained else None))
 
 
 def result(trains: Sequence[dict], tests: Sequence[dict], wall_s: float,
-           signum: int | None) -> dict[str, Any]:
+           signum: int | None, seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """What `train_and_evaluate` returns: the (first) member's final test metrics with "train",
     "wall_s", "members" (a sweep) and "interrupted" (the signal that stopped the run)."""
     out = {"train": trains[0], **{k: v for k, v in tests[0].items() if k != "type"},
            "wall_s": wall_s}
+    if seconds:
+        out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     if len(trains) > 1:
         out["members"] = [{"train": t, **te} for t, te in zip(trains, tests)]
     if signum is not None:

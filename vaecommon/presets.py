@@ -8,7 +8,7 @@ twins cannot drift apart on a layer size or a default. Framework-free (NumPy onl
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -47,8 +47,6 @@ class ModelSpec:
       params: trainable parameter count of the default build (BatchNorm running statistics
         are buffers, not counted); pinned by tests in both frameworks. The arithmetic is
         written out next to each preset below.
-      extra: free-form family options (not hashed, so a spec stays hashable: an NNX graphdef
-        holds the spec as a static attribute and jit hashes graphdefs).
     """
 
     name: str
@@ -69,7 +67,6 @@ class ModelSpec:
     weight_decay: float = 0.0
     binarization: str = "none"
     params: int = 0
-    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def input_dim(self) -> int:

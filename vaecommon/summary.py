@@ -17,7 +17,8 @@ def _fmt(v: Any) -> str:
 
 
 def render_summary(*, framework: str, cfg: dict, spec: dict, data: dict, train: dict,
-                   test: dict, wall_s: float, versions: dict) -> str:
+                   test: dict, wall_s: float, versions: dict,
+                   seconds: dict[str, float] | None = None) -> str:
     """Markdown text of a run summary."""
     lines = [
         f"# Run summary: `{cfg['model']}` ({framework})",
@@ -34,7 +35,9 @@ def render_summary(*, framework: str, cfg: dict, spec: dict, data: dict, train: 
     lines += [
         f"- optimizer: {cfg['optimizer']} lr {cfg['lr']} wd {cfg['weight_decay']}, "
         f"batch {cfg['batch_size']}, {cfg['epochs']} epochs, seed {cfg['seed']}",
-        f"- wall time: {wall_s:.1f} s",
+        f"- wall time: {wall_s:.1f} s"
+        + (" (" + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if v >= 0.05) + ")"
+           if seconds else ""),
         "",
         "| metric | value |",
         "|---|---|",

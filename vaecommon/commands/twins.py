@@ -1,14 +1,16 @@
 """Which twin handles a run folder or a weights file: the command layer's choice.
 
-A run folder names its framework in config.json; `twin_of(run)` imports the matching command API
-(`jaxvae.api` or `torchvae.api`, which have the same public names) only when a command runs, so
-`--help` is instant and a command needs only the framework of its input. The framework-free layer
-(`vaecommon`) never names a twin; each twin lists its own checkpoints.
+The twins register themselves as entry points of the group `jaxvae.frameworks` (pyproject.toml:
+`jax = "jaxvae"`, `torch = "torchvae"`), so this framework-free layer finds a twin by the
+framework name a run folder's config.json records, without naming either package. A command
+imports only the framework of its input, when it runs: `--help` is instant and needs neither.
+Each twin's `api` module (the command API) has the same public names.
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,22 +18,40 @@ from typing import Any
 from vaecommon import runinfo
 from vaecommon.runinfo import RunFolderError
 
-__all__ = ["API", "twin", "twin_of", "load_run", "read_weights_file", "write_weights_file"]
+__all__ = ["GROUP", "frameworks", "module", "twin", "twin_of", "load_run", "read_weights_file",
+           "write_weights_file"]
 
-API = {"jax": "jaxvae.api", "torch": "torchvae.api"}
-"""config.json "framework" -> the twin's command API."""
+GROUP = "jaxvae.frameworks"
+"""The entry-point group the twins register in: framework name -> top-level package."""
 
 
-def twin(framework: str) -> ModuleType:
-    """`jaxvae.api` or `torchvae.api`, imported now (RunFolderError if not installed)."""
-    if framework not in API:
-        raise RunFolderError(f"unknown framework {framework!r}; expected one of {sorted(API)}")
+def frameworks() -> dict[str, str]:
+    """{framework: package} of the installed twins."""
+    return {ep.name: ep.value for ep in metadata.entry_points(group=GROUP)}
+
+
+def module(framework: str, name: str) -> ModuleType:
+    """The twin's module `name` (api, train, bench, models, ...), imported now.
+
+    Raises:
+      RunFolderError: unknown framework, or a framework that is not installed.
+    """
+    known = frameworks()
+    if framework not in known:
+        raise RunFolderError(f"unknown framework {framework!r}; expected one of {sorted(known)} "
+                             "(installed twins register as 'jaxvae.frameworks' entry points: "
+                             "pip install -e .)")
     try:
-        return importlib.import_module(API[framework])
+        return importlib.import_module(f"{known[framework]}.{name}")
     except ImportError as e:
         raise RunFolderError(
             f"this needs the {framework} framework, which cannot be imported ({e}); install it "
             f"with pip install 'jaxvae[{framework}]'") from None
+
+
+def twin(framework: str) -> ModuleType:
+    """The command API (`<twin>.api`) of `framework`."""
+    return module(framework, "api")
 
 
 def twin_of(run_dir: str | Path) -> ModuleType:

@@ -1,1 +1,0 @@
-"""Command lines of jaxvae/torchvae: short files that parse arguments and call library functions."""

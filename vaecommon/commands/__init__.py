@@ -1,0 +1,1 @@
+"""The commands (`scripts/<name>.py`, installed as `jaxvae-<name>`): parse, pick the twin, call it."""

@@ -1,0 +1,316 @@
+"""Benchmark: jaxvae vs the PyTorch reference trainers, in one run on one machine.
+
+    python scripts/bench.py --out bench/            # full: Fashion-MNIST 60k, ~10-15 min on 2 cores
+    python scripts/bench.py --quick --out /tmp/b    # smoke: 4k examples, 1 repetition
+
+Every measurement runs in its own subprocess (clean thread pools, its own peak RSS). Prints a
+Markdown table and writes bench.json + bench.md. Ratios are computed pairwise within this run.
+Rows: per-epoch time and examples/s of the jaxvae trainer (one compiled lax.scan epoch), the
+torch reference trainer over a pre-loaded tensor ("plain"), the bare notebook loop, and the
+torchvision DataLoader path (per-image ToTensor); compile time; peak memory; the FLOP bound
+(model FLOPs per epoch / measured peak matmul rate); the Adam memory floor (the 28 bytes per
+parameter per step Adam must move / measured elementwise memory rate) and the ratio to the sum
+of both bounds; vmap sweep scaling; forced-host-device scaling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+PRESETS = ("pytorch_examples", "flax_examples", "pytorch_mnist_vae", "simple_vae", "conv_vae")
+
+
+# ----------------------------------------------------------------------------------------------
+# workers (run in subprocesses)
+
+
+def _dataset(quick: bool, limit: int | None = None):
+    from vaecommon import datasets
+
+    name = "fashion_mnist" if FASHION.exists() else "mnist5k"
+    images, labels, info = datasets.load_arrays(name, "train", limit=4000 if quick else limit)
+    return images, info
+
+
+def _cfg(preset: str, batch: int):
+    from vaecommon.config import TrainConfig
+
+    return TrainConfig(model=preset, batch_size=batch, epochs=1)
+
+
+def _weight_counts(preset: str) -> tuple[int, int, int]:
+    """(weights of all Linear layers, weights of the first Linear, all parameters) of the torch twin."""
+    import torch
+
+    from vaecommon.commands import twins
+
+    model = twins.module("torch", "models").build_model(preset)
+    lin = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return (sum(m.weight.numel() for m in lin), lin[0].weight.numel(),
+            sum(p.numel() for p in model.parameters()))
+
+
+def worker(task: dict) -> dict:
+    from vaecommon.commands import twins
+
+    quick = task.get("quick", False)
+    reps = 1 if quick else task.get("reps", 3)
+    kind = task["kind"]
+    if kind == "peak":
+        jbench = twins.module("jax", "bench")
+        return {"gflops": jbench.peak_matmul_gflops(), "gbps": jbench.stream_gbps(),
+                "adam_bytes_per_param": jbench.ADAM_BYTES_PER_PARAM}
+    images, info = _dataset(quick, task.get("limit"))
+    cfg = _cfg(task.get("preset", "pytorch_examples"), task.get("batch", 128))
+    out = {"data": f"{info.dataset} ({info.n} examples)"}
+    if kind == "jax":
+        out.update(twins.module("jax", "bench").epoch_timing(cfg, images, reps=reps, num_devices=task.get("devices", 1)))
+    elif kind == "profile":
+        out.update(twins.module("jax", "bench").profile_epoch(cfg, images), preset=cfg.model)
+    elif kind == "jax_sweep":
+        out.update(twins.module("jax", "bench").sweep_timing(cfg, images, task["members"], reps=reps))
+    elif kind in ("torch", "torch_minimal"):
+        import torch
+
+        bench = twins.module("torch", "bench")
+        x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # NHWC -> NCHW
+        fn = bench.epoch_timing if kind == "torch" else bench.epoch_timing_minimal
+        out.update(fn(cfg, x, reps=reps))
+    elif kind == "torch_dataloader":
+        bench = twins.module("torch", "bench")
+        root = Path(tempfile.mkdtemp(prefix="bench_tv_"))
+        raw = root / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for f in FASHION.glob("*-ubyte.gz"):  # torchvision checks for the unpacked files
+            with gzip.open(f) as src, open(raw / f.name[:-3], "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        try:
+            out.update(bench.epoch_timing_dataloader(cfg, root, reps=max(1, reps - 1)))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    else:
+        raise ValueError(kind)
+    if kind in ("jax", "torch"):
+        w, w0, out["params"] = _weight_counts(cfg.model)
+        if cfg.model != "conv_vae":
+            out["matmul_flops_per_example"] = 6 * w - 2 * w0  # fwd + dW for all, dX except layer 1
+    return out
+
+
+def run_worker(task: dict, env_extra: dict | None = None, timeout: float | None = None) -> dict:
+    """Run one task in a subprocess; adds its own peak RSS (MiB, from wait4) and wall time.
+
+    A task that fails or outlives `timeout` seconds returns {"error": ...} instead of raising, so
+    one slow or broken measurement does not lose the others."""
+    env = dict(os.environ, **(env_extra or {}))
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    t = time.time()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "vaecommon.commands.bench", "--worker", json.dumps(task)],
+                                stdout=out, stderr=err, text=True, env=env, cwd=root)
+        timer = None
+        if timeout:
+            import threading
+
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        if timer is not None:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode:
+        why = (f"killed after the {timeout:.0f} s limit" if timeout and proc.returncode < 0
+               else f"exit {proc.returncode}: {stderr.strip().splitlines()[-1:] or ''}")
+        print(f"bench worker {task['kind']} failed: {why}", file=sys.stderr)
+        return {"error": why, "wall_s": time.time() - t}
+    res = json.loads(stdout.strip().splitlines()[-1])
+    res["wall_s"] = time.time() - t
+    res["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# orchestration
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
+
+
+def run_all(args) -> dict:
+    quick = args.quick
+    base = {"quick": quick, "reps": args.reps, "limit": args.limit}
+    res: dict = {"machine": machine(), "quick": quick, "batch": args.batch, "rows": [], "sweep": [],
+                 "devices": [], "profile": None}
+    peak = run_worker({"kind": "peak"})
+    res["peak_gflops"], res["stream_gbps"] = peak["gflops"], peak["gbps"]
+    res["adam_bytes_per_param"] = peak["adam_bytes_per_param"]
+    print(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s, memory {res['stream_gbps']:.1f} GB/s",
+          file=sys.stderr)
+    presets = args.presets or PRESETS
+    for preset in presets:
+        row = {"preset": preset}
+        for kind in ("jax", "torch", "torch_minimal") + (("torch_dataloader",) if args.dataloader else ()):
+            if kind == "torch_dataloader" and (quick or not FASHION.exists()):
+                continue
+            print(f"{preset}: {kind} ...", file=sys.stderr)
+            row[kind] = run_worker({**base, "kind": kind, "preset": preset, "batch": args.batch},
+                                   timeout=args.task_timeout)
+        res["rows"].append(row)
+        _save_partial(args, res)
+    if args.profile:
+        print(f"profile {args.profile} ...", file=sys.stderr)
+        res["profile"] = run_worker({**base, "kind": "profile", "preset": args.profile,
+                                     "batch": args.batch}, timeout=args.task_timeout)
+        _save_partial(args, res)
+    if "pytorch_examples" in presets and args.scaling:
+        for m in (1, 2, 4, 8):
+            print(f"sweep x{m} ...", file=sys.stderr)
+            res["sweep"].append(run_worker({**base, "kind": "jax_sweep", "members": m,
+                                            "preset": "pytorch_examples", "batch": args.batch}))
+        for d in (1, 2, 4):
+            print(f"devices {d} ...", file=sys.stderr)
+            r = run_worker({**base, "kind": "jax", "devices": d, "preset": "pytorch_examples",
+                            "batch": args.batch},
+                           {"XLA_FLAGS": f"--xla_force_host_platform_device_count={d}"})
+            r["devices"] = d
+            res["devices"].append(r)
+    return res
+
+
+def _save_partial(args, res) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.partial.json").write_text(json.dumps(res, indent=1))
+
+
+def _num(v, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def markdown(res: dict) -> str:
+    peak, gbps = res["peak_gflops"], res.get("stream_gbps")
+    lines = [f"Machine: {res['machine']}; measured peak float32 matmul {peak:.0f} GFLOP/s"
+             + (f", elementwise memory rate {gbps:.1f} GB/s (4 MiB arrays)" if gbps else "") + "."
+             + (" QUICK run (4k examples, 1 repetition): not for quoting." if res["quick"] else ""),
+             "", "| preset | trainer | epoch s | examples/s | vs jaxvae | compile s | peak RSS MiB "
+             "| FLOP-bound s | x bound | + Adam floor s | x FLOP+Adam bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    names = {"jax": "jaxvae (scan epoch)", "torch": "torchvae reference (pre-loaded tensor)",
+             "torch_minimal": "bare notebook loop (pre-loaded tensor)",
+             "torch_dataloader": "torchvision DataLoader + ToTensor"}
+    for row in res["rows"]:
+        j = row["jax"]
+        if "error" in j:
+            lines.append(f"| {row['preset']} | jaxvae (scan epoch) | {j['error']} | | | | | | |")
+            j = None
+        # model FLOPs per epoch: the analytic matmul count for MLPs; for conv models XLA's count
+        # of one compiled step (cost analysis counts a scan body once) times the steps
+        mf = (j or {}).get("matmul_flops_per_example")
+        xf = (j or {}).get("xla_flops_per_step")
+        flops = (mf * j["steps"] * res.get("batch", 128) if mf
+                 else xf * j["steps"] if xf else None)
+        bound = flops / (peak * 1e9) if flops else None
+        # Adam runs after the backward pass, so its memory time adds to the matmul time
+        params = (j or {}).get("params")
+        floor = (params * res["adam_bytes_per_param"] * j["steps"] / (gbps * 1e9)
+                 if params and gbps else None)
+        both = bound + floor if bound and floor else None
+        for kind in ("jax", "torch", "torch_minimal", "torch_dataloader"):
+            if kind not in row or (kind == "jax" and j is None):
+                continue
+            r = row[kind]
+            if "error" in r:
+                lines.append(f"| {row['preset']} | {names[kind]} | {r['error']} | | | | | | | | |")
+                continue
+            ratio = r["epoch_s"] / j["epoch_s"] if j else float("nan")
+            lines.append(
+                f"| {row['preset']} | {names[kind]} | {r['epoch_s']:.2f} | {r['examples_per_s']:.0f} | "
+                f"{ratio:.2f}x | {_num(r.get('compile_s'), 1)} | {r['peak_rss_mib']:.0f} | "
+                f"{_num(bound, 2)} | {_num(bound and r['epoch_s'] / bound, 2)} | "
+                f"{_num(floor, 2)} | {_num(both and r['epoch_s'] / both, 2)} |")
+    if res["sweep"]:
+        one = res["sweep"][0]["epoch_s"]
+        lines += ["", "| vmap sweep members | epoch s | x one member | compile s |", "|---|---|---|---|"]
+        lines += [f"| {s['members']} | {s['epoch_s']:.2f} | {s['epoch_s'] / one:.2f} | {s['compile_s']:.1f} |"
+                  for s in res["sweep"]]
+    if res["devices"]:
+        one = res["devices"][0]["epoch_s"]
+        lines += ["", "| forced host devices | epoch s | x one device |", "|---|---|---|"]
+        lines += [f"| {d['devices']} | {d['epoch_s']:.2f} | {d['epoch_s'] / one:.2f} |" for d in res["devices"]]
+    prof = res.get("profile")
+    if prof and "error" not in prof:
+        op = prof["op_s"]
+        lines += ["", f"Profile of one jaxvae epoch ({prof['preset']}, {prof['data']}; jax.profiler trace: "
+                  f"{prof['epoch_s']:.2f} s untraced, instruction times sum to {op:.2f} s):", "",
+                  "| where the time goes | s per epoch | share |", "|---|---|---|"]
+        lines += [f"| {c} | {t:.3f} | {100 * t / op:.0f}% |"
+                  for c, t in sorted(prof["categories"].items(), key=lambda kv: -kv[1]) if t > 0]
+        lines += ["", "| top instructions | category | s per epoch | calls | Python origin |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {n} | {c} | {t:.3f} | {k} | {o} |" for n, c, t, k, o in prof["top"][:10]]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench", help="folder for bench.json and bench.md")
+    p.add_argument("--presets", nargs="*", choices=PRESETS, help="presets to time (default: all five)")
+    p.add_argument("--batch", type=int, default=128, help="batch size for every trainer")
+    p.add_argument("--reps", type=int, default=3, help="timed epochs per measurement (median)")
+    p.add_argument("--quick", action="store_true", help="4k examples, 1 repetition (smoke test)")
+    p.add_argument("--no-dataloader", dest="dataloader", action="store_false",
+                   help="skip the torchvision DataLoader rows (slowest)")
+    p.add_argument("--task-timeout", type=float, default=900,
+                   help="seconds one measurement may take before it is recorded as failed")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training examples (e.g. for the slow conv rows)")
+    p.add_argument("--no-scaling", dest="scaling", action="store_false",
+                   help="skip the sweep and device-scaling rows")
+    p.add_argument("--profile", nargs="?", const="pytorch_examples", default=None, choices=PRESETS,
+                   help="also profile one jaxvae epoch of this preset (default pytorch_examples): "
+                        "time per category (matmul, optimizer, loss, RNG, ...) and top instructions")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    res = run_all(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(res, indent=1))
+    md = markdown(res)
+    (out / "bench.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
