@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from vaecommon.checksum import leaves_checksum
+
 __all__ = ["CheckpointManager", "CheckpointError", "checkpoint_steps"]
+
+
+def _checksum(tree) -> str:
+    """`vaecommon.checksum` of every array of a state pytree (paths from jax.tree_util)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))
+    return leaves_checksum((jax.tree_util.keystr(p), x) for p, x in leaves)
 
 
 class CheckpointError(ValueError):
@@ -90,10 +99,12 @@ class CheckpointManager:
             )
 
     def latest_step(self) -> int | None:
-        return self._mgr.latest_step()
+        steps = self.all_steps()
+        return steps[-1] if steps else None
 
     def all_steps(self) -> list[int]:
-        return list(self._mgr.all_steps())
+        """The complete checkpoints, as the commands list them (`checkpoint_steps`)."""
+        return checkpoint_steps(self.directory)
 
     def save(self, state, *, epoch: int, root_key: jax.Array, config: dict[str, Any]) -> int:
         """Save `state` (a TrainState) under its step number; returns the step."""
@@ -109,15 +120,22 @@ class CheckpointManager:
             "root_key": np.asarray(jax.random.key_data(root_key)).tolist(),
             "config": config,
             "framework": "jax",
+            "checksum": _checksum(tree),
         }
-        self._mgr.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        self._mgr.wait_until_finished()
+        try:
+            self._mgr.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+            self._mgr.wait_until_finished()
+        except OSError as e:  # disk full, permissions: no half-written step is left behind
+            for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(e.errno, f"cannot write checkpoint {self.directory / str(step)}: "
+                                   f"{e.strerror or e}") from None
         return step
 
     def restore(self, template, step: int | None = None):
@@ -147,9 +165,33 @@ class CheckpointManager:
         tree, meta = restored["state"], restored["meta"]
         if meta.get("framework") != "jax":
             raise CheckpointError(f"{self.directory}/{step} is not a jaxvae checkpoint")
+        if "checksum" in meta and _checksum(tree) != meta["checksum"]:
+            raise CheckpointError(f"{self.directory}/{step} is damaged: its arrays do not match the "
+                                  "checksum written with them")
         params = template.params
         nnx.replace_by_pure_dict(params, tree["params"])
         rest = template.rest
         nnx.replace_by_pure_dict(rest, tree["rest"])
         state = type(template)(params, rest, tree["opt_state"], jnp.asarray(tree["step"]))
         return state, meta
+
+    def restore_latest_intact(self, template) -> tuple[Any, dict, list[str]]:
+        """`restore` of the newest checkpoint that restores intact, trying older ones when the
+        newest is damaged. Returns (state, meta, [a line per damaged checkpoint skipped]).
+
+        Raises:
+          CheckpointError: no checkpoint restores (each damaged one named).
+        """
+        skipped: list[str] = []
+        for step in reversed(self.all_steps()):
+            try:
+                state, meta = self.restore(template, step)
+                return state, meta, skipped
+            except CheckpointError as e:
+                # kept for inspection, out of the way of the steps the resumed run saves again
+                aside = self.directory / f"{step}.damaged"
+                (self.directory / str(step)).rename(aside)
+                self._mgr.reload()  # Orbax lists its steps once; it must forget the moved one
+                skipped.append(f"{e} (moved to {aside})")
+        raise CheckpointError("no intact checkpoint in " + str(self.directory) + ": "
+                              + "; ".join(skipped))

@@ -573,13 +573,14 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         states = [trainer.init_state(r) for r in roots]
         start_epoch = 0
         if any(m.latest_step() is not None for m in managers):
-            restored = [m.restore(s) for m, s in zip(managers, states)]
-            epochs = {int(meta["epoch"]) for _, meta in restored}
+            restored = [m.restore_latest_intact(s) for m, s in zip(managers, states)]
+            lifecycle.warn_skipped([line for *_, skipped in restored for line in skipped])
+            epochs = {int(meta["epoch"]) for _, meta, _ in restored}
             if len(epochs) != 1:
                 raise ValueError(f"the members in {workdir} were checkpointed at different epochs {epochs}")
-            for f, c, (_, meta) in zip(folders, cfgs, restored):
+            for f, c, (_, meta, _) in zip(folders, cfgs, restored):
                 check_resumable(meta.get("config"), c, str(f.checkpoints))
-            states = [s for s, _ in restored]
+            states = [s for s, _, _ in restored]
             start_epoch = epochs.pop()
             for f, s in zip(folders, states):
                 f.truncate_metrics(int(s.step))

@@ -118,3 +118,59 @@ def test_a_second_trainer_is_refused_naming_the_holder(tmp_path):
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def _flip_a_byte(path: Path) -> None:
+    """Flip the bits of one byte in the middle of the file (array data in both formats)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _newest_checkpoint_file(run: Path, fw: str) -> Path:
+    ck = run / "checkpoints"
+    if fw == "torch":
+        return sorted(ck.glob("step_*.pt"))[-1]
+    newest = max((p for p in ck.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return max((p for p in (newest / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+@FWS
+def test_a_damaged_checkpoint_is_detected_and_the_resume_falls_back(tmp_path, fw, capsys):
+    """Bits flipped in the newest checkpoint: the resume names it, resumes from the older intact
+    one, and still ends exactly where an uninterrupted run ends."""
+    cfg = CFG.replace(epochs=3, keep_checkpoints=3)
+    straight = TRAIN[fw].train_and_evaluate(cfg, tmp_path / "straight", progress=False)
+    TRAIN[fw].train_and_evaluate(cfg.replace(epochs=2), tmp_path / "damaged", progress=False)
+    _flip_a_byte(_newest_checkpoint_file(tmp_path / "damaged", fw))
+    capsys.readouterr()
+    resumed = TRAIN[fw].train_and_evaluate(cfg, tmp_path / "damaged", progress=False)
+    err = capsys.readouterr().err
+    assert "warning:" in err and "checkpoint" in err and ("damaged" in err or "cannot" in err), err
+    assert "resuming from the newest intact checkpoint" in err
+    assert resumed["loss"] == straight["loss"] and resumed["train"]["loss"] == straight["train"]["loss"]
+
+
+@FWS
+def test_a_full_disk_ends_with_the_path_and_leaves_no_temporary_file(tmp_path, fw, monkeypatch):
+    import errno
+
+    if fw == "torch":
+        import torch
+
+        def full(obj, f, *a, **k):
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(torch, "save", full)
+    else:
+        import orbax.checkpoint as ocp
+
+        def full(self, *a, **k):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    with pytest.raises(OSError, match=r"cannot write checkpoint .*checkpoints.*No space left"):
+        TRAIN[fw].train_and_evaluate(CFG.replace(epochs=1), tmp_path, progress=False)
+    leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    assert leftovers == [], leftovers

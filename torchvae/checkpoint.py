@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from vaecommon.checksum import leaves_checksum, nested_leaves
+
 __all__ = ["CheckpointManager", "CheckpointError", "checkpoint_steps"]
 
 
@@ -82,13 +84,21 @@ class CheckpointManager:
             "config": config,
             "framework": "torch",
         }
+        payload["checksum"] = leaves_checksum(nested_leaves(payload))
         path = self._path(trainer.step)
         tmp = self.directory / f".{path.name}.tmp"
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:  # disk full, permissions: no temporary file is left behind
+            tmp.unlink(missing_ok=True)
+            raise OSError(e.errno, f"cannot write checkpoint {path}: {e.strerror or e}") from None
+        except RuntimeError as e:  # torch.save reports a full disk as a RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"cannot write checkpoint {path}: {e}") from None
         for old in self.all_steps()[: -self.keep]:
             self._path(old).unlink(missing_ok=True)
         return trainer.step
@@ -109,6 +119,10 @@ class CheckpointManager:
                              "(truncated or not a torchvae checkpoint?)") from e
         if not isinstance(payload, dict) or payload.get("framework") != "torch":
             raise CheckpointError(f"{path} is not a torchvae training checkpoint")
+        saved = payload.pop("checksum", None)
+        if saved is not None and leaves_checksum(nested_leaves(payload)) != saved:
+            raise CheckpointError(f"{path} is damaged: its tensors do not match the checksum "
+                                  "written with them")
         trainer.model.load_state_dict(payload["model"], strict=True)
         trainer.optimizer.load_state_dict(payload["optimizer"])
         trainer.scheduler.load_state_dict(payload["scheduler"])
@@ -116,3 +130,23 @@ class CheckpointManager:
         for k, g in generators.items():
             g.set_state(payload["generators"][k])
         return payload
+
+    def restore_latest_intact(self, trainer, generators: dict[str, torch.Generator]
+                              ) -> tuple[dict, list[str]]:
+        """`restore` of the newest checkpoint that restores intact, trying older ones when the
+        newest is damaged. Returns (payload, [a line per damaged checkpoint skipped]).
+
+        Raises:
+          CheckpointError: no checkpoint restores (each damaged one named).
+        """
+        skipped: list[str] = []
+        for step in reversed(self.all_steps()):
+            try:
+                return self.restore(trainer, generators, step), skipped
+            except CheckpointError as e:
+                # kept for inspection, out of the way of the steps the resumed run saves again
+                aside = self._path(step).with_name(self._path(step).name + ".damaged")
+                self._path(step).rename(aside)
+                skipped.append(f"{e} (moved to {aside})")
+        raise CheckpointError("no intact checkpoint in " + str(self.directory) + ": "
+                              + "; ".join(skipped))

@@ -444,11 +444,12 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         generators = [t.init_state(c.seed) for t, c in zip(trainers, cfgs)]
         start_epoch = 0
         if any(m.latest_step() is not None for m in managers):
-            restored = [m.restore(t, g) for m, t, g in zip(managers, trainers, generators)]
-            epochs = {int(meta["epoch"]) for meta in restored}
+            restored = [m.restore_latest_intact(t, g) for m, t, g in zip(managers, trainers, generators)]
+            lifecycle.warn_skipped([line for _, skipped in restored for line in skipped])
+            epochs = {int(meta["epoch"]) for meta, _ in restored}
             if len(epochs) != 1:
                 raise ValueError(f"the members in {workdir} were checkpointed at different epochs {epochs}")
-            for f, c, meta in zip(folders, cfgs, restored):
+            for f, c, (meta, _) in zip(folders, cfgs, restored):
                 check_resumable(meta.get("config"), c, str(f.checkpoints))
             start_epoch = epochs.pop()
             for f, t in zip(folders, trainers):

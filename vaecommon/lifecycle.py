@@ -36,7 +36,8 @@ from vaecommon.config import TrainConfig, resolve
 
 __all__ = [
     "NonFiniteLossError", "RunOwnershipError", "SWEEPABLE_CONFIG", "member_configs", "member_label",
-    "member_folders", "RunLock", "check_owner", "set_aside", "run_record", "due", "epoch_records",
+    "member_folders", "RunLock", "check_owner", "warn_skipped", "set_aside", "run_record", "due",
+    "epoch_records",
     "pad_batches", "test_metrics", "Timings", "announce_nll", "check_finite", "last_record", "versions", "Interrupt", "Progress", "finish",
     "write_sweep_summary", "result",
 ]
@@ -173,6 +174,12 @@ def check_owner(folder: runs.RunFolder, cfg: TrainConfig, framework: str) -> Non
         raise RunOwnershipError(
             f"{folder.root} holds a {fw} run of preset {model!r}; this is a {framework} run of "
             f"{cfg.model!r}: use another --workdir (nothing in the folder was touched)")
+
+
+def warn_skipped(lines: Sequence[str]) -> None:
+    """One warning line per damaged checkpoint a resume skipped (it resumes from an older one)."""
+    for line in lines:
+        print(f"warning: {line}; resuming from the newest intact checkpoint instead", file=sys.stderr)
 
 
 def set_aside(folder: runs.RunFolder) -> Path | None:
