@@ -47,10 +47,15 @@ __all__ = [
     "kl_normal",
     "kl_normal_std",
     "kl_monte_carlo",
+    "log_standard_normal",
+    "log_mixture",
+    "kl_single_sample",
     "log_importance_weights",
     "importance_sampled_log_likelihood",
     "importance_sampled_nll",
     "elbo_terms",
+    "KL_ESTIMATES",
+    "PRIOR_OBJECTIVES",
     "bits_per_dim",
     "warmup_beta",
     "cyclical_beta",
@@ -427,20 +432,63 @@ def kl_monte_carlo(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Arra
     return jnp.sum(log_normal_pdf(z, mean, logvar) - log_normal_pdf(z, zeros, zeros), axis=-1)
 
 
+def log_standard_normal(z: jax.Array) -> jax.Array:
+    """log N(z; 0, I) summed over the latent axis: (..., D) -> (...)."""
+    zeros = jnp.zeros((), z.dtype)
+    return jnp.sum(log_normal_pdf(z, zeros, zeros), axis=-1)
+
+
+def log_mixture(z: jax.Array, means: jax.Array, logvars: jax.Array) -> jax.Array:
+    """log (1/K) sum_k N(z; means_k, exp(logvars_k)), the VampPrior's density, summed over D.
+
+    The squared distances are expanded into matmuls (z^2 @ exp(-logvar).T - 2 z @ (mean
+    exp(-logvar)).T + sum mean^2 exp(-logvar)), so (S, B, D) samples against K components never
+    build an (S, B, K, D) array.
+
+    Args:
+      z: (..., D) samples.
+      means, logvars: (K, D) component parameters.
+    Returns:
+      (...) nats.
+    """
+    prec = jnp.exp(-logvars)  # (K, D)
+    quad = (jnp.square(z) @ prec.T - 2.0 * (z @ (means * prec).T)
+            + jnp.sum(jnp.square(means) * prec, axis=-1))  # (..., K)
+    log_k = -0.5 * (z.shape[-1] * LOG_2PI + jnp.sum(logvars, axis=-1) + quad)
+    return jax.nn.logsumexp(log_k, axis=-1) - math.log(means.shape[0])
+
+
+def kl_single_sample(z: jax.Array, mean: jax.Array, logvar: jax.Array,
+                     log_prior: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+    """The single-sample KL estimate log q(z|x) - log p(z) per example, for any prior.
+
+    What the VampPrior code trains with (for its standard prior too): unbiased, and the only
+    choice where KL(q || p) has no closed form.
+
+    Args:
+      z: (B, D) the reparameterized sample; mean, logvar: (B, D).
+      log_prior: z (B, D) -> (B,) log p(z); None: the standard normal.
+    Returns:
+      (B,) nats.
+    """
+    log_p = (log_prior or log_standard_normal)(z)
+    return jnp.sum(log_normal_pdf(z, mean, logvar), axis=-1) - log_p
+
+
 # ---------------------------------------------------------------------------------------------
 # Estimators for evaluation.
 
 
-def _log_weight_parts(x, mean, logvar, eps, decode, likelihood, **recon_params):
-    """(k, B) arrays log p(x|z), log p(z), log q(z|x) for z = mean + exp(logvar/2) * eps."""
+def _log_weight_parts(x, mean, logvar, eps, decode, likelihood, log_prior=None, **recon_params):
+    """(k, B) arrays log p(x|z), log p(z), log q(z|x) for z = mean + exp(logvar/2) * eps
+    (`log_prior`: z (..., D) -> (...); None: the standard normal)."""
     k, b, d = eps.shape
     z = reparameterize(mean, logvar, eps)  # (k, B, D)
     logits = decode(z.reshape(k * b, d))  # (k*B, ...)
     x = x.reshape((1, b) + logits.shape[1:])
     x_rep = jnp.broadcast_to(x, (k,) + x.shape[1:]).reshape(logits.shape)
     log_px_z = -reconstruction_nll(x_rep, logits, likelihood, **recon_params).reshape(k, b)
-    zeros = jnp.zeros((), z.dtype)
-    log_pz = jnp.sum(log_normal_pdf(z, zeros, zeros), axis=-1)
+    log_pz = (log_prior or log_standard_normal)(z)
     # log q(z|x) written in eps: identical as a function of (mean, logvar, eps), and exact even
     # where exp(-logvar) * (z - mean)^2 would cancel badly.
     log_qz_x = jnp.sum(-0.5 * (LOG_2PI + logvar + jnp.square(eps)), axis=-1)
@@ -461,6 +509,8 @@ def log_importance_weights(
       eps: (k, B, D) standard normal noise; z = mean + exp(logvar/2) * eps.
       decode: maps z (k*B, D) to logits (k*B, ...).
       likelihood: RECONSTRUCTION name (or (fn, input_kind)).
+      **recon_params: the likelihood's parameters, and `log_prior` (z (..., D) -> (...), the
+        model's prior density; default the standard normal).
     Returns:
       (k, B) log importance weights in nats.
     """
@@ -494,13 +544,23 @@ def importance_sampled_nll(
     )
 
 
-def elbo_terms(x: jax.Array, out: Any, likelihood, **recon_params) -> dict[str, jax.Array]:
+def elbo_terms(x: jax.Array, out: Any, likelihood, *, log_prior=None, kl_estimate="analytic",
+               **recon_params) -> dict[str, jax.Array]:
     """Per-example {"recon", "kl", "loss"} (each (B,), nats) for evaluation; loss = -ELBO.
 
-    kl is the analytic KL(q(z|x) || N(0, I)); 0 for autoencoders (out.logvar is None).
+    kl is the analytic KL(q(z|x) || N(0, I)) (`kl_estimate="analytic"`), or the single-sample
+    estimate log q(out.z|x) - log p(out.z) (`kl_estimate="single_sample"`, and always when a
+    `log_prior` other than the standard normal is given); 0 for autoencoders (out.logvar None).
     """
+    if kl_estimate not in KL_ESTIMATES:
+        raise ValueError(f"kl_estimate must be one of {KL_ESTIMATES}, got {kl_estimate!r}")
     recon = reconstruction_nll(x, out.logits, likelihood, **recon_params)
-    kl = jnp.zeros_like(recon) if out.logvar is None else kl_normal(out.mean, out.logvar)
+    if out.logvar is None:
+        kl = jnp.zeros_like(recon)
+    elif log_prior is not None or kl_estimate == "single_sample":
+        kl = kl_single_sample(out.z, out.mean, out.logvar, log_prior)
+    else:
+        kl = kl_normal(out.mean, out.logvar)
     return {"recon": recon, "kl": kl, "loss": recon + kl}
 
 
@@ -513,9 +573,16 @@ def bits_per_dim(nats, num_dims: int):
 # Schedules (pure functions of the global step; jit-able with a traced step).
 
 
-def warmup_beta(step, warmup_steps) -> jax.Array:
-    """Linear KL warm-up: min(step / warmup_steps, 1); 1 when warmup_steps <= 0."""
+def warmup_beta(step, warmup_steps, epoch_steps=0) -> jax.Array:
+    """Linear KL warm-up: min(step / warmup_steps, 1); 1 when warmup_steps <= 0.
+
+    With `epoch_steps` > 0 the step is rounded up to the end of its epoch, (step // epoch_steps
+    + 1) * epoch_steps: one beta per epoch, min(e / W, 1) for 1-based epoch e when
+    warmup_steps = W * epoch_steps (the VampPrior / Exemplar VAE code's `set_beta`).
+    """
     step = jnp.asarray(step, jnp.float32)
+    es = jnp.asarray(epoch_steps, jnp.float32)
+    step = jnp.where(es > 0, (jnp.floor(step / jnp.maximum(es, 1.0)) + 1.0) * es, step)
     ws = jnp.asarray(warmup_steps, jnp.float32)
     return jnp.where(ws > 0, jnp.clip(step / jnp.maximum(ws, 1.0), 0.0, 1.0), 1.0)
 
@@ -671,29 +738,40 @@ def reconstruction(x, out, *, likelihood, step=0, reduction="mean", decode=None,
     return _finish({"loss": t["recon"], "recon": t["recon"], "kl": t["kl"]}, reduction)
 
 
-def elbo(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None, **recon_params):
-    """Negative ELBO: recon + KL(q(z|x) || N(0, I)) per example. terms: loss, recon, kl."""
+def elbo(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None, log_prior=None,
+         kl_estimate="analytic", **recon_params):
+    """Negative ELBO: recon + KL(q(z|x) || p(z)) per example. terms: loss, recon, kl.
+
+    `log_prior` (the model's prior density, e.g. a VampPrior) makes the KL the single-sample
+    estimate; `kl_estimate="single_sample"` does so for the standard normal too (see elbo_terms).
+    """
     _require_vae(out, "elbo")
-    t = elbo_terms(x, out, likelihood, **recon_params)
+    t = elbo_terms(x, out, likelihood, log_prior=log_prior, kl_estimate=kl_estimate, **recon_params)
     return _finish(t, reduction)
 
 
 def beta_vae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None, beta=4.0,
-             **recon_params):
+             log_prior=None, kl_estimate="analytic", **recon_params):
     """beta-VAE (Higgins et al. 2017): recon + beta * KL. terms: loss, recon, kl, beta."""
     _require_vae(out, "beta_vae")
-    t = elbo_terms(x, out, likelihood, **recon_params)
+    t = elbo_terms(x, out, likelihood, log_prior=log_prior, kl_estimate=kl_estimate, **recon_params)
     return _finish({"loss": t["recon"] + beta * t["kl"], "recon": t["recon"], "kl": t["kl"]},
                    reduction, beta=beta)
 
 
 def kl_warmup(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None,
-              warmup_steps=10000, **recon_params):
+              warmup_steps=10000, epoch_steps=0, log_prior=None, kl_estimate="analytic",
+              **recon_params):
     """recon + beta(step) * KL with beta rising linearly 0 -> 1 over warmup_steps (Bowman et al.
-    2016, Sonderby et al. 2016). terms: loss, recon, kl, beta."""
+    2016, Sonderby et al. 2016). terms: loss, recon, kl, beta.
+
+    `epoch_steps` > 0 holds beta for a whole epoch at its end-of-epoch value, as the VampPrior
+    code's per-epoch warm-up does: beta = min(1, e / W) in 1-based epoch e for
+    warmup_steps = W * epoch_steps (see `warmup_beta`).
+    """
     _require_vae(out, "kl_warmup")
-    beta = warmup_beta(step, warmup_steps)
-    t = elbo_terms(x, out, likelihood, **recon_params)
+    beta = warmup_beta(step, warmup_steps, epoch_steps)
+    t = elbo_terms(x, out, likelihood, log_prior=log_prior, kl_estimate=kl_estimate, **recon_params)
     return _finish({"loss": t["recon"] + beta * t["kl"], "recon": t["recon"], "kl": t["kl"]},
                    reduction, beta=beta)
 
@@ -809,7 +887,7 @@ def info_vae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=N
 
 
 def iwae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None, k=None,
-         **recon_params):
+         log_prior=None, **recon_params):
     """Importance-weighted bound (Burda et al. 2016): loss = -log (1/k) sum_k w_k per example.
 
     Needs `decode` (z -> logits) and `eps` (k, B, D); z_k = mean + exp(logvar/2) eps_k
@@ -823,7 +901,8 @@ def iwae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None,
     if k is not None and eps.shape[0] != k:
         raise ValueError(f"eps has {eps.shape[0]} samples per example, k={k}")
     log_px_z, log_pz, log_qz_x = _log_weight_parts(
-        x, out.mean, out.logvar, eps.astype(out.mean.dtype), decode, likelihood, **recon_params
+        x, out.mean, out.logvar, eps.astype(out.mean.dtype), decode, likelihood,
+        log_prior=log_prior, **recon_params
     )
     lw = log_px_z + log_pz - log_qz_x  # (k, B)
     bound = jax.nn.logsumexp(lw, axis=0) - math.log(lw.shape[0])
@@ -831,6 +910,13 @@ def iwae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None,
                     "kl": kl_normal(out.mean, out.logvar), "iwae_bound": bound,
                     "elbo": jnp.mean(lw, axis=0)}, reduction)
 
+
+KL_ESTIMATES = ("analytic", "single_sample")
+"""How elbo/beta_vae/kl_warmup estimate KL(q || p): closed form (standard prior only), or
+log q(z|x) - log p(z) at the reparameterized sample."""
+
+PRIOR_OBJECTIVES = ("elbo", "beta_vae", "kl_warmup", "iwae")
+"""Objectives that accept a `log_prior` (any prior); the others assume N(0, I) in closed form."""
 
 OBJECTIVES: dict[str, Callable[..., tuple[jax.Array, dict[str, jax.Array]]]] = {
     "reconstruction": reconstruction,

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxvae import losses
 from jaxvae.conv import ConvTranspose, conv_general_dilated
 from vaecommon import presets
 from vaecommon.presets import ModelSpec
@@ -39,7 +40,8 @@ from vaecommon.presets import ModelSpec
 __all__ = [
     "ModelOutput", "BatchNorm", "ResBlock", "VAEBase", "MLPVAE", "FlaxEncoder", "FlaxDecoder",
     "FlaxVAE", "LyeoniVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "GlassesEncoder",
-    "GlassesDecoder", "GlassesVAE", "ConvVAE", "FAMILIES", "build_model", "list_models",
+    "GlassesDecoder", "GlassesVAE", "ConvVAE", "NonLinear", "GatedDense", "ExemplarVAE",
+    "FAMILIES", "build_model", "list_models",
     "num_params",
 ]
 
@@ -270,13 +272,38 @@ class VAEBase(nnx.Module):
         z = self.reparameterize(mean, logvar, eps)
         return ModelOutput(self.decode_logits(z), mean, logvar, z)
 
+    def prior_components(self) -> tuple[jax.Array, jax.Array]:
+        """The VampPrior's components: (means, logvars), each (K, D), of q(z | u_k) for the K
+        pseudo-inputs u_k = hardtanh_[0,1](means.linear.kernel) (the reference feeds an identity
+        matrix through a bias-free Linear; its output is the kernel itself)."""
+        u = jnp.clip(self.means.linear.kernel[...], 0.0, 1.0)  # (K, C*H*W)
+        return self.encode(self._image(u))
+
+    def log_prior(self, z: jax.Array) -> jax.Array:
+        """log p(z) summed over latent dimensions; z (..., D) -> (...). The standard normal, or
+        the VampPrior mixture (1/K) sum_k N(z; mean_k, exp(logvar_k)) (`losses.log_mixture`)."""
+        if self.spec.prior == "vampprior":
+            return losses.log_mixture(z, *self.prior_components())
+        return losses.log_standard_normal(z)
+
+    def sample_prior(self, n: int, key: jax.Array) -> jax.Array:
+        """(n, D) draws from the prior (VampPrior: a uniformly chosen component each)."""
+        k_comp, k_eps = jax.random.split(key)
+        eps = jax.random.normal(k_eps, (n, self.spec.latent_dim), jnp.float32)
+        if self.spec.prior != "vampprior":
+            return eps
+        means, logvars = self.prior_components()
+        idx = jax.random.randint(k_comp, (n,), 0, means.shape[0])
+        return means[idx] + jnp.exp(0.5 * logvars[idx]) * eps
+
     def sample(self, n: int, key: jax.Array) -> jax.Array:
-        """n images generated from z ~ N(0, I): (n, H, W, C) in [0, 1].
+        """n images generated from z drawn from the prior: (n, H, W, C) in [0, 1].
 
         BatchNorm models should be in eval mode (`model.eval()`); in train mode the batch
         statistics of the n samples are used and the running ones updated, as in torch.
         """
-        z = jax.random.normal(key, (n, self.spec.latent_dim), jnp.float32)
+        z = (jax.random.normal(key, (n, self.spec.latent_dim), jnp.float32)
+             if self.spec.prior == "standard" else self.sample_prior(n, key))
         c, h, w = self.spec.input_shape
         return self.generate(z).reshape(n, h, w, c)  # NHWC (torch twin: NCHW)
 
@@ -602,6 +629,76 @@ class ConvVAE(VAEBase):
         return self.decoder(h)                       # (B, H, W, C)
 
 
+# ---- the VampPrior code's MLP (Exemplar VAE, NeurIPS 2020) -------------------------------------------
+
+def _he_normal(key, shape, dtype=jnp.float32):
+    """The reference's `he_init`: N(0, sqrt(2 / fan_in)) for Linear kernels (in, out)."""
+    return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / shape[0])
+
+
+def _reference_linear(din: int, dout: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+    # the reference applies he_init to every nn.Linear weight after torch's default init, so the
+    # biases keep torch's U(+-1/sqrt(fan_in))
+    return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=_he_normal,
+                      bias_init=_torch_uniform(din), rngs=rngs)
+
+
+class NonLinear(nnx.Module):
+    """utils/nn.py NonLinear: `linear`, then an optional activation (a function here)."""
+
+    def __init__(self, din: int, dout: int, *, rngs: nnx.Rngs, use_bias: bool = True,
+                 activation: Callable | None = None):
+        self.linear = _reference_linear(din, dout, rngs=rngs, use_bias=use_bias)
+        self.activation = activation
+
+    def __call__(self, x):
+        h = self.linear(x)
+        return h if self.activation is None else self.activation(h)
+
+
+class GatedDense(nnx.Module):
+    """utils/nn.py GatedDense: h(x) * sigmoid(g(x)) (no activation on h, as the VAE builds it)."""
+
+    def __init__(self, din: int, dout: int, *, rngs: nnx.Rngs):
+        self.h = _reference_linear(din, dout, rngs=rngs)
+        self.g = _reference_linear(din, dout, rngs=rngs)
+
+    def __call__(self, x):
+        return self.h(x) * jax.nn.sigmoid(self.g(x))
+
+
+class ExemplarVAE(VAEBase):
+    """sajadn/Exemplar-VAE models/VAE.py (jmtomczak/vae_vampprior's "vae"): two GatedDense(300)
+    layers each way, logvar through Hardtanh(-6, 2), a sigmoid Bernoulli decoder (p_x_mean).
+    Parameter names follow the reference, so its state_dict loads unchanged."""
+
+    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, init: str = "default"):
+        # init: the reference's own (he-normal weights, torch-uniform biases) for both values
+        self.spec = spec
+        d, (h,), k = spec.input_dim, spec.hidden, spec.latent_dim
+        self.q_z_layers = nnx.Sequential(GatedDense(d, h, rngs=rngs), GatedDense(h, h, rngs=rngs))
+        self.q_z_mean = _reference_linear(h, k, rngs=rngs)
+        self.q_z_logvar = NonLinear(h, k, rngs=rngs, activation=lambda v: jnp.clip(v, -6.0, 2.0))
+        self.p_x_layers = nnx.Sequential(GatedDense(k, h, rngs=rngs), GatedDense(h, h, rngs=rngs))
+        self.p_x_mean = NonLinear(h, d, rngs=rngs)  # the sigmoid is `decode`'s (logits here)
+
+    def encode(self, x):
+        hid = self.q_z_layers(self._flat(x))
+        return self.q_z_mean(hid), self.q_z_logvar(hid)
+
+    def decode_logits(self, z):
+        return self.p_x_mean(self.p_x_layers(z))
+
+
+def _attach_prior(model: VAEBase, *, rngs: nnx.Rngs) -> None:
+    """Add the VampPrior's pseudo-inputs (`means`, a bias-free Linear K -> C*H*W whose kernel
+    rows are the pseudo-inputs before Hardtanh(0, 1)), after every other layer so the other
+    layers' init is unchanged. Init: the reference's he_init, N(0, sqrt(2 / K)), which overwrites
+    its configured N(pseudoinputs_mean, pseudoinputs_std) draw."""
+    spec = model.spec
+    model.means = NonLinear(spec.pseudo_inputs, spec.input_dim, rngs=rngs, use_bias=False)
+
+
 # ---- registry --------------------------------------------------------------------------------------
 
 FAMILIES: dict[str, type[VAEBase]] = {
@@ -616,6 +713,7 @@ FAMILIES: dict[str, type[VAEBase]] = {
     "simple_vae": SimpleVAE,
     "conv_vae": ConvVAE,
     "resnet_vae": ConvVAE,
+    "exemplar_vae": ExemplarVAE,
 }
 
 
@@ -641,7 +739,10 @@ def build_model(name: str, *, rngs: nnx.Rngs | None = None, key: jax.Array | int
     if rngs is None:
         rngs = nnx.Rngs(params=key)
     spec = presets.get_spec(name, **overrides)
-    return FAMILIES[spec.family](spec, rngs=rngs, init=init)
+    model = FAMILIES[spec.family](spec, rngs=rngs, init=init)
+    if spec.prior == "vampprior":
+        _attach_prior(model, rngs=rngs)
+    return model
 
 
 def list_models() -> list[str]:

@@ -38,9 +38,11 @@ from . import data as data_lib
 from . import figures as figures_lib
 from . import losses
 from . import models
+from . import optim
 from jaxvae.streams import stream_key
 from vaecommon import lifecycle
 from vaecommon.config import TrainConfig, check_resumable, resolve
+from vaecommon.datasets import binarized_view, hold_out
 from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
 from vaecommon.tensorboard import Board
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 FRAMEWORK, PACKAGE = "jax", "jaxvae"
+AS_ARRAY = np.asarray  # the array type of this twin's datasets
 VERSIONS = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 # Up to this many bytes of an epoch's reparameterization noise are drawn before its scan.
@@ -94,7 +97,9 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
     wd = float(cfg.weight_decay or 0.0)
     if cfg.optimizer in ("adam", "sgd") and wd:
         parts.append(optax.add_decayed_weights(wd))
-    if cfg.optimizer in ("adam", "adamw"):
+    if cfg.optimizer == "adam_norm_grad":  # the VampPrior code's optimizer (jaxvae.optim)
+        parts.append(optim.scale_by_adam_norm_grad(weight_decay=wd))
+    elif cfg.optimizer in ("adam", "adamw"):
         parts.append(optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8))
         if cfg.optimizer == "adamw" and wd:
             parts.append(optax.add_decayed_weights(wd))
@@ -102,7 +107,8 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
         if cfg.momentum:
             parts.append(optax.trace(decay=cfg.momentum, nesterov=False))
     else:  # resolve() validated the name; keep the error for direct callers
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw, sgd")
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw, sgd, "
+                         "adam_norm_grad")
     parts.append(optax.scale_by_schedule(learning_rate_factor(cfg, total_steps)))
     return optax.chain(*parts)
 
@@ -136,6 +142,30 @@ def likelihood_params(model) -> dict:
     return {"log_sigma": model.log_sigma[...]} if hasattr(model, "log_sigma") else {}
 
 
+def prior_params(model) -> dict:
+    """The objective's `log_prior` when the model's prior is not N(0, I) (the VampPrior)."""
+    return {"log_prior": model.log_prior} if model.spec.prior != "standard" else {}
+
+
+def objective_of(cfg: TrainConfig, steps_per_epoch: int) -> tuple[str, dict[str, Any]]:
+    """(objective name, its parameters) a run trains with: the config's, with
+    `kl_warmup_epochs` > 0 turned into kl_warmup's step parameters (derived, never written back).
+
+    Raises:
+      ValueError: a non-standard prior with an objective that assumes N(0, I) in closed form.
+    """
+    name, params = cfg.objective, dict(cfg.objective_params)
+    if cfg.kl_warmup_epochs:
+        name = "kl_warmup"
+        params.update(warmup_steps=cfg.kl_warmup_epochs * steps_per_epoch,
+                      epoch_steps=steps_per_epoch)
+    prior = get_spec(cfg.model, **cfg.model_overrides).prior
+    if prior != "standard" and name not in losses.PRIOR_OBJECTIVES:
+        raise ValueError(f"objective {name!r} assumes the standard normal prior; with prior "
+                         f"{prior!r} use one of {', '.join(losses.PRIOR_OBJECTIVES)}")
+    return name, params
+
+
 # --------------------------------------------------------------------------------------------
 # The trainer
 
@@ -154,6 +184,8 @@ class Trainer:
     latent_dim: int
     hyper: dict[str, float]
     mesh: Any = None
+    objective: str = "elbo"
+    objective_params: dict = dataclasses.field(default_factory=dict)
     compiled: dict = dataclasses.field(default_factory=dict, repr=False)
     """jitted evaluation / NLL functions, built once per Trainer (see `_compiled`)."""
 
@@ -179,7 +211,8 @@ class Trainer:
         hyper = {"lr": float(cfg.lr)}
         for k in sweep_keys:
             hyper[k] = float(cfg.objective_params[k])
-        return cls(cfg, graphdef, tx, spe, model.spec.latent_dim, hyper, mesh)
+        objective, params = objective_of(cfg, spe)
+        return cls(cfg, graphdef, tx, spe, model.spec.latent_dim, hyper, mesh, objective, params)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -227,10 +260,10 @@ class Trainer:
         model.train()
         out = forward(model, x_in, eps.astype(x_in.dtype), cfg.logvar_clamp)
         out = jax.tree.map(lambda a: a.astype(jnp.float32), out)
-        params_obj = dict(cfg.objective_params)
+        params_obj = dict(self.objective_params)
         params_obj.update({k: v for k, v in hyper.items() if k != "lr"})
-        params_obj.update(likelihood_params(model))
-        loss, terms = losses.OBJECTIVES[cfg.objective](
+        params_obj.update(likelihood_params(model), **prior_params(model))
+        loss, terms = losses.OBJECTIVES[self.objective](
             x, out, likelihood=cfg.likelihood, step=step, reduction=cfg.reduction,
             decode=lambda z: model.decode_logits(z.astype(x_in.dtype)).astype(jnp.float32),
             eps=extra, **params_obj,
@@ -329,11 +362,17 @@ class Trainer:
             self.compiled[name] = jax.jit(build())
         return self.compiled[name]
 
+    @property
+    def kl_estimate(self) -> str:
+        """How evaluation estimates the KL: the objective's `kl_estimate` (analytic by default)."""
+        return self.objective_params.get("kl_estimate", "analytic")
+
     def eval_batch(self, params, rest, x, eps):
         """Per-example {"loss","recon","kl"} (B,) and the posterior mean (B, D)."""
         model = self.model_from(params, rest, train=False)
         out = forward(model, x, eps, self.cfg.logvar_clamp)
-        terms = losses.elbo_terms(x, out, self.cfg.likelihood, **likelihood_params(model))
+        terms = losses.elbo_terms(x, out, self.cfg.likelihood, **likelihood_params(model),
+                                  **prior_params(model), kl_estimate=self.kl_estimate)
         if out.logvar is not None:
             kl_dim = losses.kl_normal_per_dim(out.mean, out.logvar)
         else:
@@ -432,7 +471,8 @@ def test_nll(trainer: Trainer, params, rest, images, root_key, *, k: int, epoch:
                 eps = jax.random.normal(jax.random.fold_in(bkey, c), (chunk, x.shape[0], d))
                 valid = (c * chunk + jnp.arange(chunk)) < k  # the last chunk may overrun k
                 lw = losses.log_importance_weights(x, mean, logvar, eps, model.decode_logits,
-                                                   cfg.likelihood, **likelihood_params(model))  # (chunk, B)
+                                                   cfg.likelihood, **likelihood_params(model),
+                                                   **prior_params(model))  # (chunk, B)
                 lw = jnp.where(valid[:, None], lw, -jnp.inf)
                 return jnp.logaddexp(acc, jax.scipy.special.logsumexp(lw, axis=0)), None
 
@@ -558,6 +598,12 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     train_ds, test_ds = load_datasets(base)
     spec = get_spec(base.model, **base.model_overrides)
     check_data(base, spec, train_ds, test_ds)
+    val_ds = None
+    if base.validation:
+        train_ds, val_ds = hold_out(train_ds, base.validation)
+    if base.eval_binarization == "static":  # the VampPrior protocol: evaluated on fixed bits
+        val_ds = val_ds and binarized_view(val_ds, AS_ARRAY)
+        test_ds = binarized_view(test_ds, AS_ARRAY)
     mesh = data_parallel(num_devices, base.batch_size, n)
     trainer = Trainer.create(base, train_ds.images.shape[0], mesh=mesh, sweep_keys=swept)
     roots = [jax.random.key(c.seed) for c in cfgs]
@@ -570,6 +616,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         folders = [f.create() for f in folders]
         managers = [ckpt_lib.CheckpointManager(f.checkpoints, keep=c.keep_checkpoints)
                     for f, c in zip(folders, cfgs)]
+        bests = [ckpt_lib.CheckpointManager(f.checkpoints / "best", keep=1) if val_ds else None
+                 for f in folders]  # the best-validation state
         states = [trainer.init_state(r) for r in roots]
         start_epoch = 0
         if any(m.latest_step() is not None for m in managers):
@@ -590,7 +638,10 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             for f in folders:
                 f.metrics_path.unlink(missing_ok=True)  # records without a checkpoint: a killed start
         devices = [str(d) for d in jax.devices()][: (mesh.size if mesh is not None else 1)]
-        finished = start_epoch >= base.epochs  # a rerun of a finished run rewrites nothing
+        stoppers = [lifecycle.EarlyStopping.from_records(lifecycle.records(f), c.early_stopping,
+                                                         c.kl_warmup_epochs) for f, c in zip(folders, cfgs)]
+        # a rerun of a finished (or early-stopped) run rewrites nothing
+        finished = start_epoch >= base.epochs or (val_ds is not None and all(s.stopped for s in stoppers))
         boards = [stack.enter_context(contextlib.closing(Board(f.root, purge_step=step + 1,
                                                                enabled=not finished)))
                   for f, step in zip(folders, [int(s.step) for s in states])]
@@ -615,7 +666,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
         t_start, timings = time.time(), lifecycle.Timings()
         interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
-        for epoch in range(start_epoch, base.epochs):
+        for epoch in range(start_epoch, base.epochs if not finished else start_epoch):
             t0 = time.time()
             idx = _stack([jnp.asarray(epoch_batches(c.seed, epoch, train_ds.images.shape[0],
                                                     c.batch_size)) for c in cfgs])
@@ -633,13 +684,24 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 recs, trains[i] = lifecycle.epoch_records(
                     _member(terms, i, n), step=int(_member(state.step, i, n)), epoch=epoch,
                     batch_size=c.batch_size, seconds=seconds,
-                    last_checkpoint=_newest_checkpoint([managers[i]]))
+                    last_checkpoint=_newest_checkpoint([managers[i]]), every=c.batch_log_every)
                 lifecycle.check_finite(bool(np.all(finite)), "parameters", epoch, trains[i]["step"],
                                        _newest_checkpoint(managers))
                 records.append(recs)
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 s_i = _member(state, i, n)
-                if lifecycle.due(c.eval_every, epoch, final):
+                stopped_before = stoppers[i].stopped
+                if val_ds is not None and not stopped_before:
+                    record = {"type": "validation", "epoch": epoch + 1, "step": trains[i]["step"],
+                              **evaluate(trainer, s_i.params, s_i.rest, val_ds.images, roots[i],
+                                         epoch=epoch + 1, timings=timings)}
+                    lifecycle.check_finite(not record.get("nonfinite"), "validation metrics", epoch,
+                                           trains[i]["step"], _newest_checkpoint(managers))
+                    records[i].append(record)
+                    if stoppers[i].update(epoch + 1, record["loss"]):
+                        with timings("checkpoints"):
+                            _save_checkpoint(bests[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
+                if lifecycle.due(c.eval_every, epoch, final) and not (final and val_ds is not None):
                     lifecycle.announce_nll(bar, c.final_nll_samples if final else c.nll_samples,
                                            len(test_ds.images), c.nll_limit, final)
                     tests[i] = {"type": "test", "epoch": epoch + 1, "step": trains[i]["step"],
@@ -651,10 +713,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                     records[i].append(tests[i])
                 f.append_metrics(records[i])
                 boards[i].records(records[i])
-                if lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested:
+                if (lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested
+                        or stoppers[i].stopped != stopped_before):
                     with timings("checkpoints"):
                         _save_checkpoint(managers[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
-                if lifecycle.due(c.figures_every, epoch, final):
+                if lifecycle.due(c.figures_every, epoch, final) and not (final and val_ds is not None):
                     with timings("figures"):
                         figures_lib.write_run_figures(f, trainer, s_i, test_ds, roots[i], cfg=c,
                                                       board=boards[i], step=trains[i]["step"])
@@ -664,6 +727,26 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             if interrupt.requested:
                 bar.note(f"[{PACKAGE}] stopped after epoch {epoch + 1}; resume with the same command")
                 break
+            if val_ds is not None and all(s.stopped for s in stoppers):
+                bar.note(f"[{PACKAGE}] early stop after epoch {epoch + 1}: the validation -ELBO "
+                         f"last improved at epoch {max(s.best_epoch for s in stoppers)}")
+                break
+        if val_ds is not None and not interrupt.requested:  # the final test is the best state's
+            for i, (f, c) in enumerate(zip(folders, cfgs)):
+                if tests[i].get("best_epoch"):
+                    continue  # done before a kill
+                best, meta, _ = bests[i].restore_latest_intact(trainer.init_state(roots[i]))
+                lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
+                tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": int(best.step),
+                            "best_epoch": int(meta["epoch"]), "epochs_trained": trains[i]["epoch"],
+                            **evaluate(trainer, best.params, best.rest, test_ds.images, roots[i],
+                                       nll_samples=c.final_nll_samples, epoch=int(meta["epoch"]),
+                                       timings=timings)}
+                f.append_metrics([tests[i]])
+                boards[i].records([tests[i]])
+                with timings("figures"):
+                    figures_lib.write_run_figures(f, trainer, best, test_ds, roots[i], cfg=c,
+                                                  board=boards[i], step=tests[i]["step"])
         wall = time.time() - t_start
         if not interrupt.requested:
             for i, (f, c) in enumerate(zip(folders, cfgs)):

@@ -44,10 +44,15 @@ __all__ = [
     "kl_normal",
     "kl_normal_std",
     "kl_monte_carlo",
+    "log_standard_normal",
+    "log_mixture",
+    "kl_single_sample",
     "log_importance_weights",
     "importance_sampled_log_likelihood",
     "importance_sampled_nll",
     "elbo_terms",
+    "KL_ESTIMATES",
+    "PRIOR_OBJECTIVES",
     "bits_per_dim",
     "warmup_beta",
     "cyclical_beta",
@@ -401,20 +406,63 @@ def kl_monte_carlo(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) ->
     return (log_normal_pdf(z, mean, logvar) - log_normal_pdf(z, zeros, zeros)).sum(dim=-1)
 
 
+def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the latent axis: (..., D) -> (...)."""
+    zeros = torch.zeros((), dtype=z.dtype, device=z.device)
+    return log_normal_pdf(z, zeros, zeros).sum(dim=-1)
+
+
+def log_mixture(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k N(z; means_k, exp(logvars_k)), the VampPrior's density, summed over D.
+
+    The squared distances are expanded into matmuls (z^2 @ exp(-logvar).T - 2 z @ (mean
+    exp(-logvar)).T + sum mean^2 exp(-logvar)), so (S, B, D) samples against K components never
+    build an (S, B, K, D) tensor.
+
+    Args:
+      z: (..., D) samples.
+      means, logvars: (K, D) component parameters.
+    Returns:
+      (...) nats.
+    """
+    prec = torch.exp(-logvars)  # (K, D)
+    quad = (z.square() @ prec.T - 2.0 * (z @ (means * prec).T)
+            + (means.square() * prec).sum(dim=-1))  # (..., K)
+    log_k = -0.5 * (z.shape[-1] * LOG_2PI + logvars.sum(dim=-1) + quad)
+    return torch.logsumexp(log_k, dim=-1) - math.log(means.shape[0])
+
+
+def kl_single_sample(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
+                     log_prior: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The single-sample KL estimate log q(z|x) - log p(z) per example, for any prior.
+
+    What the VampPrior code trains with (for its standard prior too): unbiased, and the only
+    choice where KL(q || p) has no closed form.
+
+    Args:
+      z: (B, D) the reparameterized sample; mean, logvar: (B, D).
+      log_prior: z (B, D) -> (B,) log p(z); None: the standard normal.
+    Returns:
+      (B,) nats.
+    """
+    log_p = (log_prior or log_standard_normal)(z)
+    return log_normal_pdf(z, mean, logvar).sum(dim=-1) - log_p
+
+
 # ---------------------------------------------------------------------------------------------
 # Estimators for evaluation.
 
 
-def _log_weight_parts(x, mean, logvar, eps, decode, likelihood, **recon_params):
-    """(k, B) tensors log p(x|z), log p(z), log q(z|x) for z = mean + exp(logvar/2) * eps."""
+def _log_weight_parts(x, mean, logvar, eps, decode, likelihood, log_prior=None, **recon_params):
+    """(k, B) tensors log p(x|z), log p(z), log q(z|x) for z = mean + exp(logvar/2) * eps
+    (`log_prior`: z (..., D) -> (...); None: the standard normal)."""
     k, b, d = eps.shape
     z = reparameterize(mean, logvar, eps)  # (k, B, D)
     logits = decode(z.reshape(k * b, d))  # (k*B, ...)
     x = x.reshape((1, b) + tuple(logits.shape[1:]))
     x_rep = x.expand((k,) + tuple(x.shape[1:])).reshape(logits.shape)
     log_px_z = -reconstruction_nll(x_rep, logits, likelihood, **recon_params).reshape(k, b)
-    zeros = torch.zeros((), dtype=z.dtype, device=z.device)
-    log_pz = log_normal_pdf(z, zeros, zeros).sum(dim=-1)
+    log_pz = (log_prior or log_standard_normal)(z)
     # log q(z|x) written in eps: identical as a function of (mean, logvar, eps), and exact even
     # where exp(-logvar) * (z - mean)^2 would cancel badly.
     log_qz_x = (-0.5 * (LOG_2PI + logvar + eps.square())).sum(dim=-1)
@@ -435,6 +483,8 @@ def log_importance_weights(
       eps: (k, B, D) standard normal noise; z = mean + exp(logvar/2) * eps.
       decode: maps z (k*B, D) to logits (k*B, ...).
       likelihood: RECONSTRUCTION name (or (fn, input_kind)).
+      **recon_params: the likelihood's parameters, and `log_prior` (z (..., D) -> (...), the
+        model's prior density; default the standard normal).
     Returns:
       (k, B) log importance weights in nats.
     """
@@ -468,13 +518,23 @@ def importance_sampled_nll(
     )
 
 
-def elbo_terms(x: torch.Tensor, out: Any, likelihood, **recon_params) -> dict[str, torch.Tensor]:
+def elbo_terms(x: torch.Tensor, out: Any, likelihood, *, log_prior=None, kl_estimate="analytic",
+               **recon_params) -> dict[str, torch.Tensor]:
     """Per-example {"recon", "kl", "loss"} (each (B,), nats) for evaluation; loss = -ELBO.
 
-    kl is the analytic KL(q(z|x) || N(0, I)); 0 for autoencoders (out.logvar is None).
+    kl is the analytic KL(q(z|x) || N(0, I)) (`kl_estimate="analytic"`), or the single-sample
+    estimate log q(out.z|x) - log p(out.z) (`kl_estimate="single_sample"`, and always when a
+    `log_prior` other than the standard normal is given); 0 for autoencoders (out.logvar None).
     """
+    if kl_estimate not in KL_ESTIMATES:
+        raise ValueError(f"kl_estimate must be one of {KL_ESTIMATES}, got {kl_estimate!r}")
     recon = reconstruction_nll(x, out.logits, likelihood, **recon_params)
-    kl = torch.zeros_like(recon) if out.logvar is None else kl_normal(out.mean, out.logvar)
+    if out.logvar is None:
+        kl = torch.zeros_like(recon)
+    elif log_prior is not None or kl_estimate == "single_sample":
+        kl = kl_single_sample(out.z, out.mean, out.logvar, log_prior)
+    else:
+        kl = kl_normal(out.mean, out.logvar)
     return {"recon": recon, "kl": kl, "loss": recon + kl}
 
 
@@ -487,11 +547,18 @@ def bits_per_dim(nats, num_dims: int):
 # Schedules (pure functions of the global step).
 
 
-def warmup_beta(step, warmup_steps) -> torch.Tensor:
-    """Linear KL warm-up: min(step / warmup_steps, 1); 1 when warmup_steps <= 0."""
+def warmup_beta(step, warmup_steps, epoch_steps=0) -> torch.Tensor:
+    """Linear KL warm-up: min(step / warmup_steps, 1); 1 when warmup_steps <= 0.
+
+    With `epoch_steps` > 0 the step is rounded up to the end of its epoch, (step // epoch_steps
+    + 1) * epoch_steps: one beta per epoch, min(e / W, 1) for 1-based epoch e when
+    warmup_steps = W * epoch_steps (the VampPrior / Exemplar VAE code's `set_beta`).
+    """
     if warmup_steps <= 0:
         return torch.tensor(1.0)
     step = torch.as_tensor(step, dtype=torch.float32)
+    if epoch_steps > 0:
+        step = (torch.floor(step / epoch_steps) + 1.0) * epoch_steps
     return (step / warmup_steps).clamp(0.0, 1.0)
 
 
@@ -652,29 +719,40 @@ def reconstruction(x, out, *, likelihood, step=0, reduction="mean", decode=None,
     return _finish({"loss": t["recon"], "recon": t["recon"], "kl": t["kl"]}, reduction)
 
 
-def elbo(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None, **recon_params):
-    """Negative ELBO: recon + KL(q(z|x) || N(0, I)) per example. terms: loss, recon, kl."""
+def elbo(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None, log_prior=None,
+         kl_estimate="analytic", **recon_params):
+    """Negative ELBO: recon + KL(q(z|x) || p(z)) per example. terms: loss, recon, kl.
+
+    `log_prior` (the model's prior density, e.g. a VampPrior) makes the KL the single-sample
+    estimate; `kl_estimate="single_sample"` does so for the standard normal too (see elbo_terms).
+    """
     _require_vae(out, "elbo")
-    t = elbo_terms(x, out, likelihood, **recon_params)
+    t = elbo_terms(x, out, likelihood, log_prior=log_prior, kl_estimate=kl_estimate, **recon_params)
     return _finish(t, reduction)
 
 
 def beta_vae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None, beta=4.0,
-             **recon_params):
+             log_prior=None, kl_estimate="analytic", **recon_params):
     """beta-VAE (Higgins et al. 2017): recon + beta * KL. terms: loss, recon, kl, beta."""
     _require_vae(out, "beta_vae")
-    t = elbo_terms(x, out, likelihood, **recon_params)
+    t = elbo_terms(x, out, likelihood, log_prior=log_prior, kl_estimate=kl_estimate, **recon_params)
     return _finish({"loss": t["recon"] + beta * t["kl"], "recon": t["recon"], "kl": t["kl"]},
                    reduction, beta=beta)
 
 
 def kl_warmup(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None,
-              warmup_steps=10000, **recon_params):
+              warmup_steps=10000, epoch_steps=0, log_prior=None, kl_estimate="analytic",
+              **recon_params):
     """recon + beta(step) * KL with beta rising linearly 0 -> 1 over warmup_steps (Bowman et al.
-    2016, Sonderby et al. 2016). terms: loss, recon, kl, beta."""
+    2016, Sonderby et al. 2016). terms: loss, recon, kl, beta.
+
+    `epoch_steps` > 0 holds beta for a whole epoch at its end-of-epoch value, as the VampPrior
+    code's per-epoch warm-up does: beta = min(1, e / W) in 1-based epoch e for
+    warmup_steps = W * epoch_steps (see `warmup_beta`).
+    """
     _require_vae(out, "kl_warmup")
-    beta = warmup_beta(step, warmup_steps)
-    t = elbo_terms(x, out, likelihood, **recon_params)
+    beta = warmup_beta(step, warmup_steps, epoch_steps)
+    t = elbo_terms(x, out, likelihood, log_prior=log_prior, kl_estimate=kl_estimate, **recon_params)
     return _finish({"loss": t["recon"] + beta * t["kl"], "recon": t["recon"], "kl": t["kl"]},
                    reduction, beta=beta)
 
@@ -790,7 +868,7 @@ def info_vae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=N
 
 
 def iwae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None, k=None,
-         **recon_params):
+         log_prior=None, **recon_params):
     """Importance-weighted bound (Burda et al. 2016): loss = -log (1/k) sum_k w_k per example.
 
     Needs `decode` (z -> logits) and `eps` (k, B, D); z_k = mean + exp(logvar/2) eps_k
@@ -804,7 +882,8 @@ def iwae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None,
     if k is not None and eps.shape[0] != k:
         raise ValueError(f"eps has {eps.shape[0]} samples per example, k={k}")
     log_px_z, log_pz, log_qz_x = _log_weight_parts(
-        x, out.mean, out.logvar, eps.to(out.mean.dtype), decode, likelihood, **recon_params
+        x, out.mean, out.logvar, eps.to(out.mean.dtype), decode, likelihood,
+        log_prior=log_prior, **recon_params
     )
     lw = log_px_z + log_pz - log_qz_x  # (k, B)
     bound = torch.logsumexp(lw, dim=0) - math.log(lw.shape[0])
@@ -812,6 +891,13 @@ def iwae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None,
                     "kl": kl_normal(out.mean, out.logvar), "iwae_bound": bound,
                     "elbo": lw.mean(dim=0)}, reduction)
 
+
+KL_ESTIMATES = ("analytic", "single_sample")
+"""How elbo/beta_vae/kl_warmup estimate KL(q || p): closed form (standard prior only), or
+log q(z|x) - log p(z) at the reparameterized sample."""
+
+PRIOR_OBJECTIVES = ("elbo", "beta_vae", "kl_warmup", "iwae")
+"""Objectives that accept a `log_prior` (any prior); the others assume N(0, I) in closed form."""
 
 OBJECTIVES: dict[str, Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {
     "reconstruction": reconstruction,

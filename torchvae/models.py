@@ -20,19 +20,21 @@ decoders return NCHW images, MLP decoders flat `(B, 784)` (the JAX twin: NHWC).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchvae import losses
 from vaecommon import presets
 from vaecommon.presets import ModelSpec
 
 __all__ = [
     "ModelOutput", "BatchNorm", "ResBlock", "VAEBase", "MLPVAE", "FlaxEncoder", "FlaxDecoder",
     "FlaxVAE", "LyeoniVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "GlassesEncoder",
-    "GlassesDecoder", "GlassesVAE", "ConvVAE", "FAMILIES", "build_model", "list_models",
+    "GlassesDecoder", "GlassesVAE", "ConvVAE", "NonLinear", "GatedDense", "ExemplarVAE",
+    "FAMILIES", "build_model", "list_models",
     "num_params",
 ]
 
@@ -134,8 +136,33 @@ class VAEBase(nn.Module):
         z = self.reparameterize(mean, logvar, eps)
         return ModelOutput(self.decode_logits(z), mean, logvar, z)
 
+    def prior_components(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VampPrior's components: (means, logvars), each (K, D), of q(z | u_k) for the K
+        pseudo-inputs u_k = hardtanh_[0,1](means.linear.weight.T) (the reference feeds an identity
+        matrix through a bias-free Linear; its output is the weight, transposed)."""
+        u = self.means.linear.weight.T.clamp(0.0, 1.0)  # (K, C*H*W)
+        return self.encode(self._image(u))
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) summed over latent dimensions; z (..., D) -> (...). The standard normal, or
+        the VampPrior mixture (1/K) sum_k N(z; mean_k, exp(logvar_k)) (`losses.log_mixture`)."""
+        if self.spec.prior == "vampprior":
+            return losses.log_mixture(z, *self.prior_components())
+        return losses.log_standard_normal(z)
+
+    def sample_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, D) draws from the prior (VampPrior: a uniformly chosen component each)."""
+        p = next(self.parameters())
+        eps = torch.randn((n, self.spec.latent_dim), generator=generator, dtype=p.dtype,
+                          device=p.device)
+        if self.spec.prior != "vampprior":
+            return eps
+        means, logvars = self.prior_components()
+        idx = torch.randint(0, means.shape[0], (n,), generator=generator, device=p.device)
+        return means[idx] + torch.exp(0.5 * logvars[idx]) * eps
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images generated from z ~ N(0, I): (n, C, H, W) in [0, 1].
+        """n images generated from z drawn from the prior: (n, C, H, W) in [0, 1].
 
         `generator=None` draws from a fresh generator seeded from OS entropy (not torch's global
         RNG, so nothing else's random stream moves); pass one for reproducible samples.
@@ -145,7 +172,9 @@ class VAEBase(nn.Module):
         if generator is None:
             generator = torch.Generator(device=p.device)
             generator.seed()
-        z = torch.randn((n, self.spec.latent_dim), generator=generator, dtype=p.dtype, device=p.device)
+        z = (torch.randn((n, self.spec.latent_dim), generator=generator, dtype=p.dtype,
+                         device=p.device)
+             if self.spec.prior == "standard" else self.sample_prior(n, generator))
         c, h, w = self.spec.input_shape
         return self.generate(z).reshape(n, c, h, w)  # NCHW (JAX twin: NHWC)
 
@@ -485,6 +514,73 @@ class ConvVAE(VAEBase):
         return self.decoder(h)                       # (B, C, H, W)
 
 
+# ---- the VampPrior code's MLP (Exemplar VAE, NeurIPS 2020) -------------------------------------------
+
+class NonLinear(nn.Module):
+    """utils/nn.py NonLinear: `linear`, then an optional activation (a function here)."""
+
+    def __init__(self, din: int, dout: int, *, use_bias: bool = True,
+                 activation: Callable | None = None):
+        super().__init__()
+        self.linear = nn.Linear(din, dout, bias=use_bias)
+        self.activation = activation
+
+    def forward(self, x):
+        h = self.linear(x)
+        return h if self.activation is None else self.activation(h)
+
+
+class GatedDense(nn.Module):
+    """utils/nn.py GatedDense: h(x) * sigmoid(g(x)) (no activation on h, as the VAE builds it)."""
+
+    def __init__(self, din: int, dout: int):
+        super().__init__()
+        self.h = nn.Linear(din, dout)
+        self.g = nn.Linear(din, dout)
+
+    def forward(self, x):
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+class ExemplarVAE(VAEBase):
+    """sajadn/Exemplar-VAE models/VAE.py (jmtomczak/vae_vampprior's "vae"): two GatedDense(300)
+    layers each way, logvar through Hardtanh(-6, 2), a sigmoid Bernoulli decoder (p_x_mean).
+    Parameter names follow the reference, so its state_dict loads unchanged."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        d, (h,), k = spec.input_dim, spec.hidden, spec.latent_dim
+        self.q_z_layers = nn.Sequential(GatedDense(d, h), GatedDense(h, h))
+        self.q_z_mean = nn.Linear(h, k)
+        self.q_z_logvar = NonLinear(h, k, activation=lambda v: v.clamp(-6.0, 2.0))
+        self.p_x_layers = nn.Sequential(GatedDense(k, h), GatedDense(h, h))
+        self.p_x_mean = NonLinear(h, d)  # the sigmoid is `decode`'s (logits here)
+
+    def encode(self, x):
+        hid = self.q_z_layers(self._flat(x))
+        return self.q_z_mean(hid), self.q_z_logvar(hid)
+
+    def decode_logits(self, z):
+        return self.p_x_mean(self.p_x_layers(z))
+
+
+def _attach_prior(model: VAEBase) -> None:
+    """Add the VampPrior's pseudo-inputs (`means`, a bias-free Linear K -> C*H*W whose weight
+    columns are the pseudo-inputs before Hardtanh(0, 1)), after every other layer."""
+    spec = model.spec
+    model.means = NonLinear(spec.pseudo_inputs, spec.input_dim, use_bias=False)
+
+
+def _reference_init_(model: nn.Module, generator: torch.Generator) -> None:
+    """The VampPrior code's `he_init` after torch's default: every Linear weight N(0,
+    sqrt(2 / fan_in)), biases left U(+-1/sqrt(fan_in)); the pseudo-inputs too (it overwrites their
+    configured N(pseudoinputs_mean, pseudoinputs_std) draw)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.in_features), generator=generator)
+
+
 # ---- registry --------------------------------------------------------------------------------------
 
 FAMILIES: dict[str, type[VAEBase]] = {
@@ -499,6 +595,7 @@ FAMILIES: dict[str, type[VAEBase]] = {
     "simple_vae": SimpleVAE,
     "conv_vae": ConvVAE,
     "resnet_vae": ConvVAE,
+    "exemplar_vae": ExemplarVAE,
 }
 
 
@@ -540,12 +637,16 @@ def build_model(name: str, *, generator: torch.Generator | None = None, init: st
     spec = presets.get_spec(name, **overrides)
     with torch.device("meta"):
         model = FAMILIES[spec.family](spec)
+        if spec.prior == "vampprior":
+            _attach_prior(model)
     model = model.to_empty(device="cpu")
     if generator is None:
         generator = torch.Generator()
         generator.seed()
     with torch.no_grad():
         _init_like_torch_(model, generator)
+        if spec.family == "exemplar_vae" or spec.prior == "vampprior":
+            _reference_init_(model if spec.family == "exemplar_vae" else model.means, generator)
     return model
 
 

@@ -34,9 +34,11 @@ from . import data as data_lib
 from . import figures as figures_lib
 from . import losses
 from . import models
+from . import optim
 from torchvae.streams import stream_generator
 from vaecommon import lifecycle
 from vaecommon.config import TrainConfig, check_resumable, resolve
+from vaecommon.datasets import binarized_view, hold_out
 from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
 from vaecommon.tensorboard import Board
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 FRAMEWORK, PACKAGE = "torch", "torchvae"
+AS_ARRAY = torch.from_numpy  # the array type of this twin's datasets
 VERSIONS = ("torch", "torchvision", "numpy")
 
 
@@ -74,8 +77,11 @@ def make_optimizer(cfg: TrainConfig, params, total_steps: int):
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
     elif cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd)
+    elif cfg.optimizer == "adam_norm_grad":  # the VampPrior code's optimizer (torchvae.optim)
+        opt = optim.AdamNormGrad(params, lr=cfg.lr, weight_decay=wd)
     else:  # resolve() validated the name; keep the error for direct callers
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw, sgd")
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw, sgd, "
+                         "adam_norm_grad")
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, learning_rate_factor(cfg, total_steps))
 
 
@@ -108,6 +114,30 @@ def likelihood_params(model) -> dict:
     return {"log_sigma": model.log_sigma} if hasattr(model, "log_sigma") else {}
 
 
+def prior_params(model) -> dict:
+    """The objective's `log_prior` when the model's prior is not N(0, I) (the VampPrior)."""
+    return {"log_prior": model.log_prior} if model.spec.prior != "standard" else {}
+
+
+def objective_of(cfg: TrainConfig, steps_per_epoch: int) -> tuple[str, dict[str, Any]]:
+    """(objective name, its parameters) a run trains with: the config's, with
+    `kl_warmup_epochs` > 0 turned into kl_warmup's step parameters (derived, never written back).
+
+    Raises:
+      ValueError: a non-standard prior with an objective that assumes N(0, I) in closed form.
+    """
+    name, params = cfg.objective, dict(cfg.objective_params)
+    if cfg.kl_warmup_epochs:
+        name = "kl_warmup"
+        params.update(warmup_steps=cfg.kl_warmup_epochs * steps_per_epoch,
+                      epoch_steps=steps_per_epoch)
+    prior = get_spec(cfg.model, **cfg.model_overrides).prior
+    if prior != "standard" and name not in losses.PRIOR_OBJECTIVES:
+        raise ValueError(f"objective {name!r} assumes the standard normal prior; with prior "
+                         f"{prior!r} use one of {', '.join(losses.PRIOR_OBJECTIVES)}")
+    return name, params
+
+
 # --------------------------------------------------------------------------------------------
 # The trainer
 
@@ -125,6 +155,8 @@ class Trainer:
     scheduler: Any
     steps_per_epoch: int
     step: int = 0
+    objective: str = "elbo"
+    objective_params: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(cls, cfg: TrainConfig, n_train: int) -> "Trainer":
@@ -142,7 +174,8 @@ class Trainer:
         attach_likelihood_params(model, cfg)
         spe = steps_per_epoch(n_train, cfg.batch_size)
         opt, sched = make_optimizer(cfg, model.parameters(), spe * cfg.epochs)
-        return cls(cfg, model, opt, sched, spe)
+        objective, params = objective_of(cfg, spe)
+        return cls(cfg, model, opt, sched, spe, 0, objective, params)
 
     def init_state(self, seed: int) -> dict[str, torch.Generator]:
         """The generators of the eps and binarization streams (the model was built in `create`)."""
@@ -169,10 +202,10 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         out = forward(self.model, x, eps, cfg.logvar_clamp)
-        return losses.OBJECTIVES[cfg.objective](
+        return losses.OBJECTIVES[self.objective](
             x, out, likelihood=cfg.likelihood, step=self.step, reduction=cfg.reduction,
             decode=self.model.decode_logits, eps=extra,
-            **cfg.objective_params, **likelihood_params(self.model),
+            **self.objective_params, **likelihood_params(self.model), **prior_params(self.model),
         )
 
     def apply_update(self, x: torch.Tensor, eps: torch.Tensor,
@@ -232,11 +265,17 @@ class Trainer:
 
     # ---- evaluation ------------------------------------------------------------------------
 
+    @property
+    def kl_estimate(self) -> str:
+        """How evaluation estimates the KL: the objective's `kl_estimate` (analytic by default)."""
+        return self.objective_params.get("kl_estimate", "analytic")
+
     def eval_batch(self, x: torch.Tensor, eps: torch.Tensor):
         """Per-example {"loss","recon","kl"} (B,) and the posterior mean (B, D)."""
         model = self.model
         out = forward(model, x, eps, self.cfg.logvar_clamp)
-        terms = losses.elbo_terms(x, out, self.cfg.likelihood, **likelihood_params(model))
+        terms = losses.elbo_terms(x, out, self.cfg.likelihood, **likelihood_params(model),
+                                  **prior_params(model), kl_estimate=self.kl_estimate)
         if out.logvar is not None:
             kl_dim = losses.kl_normal_per_dim(out.mean, out.logvar)
         else:
@@ -324,7 +363,8 @@ def test_nll(trainer: Trainer, images: torch.Tensor, *, seed: int, k: int, epoch
             kk = min(chunk, k - c)  # the last chunk may be short
             eps = torch.randn((kk, x.shape[0], d), generator=gen)
             lw = losses.log_importance_weights(x, mean, logvar, eps, model.decode_logits,
-                                               cfg.likelihood, **likelihood_params(model))  # (chunk, B)
+                                               cfg.likelihood, **likelihood_params(model),
+                                               **prior_params(model))  # (chunk, B)
             acc = torch.logaddexp(acc, torch.logsumexp(lw, dim=0))
         return -(acc - math.log(k))
 
@@ -430,6 +470,12 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     train_ds, test_ds = load_datasets(base)
     spec = get_spec(base.model, **base.model_overrides)
     check_data(base, spec, train_ds, test_ds)
+    val_ds = None
+    if base.validation:
+        train_ds, val_ds = hold_out(train_ds, base.validation)
+    if base.eval_binarization == "static":  # the VampPrior protocol: evaluated on fixed bits
+        val_ds = val_ds and binarized_view(val_ds, AS_ARRAY)
+        test_ds = binarized_view(test_ds, AS_ARRAY)
     data_parallel(num_devices, base.batch_size, n)
     trainers = [Trainer.create(c, train_ds.images.shape[0]) for c in cfgs]
     if not resume:
@@ -441,6 +487,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         folders = [f.create() for f in folders]
         managers = [ckpt_lib.CheckpointManager(f.checkpoints, keep=c.keep_checkpoints)
                     for f, c in zip(folders, cfgs)]
+        bests = [ckpt_lib.CheckpointManager(f.checkpoints / "best", keep=1) if val_ds else None
+                 for f in folders]  # the best-validation state
         generators = [t.init_state(c.seed) for t, c in zip(trainers, cfgs)]
         start_epoch = 0
         if any(m.latest_step() is not None for m in managers):
@@ -460,7 +508,10 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             for f in folders:
                 f.metrics_path.unlink(missing_ok=True)  # records without a checkpoint: a killed start
         devices = ["cpu"]
-        finished = start_epoch >= base.epochs  # a rerun of a finished run rewrites nothing
+        stoppers = [lifecycle.EarlyStopping.from_records(lifecycle.records(f), c.early_stopping,
+                                                         c.kl_warmup_epochs) for f, c in zip(folders, cfgs)]
+        # a rerun of a finished (or early-stopped) run rewrites nothing
+        finished = start_epoch >= base.epochs or (val_ds is not None and all(s.stopped for s in stoppers))
         boards = [stack.enter_context(contextlib.closing(Board(f.root, purge_step=step + 1,
                                                                enabled=not finished)))
                   for f, step in zip(folders, [t.step for t in trainers])]
@@ -477,7 +528,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
         t_start, timings = time.time(), lifecycle.Timings()
         interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
-        for epoch in range(start_epoch, base.epochs):
+        for epoch in range(start_epoch, base.epochs if not finished else start_epoch):
             t0 = time.time()
             idx = [epoch_batches(c.seed, epoch, images.shape[0], c.batch_size) for c in cfgs]
             with timings("train"):
@@ -489,13 +540,24 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 recs, trains[i] = lifecycle.epoch_records(
                     terms[i], step=trainers[i].step, epoch=epoch,
                     batch_size=c.batch_size, seconds=seconds,
-                    last_checkpoint=_newest_checkpoint([managers[i]]))
+                    last_checkpoint=_newest_checkpoint([managers[i]]), every=c.batch_log_every)
                 lifecycle.check_finite(bool(np.all(finite)), "parameters", epoch, trains[i]["step"],
                                        _newest_checkpoint(managers))
                 records.append(recs)
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 t_i = trainers[i]
-                if lifecycle.due(c.eval_every, epoch, final):
+                stopped_before = stoppers[i].stopped
+                if val_ds is not None and not stopped_before:
+                    record = {"type": "validation", "epoch": epoch + 1, "step": trains[i]["step"],
+                              **evaluate(t_i, val_ds.images, seed=c.seed,
+                                         epoch=epoch + 1, timings=timings)}
+                    lifecycle.check_finite(not record.get("nonfinite"), "validation metrics", epoch,
+                                           trains[i]["step"], _newest_checkpoint(managers))
+                    records[i].append(record)
+                    if stoppers[i].update(epoch + 1, record["loss"]):
+                        with timings("checkpoints"):
+                            _save_checkpoint(bests[i], t_i, generators[i], epoch=epoch + 1, cfg=c)
+                if lifecycle.due(c.eval_every, epoch, final) and not (final and val_ds is not None):
                     lifecycle.announce_nll(bar, c.final_nll_samples if final else c.nll_samples,
                                            len(test_ds.images), c.nll_limit, final)
                     tests[i] = {"type": "test", "epoch": epoch + 1, "step": trains[i]["step"],
@@ -507,10 +569,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                     records[i].append(tests[i])
                 f.append_metrics(records[i])
                 boards[i].records(records[i])
-                if lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested:
+                if (lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested
+                        or stoppers[i].stopped != stopped_before):
                     with timings("checkpoints"):
                         _save_checkpoint(managers[i], t_i, generators[i], epoch=epoch + 1, cfg=c)
-                if lifecycle.due(c.figures_every, epoch, final):
+                if lifecycle.due(c.figures_every, epoch, final) and not (final and val_ds is not None):
                     with timings("figures"):
                         figures_lib.write_run_figures(f, t_i, test_ds, seed=c.seed,
                                                       board=boards[i], step=trains[i]["step"])
@@ -520,6 +583,26 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             if interrupt.requested:
                 bar.note(f"[{PACKAGE}] stopped after epoch {epoch + 1}; resume with the same command")
                 break
+            if val_ds is not None and all(s.stopped for s in stoppers):
+                bar.note(f"[{PACKAGE}] early stop after epoch {epoch + 1}: the validation -ELBO "
+                         f"last improved at epoch {max(s.best_epoch for s in stoppers)}")
+                break
+        if val_ds is not None and not interrupt.requested:  # the final test is the best state's
+            for i, (f, c) in enumerate(zip(folders, cfgs)):
+                if tests[i].get("best_epoch"):
+                    continue  # done before a kill
+                meta, _ = bests[i].restore_latest_intact(trainers[i], generators[i])
+                lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
+                tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": trainers[i].step,
+                            "best_epoch": int(meta["epoch"]), "epochs_trained": trains[i]["epoch"],
+                            **evaluate(trainers[i], test_ds.images, seed=c.seed,
+                                       nll_samples=c.final_nll_samples, epoch=int(meta["epoch"]),
+                                       timings=timings)}
+                f.append_metrics([tests[i]])
+                boards[i].records([tests[i]])
+                with timings("figures"):
+                    figures_lib.write_run_figures(f, trainers[i], test_ds, seed=c.seed,
+                                                  board=boards[i], step=tests[i]["step"])
         wall = time.time() - t_start
         if not interrupt.requested:
             for i, (f, c) in enumerate(zip(folders, cfgs)):

@@ -35,7 +35,7 @@ Size = Union[int, str]
 _MLP_VAE = ("mlp_vae", "flax_vae", "lyeoni_vae", "leaky_vae", "leaky_vae_256", "simple_vae")
 _MLP_AE = ("manning_ae", "simple_ae")
 _CONV = ("conv_vae", "resnet_vae")
-FAMILIES = _MLP_VAE + _MLP_AE + ("glasses_vae",) + _CONV
+FAMILIES = _MLP_VAE + _MLP_AE + ("glasses_vae",) + _CONV + ("exemplar_vae",)
 
 
 def layer_units(size: Size | tuple[int, ...]) -> int:
@@ -64,6 +64,8 @@ def _chw(c: int, h: int, w: int) -> str:
 
 def _mlp(spec: ModelSpec, latent_label: str) -> list[tuple[str, Size]]:
     hidden = [int(h) for h in spec.hidden]
+    if spec.family == "exemplar_vae":  # two gated layers of the one width, each way
+        hidden = hidden * 2
     enc = [(f"enc{i}", h) for i, h in enumerate(hidden, 1)]
     dec = [(f"dec{i}", h) for i, h in enumerate(reversed(hidden), 1)]
     return [("input", spec.input_dim), *enc, (latent_label, spec.latent_dim), *dec,
@@ -134,7 +136,7 @@ def describe_spec(spec: ModelSpec) -> list[tuple[str, Size]]:
       ValueError: a family this function does not know (the message lists the known ones).
     """
     family = spec.family
-    if family in _MLP_VAE:
+    if family in _MLP_VAE or family == "exemplar_vae":
         return _mlp(spec, "mean/logvar")
     if family in _MLP_AE:
         return _mlp(spec, "code")

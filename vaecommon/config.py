@@ -45,8 +45,9 @@ class TrainConfig:
     """none | static | dynamic; None: the preset's."""
     image_size: int | None = None
     """Resize for the image_folder source (None: the preset's input size)."""
-    optimizer: str = "adam"
-    """adam | adamw | sgd."""
+    optimizer: str | None = None
+    """adam | adamw | sgd | adam_norm_grad (the VampPrior code's Adam on per-tensor normalised
+    gradients); None: the preset's (adam for all but exemplar_vae)."""
     lr: float | None = None
     """Peak learning rate; None: the preset's."""
     weight_decay: float | None = None
@@ -91,13 +92,31 @@ class TrainConfig:
     """Use only the first N training examples (smoke runs)."""
     limit_test: int | None = None
     """Use only the first N test examples (smoke runs)."""
+    batch_log_every: int = 1
+    """Write a "batch" record (metrics.jsonl, TensorBoard) every N optimizer steps; the epoch's
+    "train" means still average every step (long runs: 50 keeps the files small)."""
+    validation: int = 0
+    """Hold out the last N training examples (in file order) as a validation split, evaluated
+    (-ELBO) after every epoch; the best-validation state is kept in checkpoints/best and is the
+    one the final test evaluation uses (0: no validation split)."""
+    early_stopping: int = 0
+    """Stop when the validation -ELBO has not improved for more than N epochs (needs
+    validation; epochs within the KL warm-up do not count, as in the VampPrior code; 0: off)."""
+    kl_warmup_epochs: int | None = None
+    """Linear KL warm-up by epochs: the KL weight is min(1, e / N) in 1-based epoch e, constant
+    within an epoch (objective elbo or kl_warmup; 0: none; None: the preset's)."""
+    eval_binarization: str = "none"
+    """With dynamic binarization of training batches: how validation and test images are
+    evaluated. none: grey values; static: binarized once, with a fixed seed per split (the
+    VampPrior / Exemplar VAE protocol)."""
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
 
 _CHOICES = {
-    "optimizer": ("adam", "adamw", "sgd"),
+    "optimizer": (None, "adam", "adamw", "sgd", "adam_norm_grad"),
+    "eval_binarization": ("none", "static"),
     "schedule": ("constant", "cosine"),
     "reduction": ("mean", "sum"),
     "precision": ("float32", "bfloat16"),
@@ -127,6 +146,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         weight_decay=spec.weight_decay if cfg.weight_decay is None else cfg.weight_decay,
         batch_size=cfg.batch_size or spec.batch_size,
         epochs=spec.epochs if cfg.epochs is None else cfg.epochs,
+        optimizer=cfg.optimizer or spec.optimizer,
+        kl_warmup_epochs=spec.kl_warmup_epochs if cfg.kl_warmup_epochs is None else cfg.kl_warmup_epochs,
         image_size=cfg.image_size or spec.input_shape[1],
     )
     for name in ("batch_size", "eval_batch_size"):
@@ -136,6 +157,19 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"TrainConfig.epochs must be >= 0, got {out.epochs}")
     if out.lr <= 0:
         raise ValueError(f"TrainConfig.lr must be > 0, got {out.lr}")
+    if out.batch_log_every < 1:
+        raise ValueError(f"TrainConfig.batch_log_every must be >= 1, got {out.batch_log_every}")
+    for name in ("validation", "early_stopping", "kl_warmup_epochs"):
+        if getattr(out, name) < 0:
+            raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(out, name)}")
+    if out.early_stopping and not out.validation:
+        raise ValueError("TrainConfig.early_stopping needs a validation split (--validation N)")
+    if out.kl_warmup_epochs and out.objective not in ("elbo", "kl_warmup"):
+        raise ValueError(f"TrainConfig.kl_warmup_epochs weights the KL of objective elbo or "
+                         f"kl_warmup, not {out.objective!r}")
+    if out.eval_binarization != "none" and out.binarization != "dynamic":
+        raise ValueError("TrainConfig.eval_binarization applies to dynamic binarization only "
+                         f"(binarization is {out.binarization!r})")
     return out
 
 
@@ -160,7 +194,7 @@ def from_json(text: str) -> TrainConfig:
 # Fields that change only what is logged, evaluated or saved, never the training trajectory: a run
 # may be resumed with other values (e.g. a checkpoint every 5 epochs instead of at the end).
 RESUME_FREE = ("eval_every", "eval_batch_size", "nll_samples", "final_nll_samples", "nll_limit",
-               "checkpoint_every", "keep_checkpoints", "figures_every")
+               "checkpoint_every", "keep_checkpoints", "figures_every", "batch_log_every")
 
 
 def check_resumable(saved: dict[str, Any] | None, cfg: TrainConfig, where: str) -> None:
@@ -179,6 +213,10 @@ def check_resumable(saved: dict[str, Any] | None, cfg: TrainConfig, where: str) 
     # continue the same trajectory; a cosine schedule would change shape, so it is refused
     free = RESUME_FREE + (("epochs",) if now.get("schedule") == saved.get("schedule") == "constant"
                           else ())
+    # a field added after the checkpoint was written counts as its default there
+    added = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+             if f.default is not dataclasses.MISSING}
+    saved = {**{k: v for k, v in added.items() if k not in saved}, **saved}
     diff = [f"{k}: {saved.get(k, '<missing>')!r} -> {now.get(k, '<missing>')!r}"
             for k in sorted(set(saved) | set(now))
             if k not in free and saved.get(k, "<missing>") != now.get(k, "<missing>")]

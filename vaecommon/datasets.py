@@ -46,7 +46,8 @@ __all__ = [
     "DATASETS", "SOURCES", "BINARIZATIONS", "SPLITS", "DEFAULT_DATA_DIRS",
     "STATIC_BINARIZATION_SEED", "HOLDOUT_EVERY", "IMAGE_EXTENSIONS",
     "DataError", "SourceUnavailable", "DataWarning", "DataInfo", "Dataset", "Library",
-    "read_idx", "load_idx", "load_mnist5k", "load_image_folder", "static_binarize",
+    "read_idx", "load_idx", "load_mnist5k", "load_image_folder", "static_binarize", "binarize_fixed",
+    "hold_out", "binarized_view",
     "load_arrays", "can_reach",
 ]
 
@@ -452,6 +453,54 @@ def static_binarize(images: np.ndarray, split: str) -> np.ndarray:
     rng = np.random.default_rng((STATIC_BINARIZATION_SEED, SPLITS.index(split)))
     u = rng.integers(0, 255, size=images.shape, dtype=np.uint8)
     return (u < images).astype(np.uint8)
+
+
+def binarize_fixed(images: np.ndarray, split: str) -> np.ndarray:
+    """One fixed Bernoulli draw per pixel of float images in [0, 1] (validation / test under
+    dynamic training binarization, `TrainConfig.eval_binarization="static"`).
+
+    A pixel of value p becomes 1 with probability p: u < p with u uniform on [0, 1) from
+    `np.random.default_rng((STATIC_BINARIZATION_SEED, 100 + index of split))` in C order (the
+    order of NHWC and of NCHW for one channel), so both frameworks get the same bits.
+
+    Args:
+      images: float (N, ...) in [0, 1].
+      split: "train", "test" or "validation" (each has its own stream).
+    Returns:
+      float32 of 0 and 1, the same shape.
+    """
+    streams = SPLITS + ("validation",)
+    rng = np.random.default_rng((STATIC_BINARIZATION_SEED, 100 + streams.index(split)))
+    return (rng.random(size=images.shape) < np.asarray(images, np.float64)).astype(np.float32)
+
+
+def hold_out(ds: Dataset, n: int) -> tuple[Dataset, Dataset]:
+    """(the first N - n examples, the last n as a "validation" split) of a training split: the
+    VampPrior code's fixed validation set (the last 10,000 of the 60,000 training images, in
+    file order). Slicing works on NumPy, JAX and torch arrays alike.
+
+    Raises:
+      DataError: n does not leave at least one training example.
+    """
+    total = int(ds.images.shape[0])
+    if not 0 < n < total:
+        raise DataError(f"--validation {n}: the training split of {ds.info.path} has {total} "
+                        "examples; the validation split must leave some for training")
+    k = total - n
+    train = Dataset(ds.images[:k], ds.labels[:k], ds.info._replace(n=k))
+    val = Dataset(ds.images[k:], ds.labels[k:],
+                  ds.info._replace(split="validation", n=n,
+                                   note=f"the last {n} training examples in file order"))
+    return train, val
+
+
+def binarized_view(ds: Dataset, as_array: Callable[[np.ndarray], Any] = np.asarray) -> Dataset:
+    """`ds` with its images binarized once (`binarize_fixed` with the split's own stream),
+    converted back to the twin's array type by `as_array`."""
+    bits = binarize_fixed(np.asarray(ds.images), ds.info.split)
+    return Dataset(as_array(bits), ds.labels,
+                   ds.info._replace(note=(ds.info.note + "; " if ds.info.note else "")
+                                    + "binarized once with a fixed seed"))
 
 
 # --------------------------------------------------------------------------------- resolution

@@ -38,7 +38,7 @@ __all__ = [
     "NonFiniteLossError", "RunOwnershipError", "SWEEPABLE_CONFIG", "member_configs", "member_label",
     "member_folders", "RunLock", "check_owner", "warn_skipped", "set_aside", "run_record", "due",
     "epoch_records",
-    "pad_batches", "test_metrics", "Timings", "announce_nll", "check_finite", "last_record", "versions", "Interrupt", "Progress", "finish",
+    "pad_batches", "test_metrics", "EarlyStopping", "Timings", "announce_nll", "check_finite", "records", "last_record", "versions", "Interrupt", "Progress", "finish",
     "write_sweep_summary", "result",
 ]
 
@@ -221,12 +221,14 @@ def due(every: int, epoch: int, final: bool) -> bool:
 
 
 def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_size: int,
-                  seconds: float, last_checkpoint: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  seconds: float, last_checkpoint: str, every: int = 1
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One finished epoch's metrics records: a "batch" record per step, then the "train" record
     (each term's mean over the epoch's batches, time, examples/s). Returns (records, train record).
 
     `terms` holds each logged term per step of the epoch (host arrays), `step` the step count at its
-    end, `epoch` its 0-based index, `last_checkpoint` the newest finite checkpoint (for the error).
+    end, `epoch` its 0-based index, `last_checkpoint` the newest finite checkpoint (for the error);
+    a batch record is kept for the steps that are multiples of `every`.
 
     Raises:
       NonFiniteLossError: naming the first non-finite step; nothing of the epoch is written.
@@ -240,7 +242,8 @@ def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_
             f"non-finite loss at epoch {epoch + 1}, step {first + bad}; {last_checkpoint}. Try a "
             "lower --lr, --logvar-clamp 10, or --grad-clip 1.0")
     records = [{"type": "batch", "step": first + i, "epoch": epoch + (i + 1) / n,
-                **{k: float(v[i]) for k, v in terms.items()}} for i in range(n)]
+                **{k: float(v[i]) for k, v in terms.items()}} for i in range(n)
+               if (first + i) % every == 0 or every == 1]
     train_record = {"type": "train", "epoch": epoch + 1, "step": step,
                     **{k: float(np.mean(v)) for k, v in terms.items()},
                     "time_s": seconds, "examples_per_s": n * batch_size / max(seconds, 1e-9)}
@@ -291,12 +294,53 @@ def check_finite(ok: bool, what: str, epoch: int, step: int, newest_checkpoint: 
             "lower --lr, --logvar-clamp 10, or --grad-clip 1.0")
 
 
+def records(folder: runs.RunFolder) -> list[dict[str, Any]]:
+    """The folder's metrics records ([] before the first epoch)."""
+    return folder.metrics() if folder.metrics_path.exists() else []
+
+
 def last_record(folder: runs.RunFolder, kind: str) -> dict[str, Any]:
     """The last record of type `kind` in the folder's metrics.jsonl ({} if none)."""
     if not folder.metrics_path.exists():
         return {}
     recs = [r for r in folder.metrics() if r.get("type") == kind]
     return recs[-1] if recs else {}
+
+
+class EarlyStopping:
+    """Early stopping on the validation -ELBO, the VampPrior / Exemplar VAE code's rule.
+
+    After each 1-based epoch e: a lower validation loss is the new best (its state is kept) and
+    resets the count of bad epochs; otherwise the count grows, except that it is reset while
+    e < `warmup_epochs`; training stops once the count exceeds `patience` (0: never).
+    The state is a function of the validation records, so a resumed run rebuilds it exactly
+    (`from_records`).
+    """
+
+    def __init__(self, patience: int, warmup_epochs: int = 0):
+        self.patience, self.warmup_epochs = int(patience), int(warmup_epochs)
+        self.best, self.best_epoch, self.bad, self.stopped = float("inf"), 0, 0, False
+
+    def update(self, epoch: int, loss: float) -> bool:
+        """Record 1-based `epoch`'s validation loss; True when it is the new best."""
+        if loss < self.best:
+            self.best, self.best_epoch, self.bad = float(loss), int(epoch), 0
+            return True
+        self.bad += 1
+        if epoch < self.warmup_epochs:
+            self.bad = 0
+        if self.patience and self.bad > self.patience:
+            self.stopped = True
+        return False
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict], patience: int, warmup_epochs: int = 0
+                     ) -> "EarlyStopping":
+        stopper = cls(patience, warmup_epochs)
+        for r in records:
+            if r.get("type") == "validation":
+                stopper.update(int(r["epoch"]), float(r["loss"]))
+        return stopper
 
 
 class Timings:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "ModelSpec", "PRESETS", "get_spec", "list_models", "flatten_size_glasses", "feature_shape",
-    "HIDDEN_LEN",
+    "ModelSpec", "PRESETS", "PRIORS", "get_spec", "list_models", "flatten_size_glasses",
+    "feature_shape", "HIDDEN_LEN",
 ]
 
 
@@ -47,6 +47,12 @@ class ModelSpec:
       params: trainable parameter count of the default build (BatchNorm running statistics
         are buffers, not counted); pinned by tests in both frameworks. The arithmetic is
         written out next to each preset below.
+      prior: "standard" (N(0, I)) or "vampprior" (Tomczak & Welling 2018: the mixture
+        (1/K) sum_k q(z | u_k) over K learned pseudo-inputs u_k, passed through the encoder).
+      pseudo_inputs: K, the number of VampPrior pseudo-inputs (500 as in the VampPrior paper).
+      optimizer: the source's optimizer ("adam", or "adam_norm_grad" for the VampPrior code's
+        Adam on per-tensor normalised gradients); TrainConfig.optimizer None takes it.
+      kl_warmup_epochs: the source's linear KL warm-up in epochs (0: none).
     """
 
     name: str
@@ -67,6 +73,10 @@ class ModelSpec:
     weight_decay: float = 0.0
     binarization: str = "none"
     params: int = 0
+    prior: str = "standard"
+    pseudo_inputs: int = 500
+    optimizer: str = "adam"
+    kl_warmup_epochs: int = 0
 
     @property
     def input_dim(self) -> int:
@@ -112,7 +122,7 @@ def feature_shape(spec: "ModelSpec") -> tuple[int, int, int] | None:
 HIDDEN_LEN = {
     "mlp_vae": 1, "flax_vae": 1, "lyeoni_vae": 2, "leaky_vae": 2, "leaky_vae_256": 2,
     "manning_ae": 1, "glasses_vae": 1, "simple_ae": 1, "simple_vae": 2, "conv_vae": 2,
-    "resnet_vae": 2,
+    "resnet_vae": 2, "exemplar_vae": 1,
 }
 
 _MNIST = (1, 28, 28)
@@ -154,6 +164,11 @@ _MNIST = (1, 28, 28)
 #   resnet_vae         conv_vae's layers (220385) + four ResBlocks (two 3x3 convs without bias
 #                      + two BatchNorms each): ResBlock(32) 2*32*32*9+2*2*32=18560,
 #                      ResBlock(64) 2*64*64*9+2*2*64=73984; 220385+2*18560+2*73984 -> 405473
+#   exemplar_vae       gated layers h and g each: q_z_layers.0 2*(784*300+300)=471000,
+#                      q_z_layers.1 2*(300*300+300)=180600, q_z_mean 300*40+40=12040,
+#                      q_z_logvar.linear 12040, p_x_layers.0 2*(40*300+300)=24600,
+#                      p_x_layers.1 180600, p_x_mean.linear 300*784+784=235984      -> 1116864
+#                      (VampPrior: + means.linear 784*K, 392000 for K = 500)
 
 PRESETS: dict[str, ModelSpec] = {
     s.name: s
@@ -229,12 +244,22 @@ PRESETS: dict[str, ModelSpec] = {
             likelihood="bernoulli", lr=1e-3, batch_size=128, epochs=10,
             params=405473,
         ),
+        ModelSpec(
+            name="exemplar_vae", family="exemplar_vae",
+            source="sajadn/Exemplar-VAE models/VAE.py (from jmtomczak/vae_vampprior)",
+            kind="vae", input_shape=_MNIST, latent_dim=40, hidden=(300,), output="probs",
+            likelihood="bernoulli", objective="elbo", lr=5e-4, batch_size=100, epochs=2000,
+            binarization="dynamic", optimizer="adam_norm_grad", kl_warmup_epochs=100,
+            params=1116864,
+        ),
     ]
 }
 
 # Overrides a user may pass to build_model(name, **overrides); anything else is refused with the
 # list of valid keys, so a typo cannot silently build the default model.
-OVERRIDABLE = ("latent_dim", "hidden", "reparam", "negative_slope", "input_shape", "image_size")
+OVERRIDABLE = ("latent_dim", "hidden", "reparam", "negative_slope", "input_shape", "image_size",
+               "prior", "pseudo_inputs")
+PRIORS = ("standard", "vampprior")
 
 
 def list_models() -> list[str]:
@@ -273,6 +298,13 @@ def get_spec(name: str, **overrides: Any) -> ModelSpec:
         ov["input_shape"] = tuple(int(v) for v in ov["input_shape"])
     if "reparam" in ov and ov["reparam"] not in ("logvar", "logvar_as_scale"):
         raise ValueError(f"reparam must be 'logvar' or 'logvar_as_scale', got {ov['reparam']!r}")
+    if "prior" in ov and ov["prior"] not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {ov['prior']!r}")
+    if ov.get("prior") == "vampprior" and (spec.kind != "vae" or spec.family == "resnet_vae"):
+        raise ValueError(f"the VampPrior needs a VAE without BatchNorm (its pseudo-inputs pass "
+                         f"through the encoder); preset {name!r} is not one")
+    if "pseudo_inputs" in ov and int(ov["pseudo_inputs"]) < 1:
+        raise ValueError(f"pseudo_inputs must be >= 1, got {ov['pseudo_inputs']}")
     if "latent_dim" in ov and int(ov["latent_dim"]) < 1:
         raise ValueError(f"latent_dim must be >= 1, got {ov['latent_dim']}")
     if "hidden" in ov and len(ov["hidden"]) != HIDDEN_LEN[spec.family]:

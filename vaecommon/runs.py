@@ -27,7 +27,7 @@ __all__ = [
     "RunFolder", "atomic_write_text", "read_metrics", "versions", "RECORD_TYPES",
 ]
 
-RECORD_TYPES = ("batch", "train", "test")
+RECORD_TYPES = ("batch", "train", "validation", "test")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
