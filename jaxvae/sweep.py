@@ -86,7 +86,7 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
     and checkpoints every member, and `on_epoch(epoch, stacked_state)` runs after each epoch.
     """
     from jaxvae import figures as jfig
-    from vaecommon import figures as vfig
+    from vaecommon import plots
 
     cfgs, obj_keys = member_configs(cfg, sweep)
     base = cfgs[0]
@@ -182,8 +182,8 @@ def train_sweep(cfg: TrainConfig, workdir: str | Path, sweep: dict[str, list], *
     bar.close()
     wall = time.time() - t_start
     member_runs = {f"member_{i} " + _label(c, sweep): f.metrics() for i, (c, f) in enumerate(zip(cfgs, folders))}
-    vfig.plot_sweep_curves(member_runs, root_dir.figures / "sweep_curves.png")
-    table = vfig.sweep_table(member_runs)
+    plots.plot_sweep_curves(member_runs, root_dir.figures / "sweep_curves.png")
+    table = plots.sweep_table(member_runs)
     root_dir.write_summary(f"# Sweep of `{base.model}` ({len(cfgs)} members, one vmapped program)\n\n"
                            f"wall time {wall:.1f} s\n\n{table}\n")
     print(f"[jaxvae] sweep of {len(cfgs)} members done in {wall:.1f} s -> {workdir}", file=sys.stderr)

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         p.error(f"--steps must be >= 2 (both endpoints), got {args.steps}")
     with C.user_errors(p):
         from vaecommon import dispatch
-        from vaecommon import figures as F
+        from vaecommon import image_plots
         from vaecommon.run_figures import pick_pair
 
         twin = dispatch.twin_of(args.run)
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         names = [f"class{data.labels[i]}" if idx is None else f"index{i}"
                  for i, idx in ((a, args.from_index), (b, args.to_index))]
         labels = (f"{data.labels[a]} (#{a})", f"{data.labels[b]} (#{b})")
-        out = F.plot_interpolation(
+        out = image_plots.plot_interpolation(
             strip, C.out_path(args.out, args.run, f"interpolate_{names[0]}_{names[1]}_{args.method}.png"),
             labels=labels, method=args.method,
             title=f"{cfg.model} ({twin.FRAMEWORK}): latent interpolation {labels[0]} \u2192 "

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     with C.user_errors(p):
         from vaecommon import dispatch
-        from vaecommon import figures as F
+        from vaecommon import image_plots
 
         twin = dispatch.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--indices {bad or '(empty)'} out of range: the test set has {n} "
                              f"images (0..{n - 1})")
         originals = data.images[idx]
-        out = F.plot_reconstructions(
+        out = image_plots.plot_reconstructions(
             originals, twin.reconstruct(model, originals),
             C.out_path(args.out, args.run, "reconstruct.png"), n=len(idx),
             title=C.wrap(f"{cfg.model} ({twin.FRAMEWORK}): test images and their reconstructions",
