@@ -1,6 +1,6 @@
 """The arrays behind a run's figures, computed with a JAX model. Twin: `torchvae/figures.py`.
 
-The drawing is framework-free (`vaecommon.run_figures`, `vaecommon.figures`); this module only
+The drawing is framework-free (`vaecommon.run_figures`, `vaecommon.latent`); this module only
 runs the model: reconstructions of one test image per class, samples from the prior, an
 interpolation between two test images, the test latents, and the 2-D manifold.
 """
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.streams import stream_key
-from vaecommon import figures as F
+from vaecommon import latent
 from vaecommon.run_figures import FigureArrays, as_nhwc, pick_by_class, pick_pair
 from vaecommon.run_figures import write_run_figures as _write
 
@@ -42,7 +42,7 @@ def interpolate(model, x0, x1, *, steps: int = 10, method: str = "linear") -> np
     model.eval()
     mean, _ = model.encode(jnp.stack([jnp.asarray(x0), jnp.asarray(x1)]))
     mean = np.asarray(mean)
-    path = (F.slerp if method == "slerp" else F.lerp)(mean[0], mean[1], steps)
+    path = (latent.slerp if method == "slerp" else latent.lerp)(mean[0], mean[1], steps)
     return as_nhwc(np.asarray(model.generate(jnp.asarray(path, jnp.float32))), model.spec)
 
 
@@ -63,7 +63,7 @@ def figure_arrays(model, images, labels, key: jax.Array, *, n_samples: int = 64,
         inter, inter_labels = None, ("", "")
     manifold = None
     if model.spec.latent_dim == 2:
-        grid = jnp.asarray(F.manifold_grid(manifold_n))
+        grid = jnp.asarray(latent.manifold_grid(manifold_n))
         manifold = as_nhwc(np.asarray(model.generate(grid)), model.spec)
     return FigureArrays(
         originals=originals,

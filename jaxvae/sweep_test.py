@@ -47,10 +47,10 @@ def test_member_configs_reject_bad_sweeps(values, message):
 def _no_figures(monkeypatch):
     """Skip the PNGs (~4 s per run folder) where a test is not about them."""
     from jaxvae import figures as jfig
-    from vaecommon import figures as vfig
+    from vaecommon import plots
 
     monkeypatch.setattr(jfig, "write_run_figures", lambda *a, **k: None)
-    monkeypatch.setattr(vfig, "plot_sweep_curves", lambda *a, **k: None)
+    monkeypatch.setattr(plots, "plot_sweep_curves", lambda *a, **k: None)
 
 
 def test_each_member_computes_its_solo_run(tmp_path, monkeypatch):

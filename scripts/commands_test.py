@@ -6,7 +6,7 @@ test images, batch 32, one epoch, k = 8 for the final NLL): a JAX run with the p
 latent (the PCA path) and a torch run of the same preset with latent_dim=2 (the manifold path).
 Every command then runs in-process (`main([...])`) on both folders. Truths used: the trainer's
 own test record (evaluate reuses the trainer's evaluation streams), the documented figure sizes
-of `vaecommon.figures`, and bit-exact weight round trips.
+of `vaecommon.image_plots` and `vaecommon.plots`, and bit-exact weight round trips.
 
 This file imports both frameworks (through the commands), like parity_tests: the commands are
 the one user-facing layer that reads either kind of run folder.
@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaecommon import figures as F
+from vaecommon import plot_style
 from vaecommon.config import TrainConfig
 from vaecommon.run_figures import FIGURE_FILES
 from vaecommon.runs import read_metrics
@@ -51,8 +51,8 @@ def run_main(name: str, *args) -> int:
 
 
 def px(width_in: float, height_in: float) -> tuple[int, int]:
-    """Pixel size of a figure of the given inches (vaecommon.figures saves at DPI, no tight bbox)."""
-    return round(width_in * F.DPI), round(height_in * F.DPI)
+    """Pixel size of a figure of the given inches (vaecommon.plot_style saves at DPI, no tight bbox)."""
+    return round(width_in * plot_style.DPI), round(height_in * plot_style.DPI)
 
 
 def check_png(path: Path, size_in: tuple[float, float]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The arrays behind a run's figures, computed with a PyTorch model. Twin: `jaxvae/figures.py`.
 
-The drawing is framework-free (`vaecommon.run_figures`, `vaecommon.figures`); this module only
+The drawing is framework-free (`vaecommon.run_figures`, `vaecommon.latent`); this module only
 runs the model. Images are converted from NCHW to the NHWC NumPy arrays the figures take.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from torchvae.streams import stream_generator
-from vaecommon import figures as F
+from vaecommon import latent
 from vaecommon.run_figures import FigureArrays, as_nhwc, pick_by_class, pick_pair
 from vaecommon.run_figures import write_run_figures as _write
 
@@ -50,7 +50,7 @@ def interpolate(model, x0, x1, *, steps: int = 10, method: str = "linear") -> np
     model.eval()
     mean, _ = model.encode(torch.stack([x0, x1]))
     mean = mean.cpu().numpy()
-    path = (F.slerp if method == "slerp" else F.lerp)(mean[0], mean[1], steps)
+    path = (latent.slerp if method == "slerp" else latent.lerp)(mean[0], mean[1], steps)
     return _nhwc(model.generate(torch.as_tensor(path, dtype=torch.float32)), model.spec)
 
 
@@ -71,7 +71,7 @@ def figure_arrays(model, images, labels, generator: torch.Generator, *, n_sample
         inter, inter_labels = None, ("", "")
     manifold = None
     if model.spec.latent_dim == 2:
-        manifold = _nhwc(model.generate(torch.as_tensor(F.manifold_grid(manifold_n))), model.spec)
+        manifold = _nhwc(model.generate(torch.as_tensor(latent.manifold_grid(manifold_n))), model.spec)
     return FigureArrays(
         originals=_nhwc(originals, model.spec),
         reconstructions=reconstruct(model, originals),

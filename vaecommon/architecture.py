@@ -1,7 +1,7 @@
 """Stage-by-stage sizes of a preset, derived from its `ModelSpec`. Framework-free, no matplotlib.
 
 `describe_spec(spec)` lists what each stage of the model holds for one example, input to
-output, so the architecture diagram (`vaecommon.figures.plot_architecture`), summaries and
+output, so the architecture diagram (`vaecommon.diagrams.plot_architecture`), summaries and
 READMEs show the preset actually built, never a hard-coded picture of one preset. Flat stages
 have an `int` size; convolutional stages a "CxHxW" string (`layer_units` turns either into a
 count).

@@ -499,7 +499,7 @@ def result(trains: Sequence[dict], tests: Sequence[dict], wall_s: float,
 def write_sweep_summary(workdir: str | Path, cfgs: Sequence[TrainConfig], folders, sweep: dict,
                         wall_s: float, *, framework: str) -> None:
     """`<workdir>/summary.md` and `figures/sweep_curves.png` comparing a sweep's members."""
-    from vaecommon import figures as plots  # TODO(split)
+    from vaecommon import plots
 
     root = runs.RunFolder(workdir)
     member_runs = {f"member_{i} " + member_label(c, sweep): f.metrics()

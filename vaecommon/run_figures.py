@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from vaecommon import figures as F
+from vaecommon import diagrams, image_plots, plots
 from vaecommon.presets import ModelSpec
 from vaecommon.runs import RunFolder
 
@@ -111,40 +111,42 @@ def write_run_figures(run: RunFolder, spec: ModelSpec, cfg: dict[str, Any],
     title = f"{spec.name} ({cfg.get('objective', '')})"
     records = run.metrics() if run.metrics_path.exists() else []
     if "loss_curves" in todo and records:
-        out.append(F.plot_loss_curves(records, figs / FIGURE_FILES["loss_curves"], title=title))
+        out.append(plots.plot_loss_curves(records, figs / FIGURE_FILES["loss_curves"], title=title))
     if "reconstructions" in todo:
-        out.append(F.plot_reconstructions(arrays.originals, arrays.reconstructions,
-                                          figs / FIGURE_FILES["reconstructions"],
-                                          n=len(arrays.originals), title=f"{spec.name}: reconstructions"))
+        out.append(image_plots.plot_reconstructions(
+            arrays.originals, arrays.reconstructions, figs / FIGURE_FILES["reconstructions"],
+            n=len(arrays.originals), title=f"{spec.name}: reconstructions"))
     if "samples" in todo and spec.is_vae:
-        out.append(F.plot_samples(arrays.samples, figs / FIGURE_FILES["samples"],
-                                  title=f"{spec.name}: samples from the prior"))
+        out.append(image_plots.plot_samples(arrays.samples, figs / FIGURE_FILES["samples"],
+                                            title=f"{spec.name}: samples from the prior"))
     if "interpolation" in todo and arrays.interpolation is not None:
-        out.append(F.plot_interpolation(arrays.interpolation, figs / FIGURE_FILES["interpolation"],
-                                        labels=arrays.interpolation_labels))
+        out.append(image_plots.plot_interpolation(
+            arrays.interpolation, figs / FIGURE_FILES["interpolation"],
+            labels=arrays.interpolation_labels))
     if "latent_scatter" in todo:
-        out.append(F.plot_latent_scatter(arrays.latents, arrays.latent_labels,
-                                         figs / FIGURE_FILES["latent_scatter"],
-                                         title=f"{spec.name}: test latents (encoder means)"))
+        out.append(image_plots.plot_latent_scatter(
+            arrays.latents, arrays.latent_labels, figs / FIGURE_FILES["latent_scatter"],
+            title=f"{spec.name}: test latents (encoder means)"))
     if "latent_manifold" in todo and arrays.manifold is not None:
-        out.append(F.plot_latent_manifold(arrays.manifold, figs / FIGURE_FILES["latent_manifold"]))
+        out.append(image_plots.plot_latent_manifold(arrays.manifold,
+                                                    figs / FIGURE_FILES["latent_manifold"]))
     tests = [r for r in records if r.get("type") == "test" and r.get("kl_per_dim")]
     if "kl_per_dim" in todo and tests and spec.is_vae:
-        out.append(F.plot_kl_per_dim(tests[-1]["kl_per_dim"], figs / FIGURE_FILES["kl_per_dim"],
-                                     active_units=tests[-1].get("active_units")))
+        out.append(plots.plot_kl_per_dim(tests[-1]["kl_per_dim"], figs / FIGURE_FILES["kl_per_dim"],
+                                         active_units=tests[-1].get("active_units")))
     if "reparameterization" in todo and spec.is_vae:
-        out.append(F.plot_reparameterization_trick(
+        out.append(diagrams.plot_reparameterization_trick(
             figs / FIGURE_FILES["reparameterization"], latent_dim=spec.latent_dim,
             input_dim=spec.input_dim,
             reparam="std" if spec.family == "glasses_vae" else spec.reparam))
     if "loss_composition" in todo:
         beta = float((cfg.get("objective_params") or {}).get("beta", 1.0))
-        out.append(F.plot_loss_composition(
+        out.append(diagrams.plot_loss_composition(
             figs / FIGURE_FILES["loss_composition"], likelihood=cfg.get("likelihood") or spec.likelihood,
             beta=beta if spec.is_vae else 0.0,
             kl_form=("none" if not spec.is_vae else "std" if spec.family == "glasses_vae" else "logvar"),
             input_dim=spec.input_dim, latent_dim=spec.latent_dim))
     if "architecture" in todo:
-        out.append(F.plot_architecture(spec, figs / FIGURE_FILES["architecture"],
-                                       title=f"{spec.name} architecture"))
+        out.append(diagrams.plot_architecture(spec, figs / FIGURE_FILES["architecture"],
+                                              title=f"{spec.name} architecture"))
     return out

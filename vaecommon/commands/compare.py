@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     with C.user_errors(p):
         from vaecommon.commands import twins as _twins
         from vaecommon import runinfo
-        from vaecommon import figures as F
+        from vaecommon import plots
         from vaecommon.runs import read_metrics
 
         runs = {}
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
             if label in runs:
                 label = f"{label} [{i + 1}]"
             runs[label] = read_metrics(run)
-        out = F.plot_compare_runs(runs, args.out, title=args.title)
-        table = F.sweep_table(runs)
+        out = plots.plot_compare_runs(runs, args.out, title=args.title)
+        table = plots.sweep_table(runs)
         if args.table:
             Path(args.table).parent.mkdir(parents=True, exist_ok=True)
             Path(args.table).write_text(table)

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     with C.user_errors(p):
         from vaecommon.commands import twins as _twins
         from vaecommon import runinfo
-        from vaecommon import figures as F
+        from vaecommon import image_plots
         from vaecommon.run_figures import pick_pair
 
         twin = _twins.twin_of(args.run)
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         names = [f"class{data.labels[i]}" if idx is None else f"index{i}"
                  for i, idx in ((a, args.from_index), (b, args.to_index))]
         labels = (f"{data.labels[a]} (#{a})", f"{data.labels[b]} (#{b})")
-        out = F.plot_interpolation(
+        out = image_plots.plot_interpolation(
             strip, C.out_path(args.out, args.run, f"interpolate_{names[0]}_{names[1]}_{args.method}.png"),
             labels=labels, method=args.method,
             title=f"{cfg.model} ({twin.FRAMEWORK}): latent interpolation {labels[0]} \u2192 "

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     with C.user_errors(p):
         from vaecommon.commands import twins as _twins
         from vaecommon import runinfo
-        from vaecommon import figures as F
+        from vaecommon import image_plots, latent
 
         twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                                data_dir=args.data_dir, limit=args.limit)
         z = twin.encode_means(model, data.images)  # (N, D)
         what = "codes" if not spec.is_vae else "posterior means"
-        outs = [F.plot_latent_scatter(z, data.labels, C.out_path(args.out, args.run, "latent_map.png"),
+        outs = [image_plots.plot_latent_scatter(z, data.labels, C.out_path(args.out, args.run, "latent_map.png"),
                                       title=_title(cfg.model, twin.FRAMEWORK, spec.latent_dim,
                                                    len(z), what))]
         can = spec.latent_dim == 2 and spec.is_vae
@@ -63,8 +63,8 @@ def main(argv=None) -> int:
                   f"{'PCA ' if spec.latent_dim > 2 else ''}latent scatter instead "
                   "(train with --override latent_dim=2 for a manifold)")
         if can and args.manifold is not False:
-            grid = F.manifold_grid(args.grid)
-            outs.append(F.plot_latent_manifold(
+            grid = latent.manifold_grid(args.grid)
+            outs.append(image_plots.plot_latent_manifold(
                 twin.decode(model, grid),
                 C.out_path(args.manifold_out, args.run, "latent_map_manifold.png"),
                 title=f"{cfg.model} ({twin.FRAMEWORK}): decoded 2-D latent grid "

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     with C.user_errors(p):
         from vaecommon.commands import twins as _twins
         from vaecommon import runinfo
-        from vaecommon import figures as F
+        from vaecommon import image_plots
 
         twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--indices {bad or '(empty)'} out of range: the test set has {n} "
                              f"images (0..{n - 1})")
         originals = data.images[idx]
-        out = F.plot_reconstructions(
+        out = image_plots.plot_reconstructions(
             originals, twin.reconstruct(model, originals),
             C.out_path(args.out, args.run, "reconstruct.png"), n=len(idx),
             title=C.wrap(f"{cfg.model} ({twin.FRAMEWORK}): test images and their reconstructions",

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     with C.user_errors(p):
         from vaecommon.commands import twins as _twins
         from vaecommon import runinfo
-        from vaecommon import figures as F
+        from vaecommon import image_plots
 
         twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         ncol = min(args.nrow or math.ceil(math.sqrt(args.n)), args.n)
         width = 0.4 + ncol * 0.8 * images.shape[2] / images.shape[1]  # plot_samples' width
         title = f"{cfg.model} ({twin.FRAMEWORK})\nsamples from the prior, seed {args.seed}"
-        out = F.plot_samples(images, C.out_path(args.out, args.run, f"samples_seed{args.seed}.png"),
+        out = image_plots.plot_samples(images, C.out_path(args.out, args.run, f"samples_seed{args.seed}.png"),
                              nrow=args.nrow, title=C.wrap(title, width))
     print(out)
     return 0
