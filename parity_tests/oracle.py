@@ -240,8 +240,51 @@ def linear_gaussian_posterior(x, w, b, s):
 # ---- schedules --------------------------------------------------------------------------------
 
 
-def warmup_beta(step, warmup_steps):
+def warmup_beta(step, warmup_steps, epoch_steps=0):
+    if epoch_steps > 0:  # one beta per epoch, its end-of-epoch value
+        step = (step // epoch_steps + 1) * epoch_steps
     return 1.0 if warmup_steps <= 0 else min(max(step / warmup_steps, 0.0), 1.0)
+
+
+def log_standard_normal(z):
+    return np.sum(log_normal_pdf(_f64(z), 0.0, 0.0), axis=-1)
+
+
+def log_mixture(z, means, logvars):
+    """log (1/K) sum_k N(z; m_k, exp(lv_k)): the direct (..., K, D) form the library avoids."""
+    z, means, logvars = _f64(z), _f64(means), _f64(logvars)
+    comp = np.sum(log_normal_pdf(z[..., None, :], means, logvars), axis=-1)  # (..., K)
+    return logsumexp(comp, axis=-1) - math.log(means.shape[0])
+
+
+def kl_single_sample(z, mean, logvar, log_prior=None):
+    log_p = (log_prior or log_standard_normal)(z)
+    return np.sum(log_normal_pdf(_f64(z), _f64(mean), _f64(logvar)), axis=-1) - log_p
+
+
+def log_importance_weights_prior(x, mean, logvar, eps, decode, log_prior, likelihood="bernoulli"):
+    """`log_importance_weights` with the prior density `log_prior` (z (k, B, D) -> (k, B))."""
+    mean, logvar, eps = _f64(mean), _f64(logvar), _f64(eps)
+    a, _, c = _log_weight_parts(x, mean, logvar, eps, decode, likelihood)
+    return a + log_prior(reparameterize(mean, logvar, eps)) - c
+
+
+def adam_norm_grad(params, grads_per_step, *, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+    """The VampPrior code's AdamNormGrad on a list of float64 tensors, one step per entry of
+    `grads_per_step` (callables params -> grads, or fixed gradient lists). Returns the params."""
+    params = [_f64(p).copy() for p in params]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    for t, grads in enumerate(grads_per_step, 1):
+        g_all = grads(params) if callable(grads) else grads
+        for i, (p, g) in enumerate(zip(params, g_all)):
+            g = _f64(g) / (np.linalg.norm(_f64(g).ravel()) + 1e-7)
+            g = g + weight_decay * p
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            step = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+            params[i] = p - step * m[i] / (np.sqrt(v[i]) + eps)
+    return params
 
 
 def cyclical_beta(step, *, cycle_steps=None, n_cycles=4, total_steps=None, ratio=0.5):
