@@ -13,7 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxvae import data
-from vaecommon import datasets
+from vaecommon import datasets, shapes
 from vaecommon.datasets_test import (DEBIAN_FASHION, fixture_arrays, make_idx_dir,
                                      needs_debian_fashion)
 
@@ -119,6 +119,19 @@ def test_tfds_output_is_validated(tmp_path, no_defaults, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ binarize
+
+def test_generated_shapes_nhwc_with_factors():
+    ds = data.load_dataset("shapes_small", "test", limit=30)
+    assert ds.images.shape == (30, 64, 64, 1) and ds.images.dtype == jnp.float32  # NHWC
+    assert ds.labels.dtype == jnp.int32 and ds.info.source == "generated"
+    factors = data.load_factors("shapes_small", "test", limit=30)  # NumPy (N, 5), shared
+    assert factors.shape == (30, 5) and factors.dtype == np.int64
+    np.testing.assert_array_equal(ds.labels, factors[:, 0])
+    images = shapes.Shapes("shapes_small").images(factors)
+    np.testing.assert_array_equal(np.asarray(ds.images)[..., 0], images)
+    flat = data.load_dataset("shapes_small", "test", limit=30, flatten=True)
+    np.testing.assert_array_equal(flat.images, ds.images.reshape(30, -1))
+
 
 def test_binarize_dynamic():
     p = jnp.full((200, 28, 28, 1), 0.3, jnp.float32)

