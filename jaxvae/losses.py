@@ -133,12 +133,20 @@ def bernoulli(x: jax.Array, logits: jax.Array) -> jax.Array:
     return _sum_per_example(optax.sigmoid_binary_cross_entropy(logits, x.astype(logits.dtype)))
 
 
+def _in_unit_interval(v: jax.Array) -> jax.Array:
+    """Elementwise 0 <= v <= 1 (False for NaN)."""
+    return (v >= 0.0) & (v <= 1.0)
+
+
 @jax.custom_vjp
 def _bce_probs_elementwise(probs, x):
     # Same expression as ATen's binary_cross_entropy kernel: log1p(-p), each log clamped at -100.
     log_p = jnp.maximum(jnp.log(probs), _BCE_LOG_CLAMP)
     log_1mp = jnp.maximum(jnp.log1p(-probs), _BCE_LOG_CLAMP)
-    return -(x * log_p + (1.0 - x) * log_1mp)
+    valid = _in_unit_interval(probs) & _in_unit_interval(x)
+    # Outside the domain NaN (as the twin): a target x > 1 would otherwise give a finite,
+    # even negative, "NLL" that trains silently.
+    return jnp.where(valid, -(x * log_p + (1.0 - x) * log_1mp), jnp.nan)
 
 
 def _bce_probs_fwd(probs, x):
@@ -153,7 +161,8 @@ def _bce_probs_bwd(res, g):
     d_x = g * (
         jnp.maximum(jnp.log1p(-probs), _BCE_LOG_CLAMP) - jnp.maximum(jnp.log(probs), _BCE_LOG_CLAMP)
     )
-    return d_probs, d_x
+    valid = _in_unit_interval(probs) & _in_unit_interval(x)
+    return jnp.where(valid, d_probs, jnp.nan), jnp.where(valid, d_x, jnp.nan)
 
 
 _bce_probs_elementwise.defvjp(_bce_probs_fwd, _bce_probs_bwd)
@@ -164,8 +173,9 @@ def bce_probs(x: jax.Array, probs: jax.Array) -> jax.Array:
 
     -sum_i [x_i * max(log p_i, -100) + (1 - x_i) * max(log(1 - p_i), -100)], with PyTorch's
     gradient (p - x) / max(p (1 - p), 1e-12) w.r.t. p. Only for faithful reproduction of the
-    sigmoid-output presets; prefer `bernoulli` on logits. Valid domain: p and x in [0, 1]. PyTorch
-    raises on values outside it; here (no exceptions under jit) p outside [0, 1] gives NaN.
+    sigmoid-output presets; prefer `bernoulli` on logits. Valid domain: p and x in [0, 1]; an
+    element outside it (or NaN) gives NaN, value and gradient, in both twins (no exceptions
+    under jit; the trainers' NaN guard names the step). F.binary_cross_entropy raises there.
 
     Args:
       x: (B, ...) targets in [0, 1].

@@ -476,10 +476,22 @@ def test_kl_finite_at_extreme_logvar():
 
 
 def test_bce_probs_outside_unit_interval_is_nan():
-    """PyTorch raises here; under jit JAX cannot, so invalid probabilities give NaN, not a number."""
+    """F.binary_cross_entropy raises here; under jit JAX cannot, so the documented domain p, x in
+    [0, 1] gives NaN outside it (value and gradient, as the torch twin), never a number. A target
+    x = 2 with p = 1/2 used to give -(2 ln(1/2) + (1 - 2) ln(1/2)) = ln 2 - 2 ln 2 < 0."""
     x = jnp.array([[1.0, 0.0]])
     assert np.all(np.isnan(losses.bce_probs(x, jnp.array([[1.2, 0.5]]))))
     assert np.all(np.isnan(losses.bce_probs(x, jnp.array([[0.5, -0.1]]))))
+    assert np.all(np.isnan(losses.bce_probs(x, jnp.array([[jnp.nan, 0.5]]))))
+    for bad_x in (2.0, -0.5, 255.0, jnp.nan):  # targets out of range: 8-bit pixels, NaN
+        v, g = jax.value_and_grad(lambda p, t=bad_x: losses.bce_probs(jnp.array([[t, 0.0]]), p).sum())(
+            jnp.array([[0.5, 0.5]]))
+        assert np.isnan(v) and np.isnan(g[0, 0]), bad_x
+        # the valid pixel's gradient is untouched: (p - x) / (p (1 - p)) = 0.5 / 0.25 = 2
+        np.testing.assert_allclose(g[0, 1], 2.0, rtol=1e-6)
+    # the domain's edges stay valid: ln 2 at p = x = 1/2, the clamp's 100 nats at p = 0, x = 1
+    np.testing.assert_allclose(losses.bce_probs(jnp.array([[0.5, 1.0, 0.0]]),
+                                                jnp.array([[0.5, 0.0, 0.0]])), [LN2 + 100.0], rtol=1e-6)
 
 
 # ---- JAX specifics -------------------------------------------------------------------------------

@@ -55,14 +55,15 @@ def bernoulli(x, logits):
 
 
 def bce_probs(x, probs):
-    """PyTorch's F.binary_cross_entropy: log terms clamped at -100; NaN outside [0, 1]."""
+    """PyTorch's F.binary_cross_entropy: log terms clamped at -100; NaN where p or x is outside
+    [0, 1] (F.binary_cross_entropy raises there; the spec says NaN, which jit can return)."""
     x, p = _f64(x), _f64(probs)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_p = np.log(p)
         log_1mp = np.log1p(-p)
-    # np.maximum propagates NaN, so p outside [0, 1] gives NaN (PyTorch raises instead).
-    per_pixel = -(x * np.maximum(log_p, -100.0) + (1.0 - x) * np.maximum(log_1mp, -100.0))
-    return _sum_per_example(per_pixel)
+        per_pixel = -(x * np.maximum(log_p, -100.0) + (1.0 - x) * np.maximum(log_1mp, -100.0))
+    valid = (p >= 0) & (p <= 1) & (x >= 0) & (x <= 1)  # False for NaN
+    return _sum_per_example(np.where(valid, per_pixel, np.nan))
 
 
 def bce_probs_grad_torch_rule(x, probs):

@@ -1,5 +1,6 @@
 """The data twins agree: the same source gives bit-identical images (JAX NHWC == torch NCHW
-transposed), equal labels (int32 vs int64) and the same DataInfo; same public API in both."""
+transposed), equal labels (int32 vs int64) and the same DataInfo; same public API in both; the
+restore API refuses the same bad images with the same message."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxvae import data as jdata
+from jaxvae import restore as jrestore
 from torchvae import data as tdata
+from torchvae import restore as trestore
 from vaecommon import datasets
+from vaecommon.config import TrainConfig, resolve
+from vaecommon.presets import get_spec
 from vaecommon.datasets_test import (fixture_arrays, make_idx_dir, make_image_folder,
                                      needs_debian_fashion)
 
@@ -131,3 +136,23 @@ def test_libraries_agree_on_the_same_digits(tmp_path, monkeypatch):
                                    binarization="static")
         assert_twins_equal(j, t, same_info=False)
         assert (j.info.note, t.info.note) == ("tfds mnist 3.0.1", "torchvision MNIST")
+
+
+@pytest.mark.parametrize("kind", ["range_255", "nan", "uint8", "nchw", "flat"])
+def test_restore_api_refuses_bad_images_with_the_same_message(kind):
+    """`evaluate_run` of both twins raises the same one-line DataError for the same bad images
+    (the check runs before the restored model is touched, so a bare Restored is enough)."""
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(np.float32)
+    x = {"range_255": np.round(x * 255), "nan": np.where(x > 0.999, np.nan, x),
+         "uint8": (x * 255).astype(np.uint8), "nchw": x.transpose(0, 3, 1, 2),
+         "flat": x.reshape(4, -1)}[kind]
+    data = datasets.Dataset(x, np.zeros(4, np.int64), datasets.DataInfo("mnist", "idx", "-", "test", 4))
+    cfg = resolve(TrainConfig(model="pytorch_examples"))
+    messages = []
+    for twin in (jrestore, trestore):
+        bare = twin.Restored(None, cfg, get_spec(cfg.model), 0, 0, {}, None, None)
+        with pytest.raises(datasets.DataError) as e:
+            twin.evaluate_run(bare, data)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1] and messages[0].startswith("evaluate_run: data.images: ")
+    assert "\n" not in messages[0]

@@ -209,6 +209,30 @@ def test_bce_probs_reproduces_torch_backward(fw):
                      **TOL["loss_gradients"])
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_bce_probs_domain_is_nan_outside_unit_interval(fw):
+    """The documented domain p, x in [0, 1]: one example per pixel, NaN (value and gradient)
+    exactly where p or x is outside it or NaN, the oracle's values (and PyTorch's gradient)
+    inside, the edges 0 and 1 included."""
+    p = f32([[0.5], [0.0], [1.0], [0.3], [0.5], [0.5], [1.2], [-0.1], [np.nan], [0.5]])
+    x = f32([[0.5], [1.0], [0.0], [1.0], [2.0], [-0.5], [1.0], [0.0], [1.0], [np.nan]])
+    valid = np.array([True] * 4 + [False] * 6)
+
+    def f(pp, xf=to_fw(fw, x)):
+        v = LIB[fw].bce_probs(xf, pp)
+        return v.sum(), {"v": v}
+
+    _, aux, (g,) = value_and_grads(fw, f, [p])
+    want = oracle.bce_probs(x, p)
+    assert np.array_equal(np.isnan(want), ~valid)
+    assert np.array_equal(np.isnan(aux["v"]), ~valid), f"{fw}: {aux['v']}"
+    assert np.array_equal(np.isnan(g[:, 0]), ~valid), f"{fw}: {g}"
+    assert_close(aux["v"][valid], want[valid], name=f"{fw}:bce_probs inside [0, 1]",
+                 **TOL["per_example_loss"])
+    assert_close(g[valid], oracle.bce_probs_grad_torch_rule(x, p)[valid],
+                 name=f"{fw}:bce_probs grad inside [0, 1]", **TOL["loss_gradients"])
+
+
 # ---- Gaussian latents ---------------------------------------------------------------------------
 
 
@@ -770,13 +794,15 @@ def test_mistake_logvar_used_as_scale(fw):
 
 
 def test_mistake_bce_on_raw_decoder_output():
-    """A decoder without its sigmoid fed to probability BCE: PyTorch raises for outputs outside
-    [0, 1], the JAX twin returns NaN (it cannot raise under jit), and raw outputs that happen to
-    lie in [0, 1] give silently wrong numbers (not the Bernoulli NLL of those logits)."""
+    """A decoder without its sigmoid fed to probability BCE: PyTorch's F.binary_cross_entropy
+    raises for outputs outside [0, 1], both twins' bce_probs return NaN (JAX cannot raise under
+    jit), and raw outputs that happen to lie in [0, 1] give silently wrong numbers (not the
+    Bernoulli NLL of those logits)."""
     raw = f32([[-0.3, 0.4, 1.7, 0.2]])
     x = f32([[0.0, 1.0, 1.0, 0.0]])
     with pytest.raises(RuntimeError, match="between 0 and 1"):
-        tl.bce_probs(torch.tensor(x), torch.tensor(raw))
+        F.binary_cross_entropy(torch.tensor(raw), torch.tensor(x))
+    assert np.isnan(to_np(tl.bce_probs(torch.tensor(x), torch.tensor(raw)))).all()
     assert np.isnan(to_np(jl.bce_probs(jnp.asarray(x), jnp.asarray(raw)))).all()
     inside = f32([[0.3, 0.4, 0.9, 0.2]])
     for fw in FRAMEWORKS:

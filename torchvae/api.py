@@ -34,6 +34,7 @@ from vaecommon.config import TrainConfig, resolve
 from vaecommon.datasets import Dataset
 from vaecommon.presets import ModelSpec
 from vaecommon.run_figures import FigureArrays, as_nhwc
+from vaecommon.validate import check_api_images
 
 __all__ = [
     "FRAMEWORK", "Restored", "restore", "load_run", "load_split", "evaluate_run", "encode_means",
@@ -142,8 +143,11 @@ def evaluate_run(restored: Restored, data: Dataset, *, nll_samples: int = 0,
     Returns:
       {"loss" (-ELBO, nats/example), "recon", "kl", "bits_per_dim", "kl_per_dim", "active_units",
        "nll", "nll_samples", "nll_examples", "nll_bits_per_dim" (VAEs, when nll_samples > 0)}.
+    Raises:
+      DataError: images of another shape than the model's, not float, NaN/inf or outside [0, 1].
     """
     r = restored
+    check_api_images(data.images, r.spec, where="evaluate_run: data.images")
     trainer = r.trainer
     if nll_limit is not None:
         trainer = dataclasses.replace(trainer, cfg=r.cfg.replace(nll_limit=nll_limit or None))
@@ -152,12 +156,14 @@ def evaluate_run(restored: Restored, data: Dataset, *, nll_samples: int = 0,
 
 
 def encode_means(model, images: np.ndarray, *, batch: int = 500) -> np.ndarray:
-    """(N, D) posterior means (AE: codes) of NHWC images."""
+    """(N, D) posterior means (AE: codes) of NHWC images (DataError: see `evaluate_run`)."""
+    check_api_images(images, model.spec, where="encode_means: images")
     return np.asarray(tfig.encode_means(model, _nchw(images), batch=batch))
 
 
 def reconstruct(model, images: np.ndarray) -> np.ndarray:
     """NHWC reconstructions in [0, 1], decoded from the posterior mean (no sampling noise)."""
+    check_api_images(images, model.spec, where="reconstruct: images")
     return tfig.reconstruct(model, _nchw(images))
 
 
@@ -175,6 +181,8 @@ def sample(model, n: int, seed: int) -> np.ndarray:
 def interpolate(model, x0: np.ndarray, x1: np.ndarray, *, steps: int = 10,
                 method: str = "linear") -> np.ndarray:
     """(steps, H, W, C) decoded along lerp/slerp between the posterior means of x0 and x1 (H, W, C)."""
+    for name, x in (("x0", x0), ("x1", x1)):
+        check_api_images(np.asarray(x)[None], model.spec, where=f"interpolate: {name}")
     a, b = _nchw(np.stack([x0, x1]))
     return tfig.interpolate(model, a, b, steps=steps, method=method)
 
@@ -190,6 +198,7 @@ def decode(model, z: np.ndarray) -> np.ndarray:
 def run_figure_arrays(restored: Restored, data: Dataset, **kw: Any) -> FigureArrays:
     """What `vaecommon.run_figures.write_run_figures` draws, with the trainer's figures stream
     (the same samples as the figures written at the end of training)."""
+    check_api_images(data.images, restored.spec, where="run_figure_arrays: data.images")
     gen = stream_generator(restored.cfg.seed, "figures")
     return tfig.figure_arrays(restored.model, _nchw(data.images), data.labels, gen, **kw)
 

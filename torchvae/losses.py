@@ -134,8 +134,9 @@ def bce_probs(x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
 
     -sum_i [x_i * max(log p_i, -100) + (1 - x_i) * max(log(1 - p_i), -100)], gradient
     (p - x) / max(p (1 - p), 1e-12) w.r.t. p (PyTorch's own). Only for faithful reproduction of
-    the sigmoid-output presets; prefer `bernoulli` on logits. Valid domain: p and x in [0, 1];
-    PyTorch raises RuntimeError outside it (the JAX twin, which cannot raise under jit, gives NaN).
+    the sigmoid-output presets; prefer `bernoulli` on logits. Valid domain: p and x in [0, 1]; an
+    element outside it (or NaN) gives NaN, value and gradient, in both twins (the JAX twin cannot
+    raise under jit; the trainers' NaN guard names the step). F.binary_cross_entropy raises there.
 
     Args:
       x: (B, ...) targets in [0, 1].
@@ -143,7 +144,15 @@ def bce_probs(x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     Returns:
       (B,) nats per example.
     """
-    return _sum_per_example(F.binary_cross_entropy(probs, x.to(probs.dtype), reduction="none"))
+    x = x.to(probs.dtype)
+    valid = (probs >= 0) & (probs <= 1) & (x >= 0) & (x <= 1)  # False for NaN
+    # F.binary_cross_entropy sees the valid elements only (it raises on the others: a host sync
+    # and an exception mid-step). Outside the domain the value and the gradient are NaN, as in the
+    # JAX twin: mask * (p + x) is 0 with zero gradient inside and NaN with NaN gradient outside.
+    bce = F.binary_cross_entropy(torch.where(valid, probs, 0.5), torch.where(valid, x, 0.5),
+                                 reduction="none")
+    nan_outside = torch.zeros_like(probs).masked_fill(~valid, math.nan)
+    return _sum_per_example(bce + nan_outside * (probs + x))
 
 
 def mse_sum(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:

@@ -399,14 +399,25 @@ def test_kl_finite_at_extreme_logvar():
     assert all(torch.isfinite(gi).all() for gi in g)
 
 
-def test_bce_probs_validates_its_domain():
+def test_bce_probs_outside_unit_interval_is_nan():
     """F.binary_cross_entropy raises for probabilities (and targets) outside [0, 1], e.g. a
-    decoder whose sigmoid was left out (the JAX twin returns NaN instead)."""
+    decoder whose sigmoid was left out or 8-bit pixels; bce_probs documents NaN there instead
+    (value and gradient), as the JAX twin, which cannot raise under jit."""
     x = t([[1.0, 0.0]])
     with pytest.raises(RuntimeError, match="between 0 and 1"):
-        losses.bce_probs(x, t([[1.2, 0.5]]))
-    with pytest.raises(RuntimeError, match="between 0 and 1"):
-        losses.bce_probs(t([[2.0, 0.0]]), t([[0.5, 0.5]]))
+        torch.nn.functional.binary_cross_entropy(t([[1.2, 0.5]]), x)
+    assert torch.isnan(losses.bce_probs(x, t([[1.2, 0.5]]))).all()
+    assert torch.isnan(losses.bce_probs(x, t([[0.5, -0.1]]))).all()
+    assert torch.isnan(losses.bce_probs(x, t([[math.nan, 0.5]]))).all()
+    for bad_x in (2.0, -0.5, 255.0, math.nan):  # targets out of range: 8-bit pixels, NaN
+        p = t([[0.5, 0.5]]).requires_grad_()
+        v = losses.bce_probs(t([[bad_x, 0.0]]), p).sum()
+        v.backward()
+        assert torch.isnan(v) and torch.isnan(p.grad[0, 0]), bad_x
+        # the valid pixel's gradient is untouched: (p - x) / (p (1 - p)) = 0.5 / 0.25 = 2
+        assert float(p.grad[0, 1]) == pytest.approx(2.0, rel=1e-6)
+    # the domain's edges stay valid: ln 2 at p = x = 1/2, the clamp's 100 nats at p = 0, x = 1
+    close(losses.bce_probs(t([[0.5, 1.0, 0.0]]), t([[0.5, 0.0, 0.0]])), [LN2 + 100.0], rtol=1e-6)
 
 
 def test_no_cross_framework_imports():

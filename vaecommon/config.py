@@ -3,19 +3,24 @@
 Both trainers read the same fields with the same meaning, so the same config (and seed) gives
 comparable runs side by side. Derived values (the preset's defaults for fields left as None) are
 resolved by `resolve`, never written back by the trainers. Framework-free.
+
+`validate` checks every field (type, range, choices, and the objective's parameters against
+`vaecommon.objectives`) and raises one `ConfigError` whose single line names the field, the value
+and what is valid; `resolve` calls it first, so nothing is built from an invalid config.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaecommon import presets
+from vaecommon import objectives, presets
 from vaecommon.datasets import DATASETS, SOURCES
+from vaecommon.objectives import Param
 
-__all__ = ["TrainConfig", "resolve", "to_json", "from_json", "from_dict", "RESUME_FREE", "check_resumable"]
+__all__ = ["TrainConfig", "ConfigError", "PRECISIONS", "validate", "resolve", "to_json", "from_json",
+           "from_dict", "RESUME_FREE", "check_resumable"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,8 @@ class TrainConfig:
     figures_every: int = 0
     """Write figures every N epochs (0: only at the end)."""
     precision: str = "float32"
-    """Compute dtype: float32, or bfloat16 (matmuls in bf16, params and loss in float32; JAX)."""
+    """Compute dtype: float32, or bfloat16 (matmuls in bf16, params and loss in float32; JAX
+    only: `validate(cfg, framework="torch")` refuses it)."""
     logvar_clamp: float | None = None
     """Clamp the encoder's logvar to [-c, c] (a guard against exp overflow; None: off)."""
     limit_train: int | None = None
@@ -127,55 +133,185 @@ _CHOICES = {
     "data_source": (*SOURCES,),
 }
 
+# The precisions each framework computes in: the torch trainer has no bfloat16 path, so a torch
+# run with precision="bfloat16" is refused instead of silently training in float32.
+PRECISIONS = {"jax": ("float32", "bfloat16"), "torch": ("float32",)}
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill the fields left as None from the model preset and validate every choice.
+SEED_MAX = 2**32 - 1  # jax.random.key takes a uint32-range seed; torch would take 2**64 - 1
 
+
+class ConfigError(ValueError):
+    """An invalid TrainConfig field; the one-line message names the field, the value and what
+    is valid (`TrainConfig.<field> must be <valid>, got <value>`)."""
+
+
+_PRESET = "the preset's"
+# Every field's type and range (choice fields are in _CHOICES; model, model_overrides,
+# objective, likelihood and objective_params are checked against presets / objectives).
+_FIELDS: dict[str, Param] = {p.name: p for p in [
+    Param("image_size", None, "int", low=1, optional=True, none_means=_PRESET),
+    Param("lr", None, "float", low=0.0, low_open=True, optional=True, none_means=_PRESET),
+    Param("weight_decay", None, "float", low=0.0, optional=True, none_means=_PRESET),
+    Param("momentum", 0.0, "float", low=0.0, high=1.0, high_open=True),
+    Param("warmup_steps", 0, "int", low=0),
+    Param("grad_clip", None, "float", low=0.0, low_open=True, optional=True, none_means="no clipping"),
+    Param("batch_size", None, "int", low=1, optional=True, none_means=_PRESET),
+    Param("epochs", None, "int", low=1, optional=True, none_means=_PRESET),
+    Param("seed", 0, "int", low=0, high=SEED_MAX),
+    Param("eval_every", 1, "int", low=0),
+    Param("eval_batch_size", 500, "int", low=1),
+    Param("nll_samples", 0, "int", low=0),
+    Param("final_nll_samples", 5000, "int", low=0),
+    Param("nll_limit", None, "int", low=1, optional=True, none_means="all test examples"),
+    Param("checkpoint_every", 1, "int", low=0),
+    Param("keep_checkpoints", 3, "int", low=1),
+    Param("figures_every", 0, "int", low=0),
+    Param("logvar_clamp", None, "float", low=0.0, low_open=True, optional=True, none_means="off"),
+    Param("limit_train", None, "int", low=1, optional=True, none_means="all"),
+    Param("limit_test", None, "int", low=1, optional=True, none_means="all"),
+    Param("batch_log_every", 1, "int", low=1),
+    Param("validation", 0, "int", low=0),
+    Param("early_stopping", 0, "int", low=0),
+    Param("kl_warmup_epochs", None, "int", low=0, optional=True, none_means=_PRESET),
+]}
+
+
+def _fail(name: str, valid: str, value: Any) -> ConfigError:
+    return ConfigError(f"TrainConfig.{name} must be {valid}, got {value!r}")
+
+
+def _check(name: str, p: Param, value: Any) -> None:
+    if not p.is_valid(value):
+        raise _fail(name, p.describe(), value)
+
+
+def _check_choice(name: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        text = "one of " + ", ".join(v for v in valid if v is not None)
+        raise _fail(name, text + (", or None (the preset's)" if None in valid else ""), value)
+
+
+def validate(cfg: TrainConfig, *, framework: str | None = None) -> None:
+    """Check every field of `cfg` (resolved or not) before anything is built or compiled.
+
+    Fields left as None take the preset's default, so None is valid where `resolve` fills it.
+    The objective's parameters are checked against `vaecommon.objectives` (names, required ones,
+    ranges) for the objective and likelihood the run will use (the preset's where None).
+
+    Args:
+      cfg: the config.
+      framework: "jax" or "torch" to also check what only one framework supports (precision,
+        see `PRECISIONS`); None: the checks common to both.
     Raises:
-      KeyError / TypeError / ValueError naming the field and the valid values.
+      ConfigError: the first invalid field, in one line: `TrainConfig.<field> must be <valid>,
+        got <value>` (objective parameters: `TrainConfig.objective_params: objective 'beta_vae'
+        has no parameter 'betta'; valid: beta`).
     """
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"expected a TrainConfig, got {type(cfg).__name__}")
+    if framework is not None and framework not in PRECISIONS:
+        raise ValueError(f"framework must be one of {', '.join(PRECISIONS)} or None, got {framework!r}")
+    # model and model_overrides: the preset table owns their checks (and its messages)
+    if not isinstance(cfg.model_overrides, dict):
+        raise _fail("model_overrides", "a dict of overrides", cfg.model_overrides)
+    if not isinstance(cfg.model, str) or cfg.model not in presets.PRESETS:
+        raise ConfigError(f"TrainConfig.model: unknown model preset {cfg.model!r}; "
+                          f"valid presets: {', '.join(presets.PRESETS)}")
+    try:
+        spec = presets.get_spec(cfg.model, **cfg.model_overrides)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"TrainConfig.model_overrides={cfg.model_overrides!r}: "
+                          f"{e.args[0] if e.args else e}") from None
     for name, valid in _CHOICES.items():
-        value = getattr(cfg, name)
-        if value not in valid:
-            raise ValueError(f"TrainConfig.{name}={value!r} is not valid; choose from {valid}")
+        _check_choice(name, getattr(cfg, name), valid)
+    if framework is not None and cfg.precision not in PRECISIONS[framework]:
+        raise _fail("precision", f"one of {', '.join(PRECISIONS[framework])} for {framework} "
+                    "(its trainer has no other compute path)", cfg.precision)
+    _check_choice("objective", cfg.objective, (None, *objectives.OBJECTIVES))
+    _check_choice("likelihood", cfg.likelihood, (None, *objectives.LIKELIHOODS))
+    if cfg.data_dir is not None and not (isinstance(cfg.data_dir, str) and cfg.data_dir):
+        raise _fail("data_dir", "a non-empty path, or None (the documented default)", cfg.data_dir)
+    for name, p in _FIELDS.items():
+        _check(name, p, getattr(cfg, name))
+    objective = cfg.objective or spec.objective
+    if objectives.OBJECTIVES[objective].needs_vae and not spec.is_vae:
+        raise _fail("objective", f"'reconstruction' for the autoencoder preset {spec.name!r} "
+                    "(the others need a VAE's mean and log-variance)", objective)
+    _check_objective_params(cfg, objective, cfg.likelihood or spec.likelihood,
+                            spec.batch_size if cfg.batch_size is None else cfg.batch_size)
+
+
+def _check_objective_params(cfg: TrainConfig, objective: str, likelihood: str,
+                            batch_size: int) -> None:
+    params = cfg.objective_params
+    if not isinstance(params, dict):
+        raise _fail("objective_params", "a dict of keyword parameters", params)
+    valid = objectives.settable_params(objective, likelihood)
+    own = [p.name for p in objectives.OBJECTIVES[objective].params]
+    who = f"objective {objective!r}"
+    if any(p.name not in own for p in valid.values()):
+        who += f" with likelihood {likelihood!r}"
+    for name, value in params.items():
+        if name not in valid:
+            hint = ""
+            trained = [p for p in objectives.LIKELIHOODS[likelihood].params if p.name == name]
+            if trained:
+                hint = f" ({name!r} is trained with the model, not set)"
+            raise ConfigError(f"TrainConfig.objective_params: {who} has no parameter {name!r}{hint}; "
+                              f"valid: {', '.join(valid) or '(none)'}")
+        if not valid[name].is_valid(value):
+            raise ConfigError(f"TrainConfig.objective_params[{name!r}] ({who}) must be "
+                              f"{valid[name].describe()}, got {value!r}")
+    for name, p in valid.items():
+        if p.default is objectives.REQUIRED and name not in params:
+            raise ConfigError(f"TrainConfig.objective_params: {who} needs parameter {name!r} "
+                              f"({p.describe()})")
+    one_of = objectives.OBJECTIVES[objective].one_of
+    if one_of and all(params.get(n) is None for n in one_of):
+        raise ConfigError(f"TrainConfig.objective_params: {who} needs one of "
+                          f"{', '.join(one_of)}")
+    if objective == "beta_tcvae" and params.get("sampling") == "mss" \
+            and params["dataset_size"] < batch_size - 1:
+        # stratified sampling weighs (N - M) / (N M) with M = B - 1: negative (log: NaN) if N < M
+        raise ConfigError(f"TrainConfig.objective_params['dataset_size'] ({who}, sampling 'mss') "
+                          f"must be >= batch_size - 1 = {batch_size - 1}, got {params['dataset_size']!r}")
+
+
+def resolve(cfg: TrainConfig, *, framework: str | None = None) -> TrainConfig:
+    """Validate `cfg` (`validate`), then fill the fields left as None from the model preset.
+
+    Args:
+      cfg: the config.
+      framework: passed to `validate` ("jax", "torch" or None).
+    Raises:
+      ConfigError: an invalid field, named in one line.
+    """
+    validate(cfg, framework=framework)
     spec = presets.get_spec(cfg.model, **cfg.model_overrides)
+    # `is None`, never `or`: a 0 is refused by validate, not silently replaced by the default
     out = cfg.replace(
-        objective=cfg.objective or spec.objective,
-        likelihood=cfg.likelihood or spec.likelihood,
-        binarization=cfg.binarization or spec.binarization,
+        objective=spec.objective if cfg.objective is None else cfg.objective,
+        likelihood=spec.likelihood if cfg.likelihood is None else cfg.likelihood,
+        binarization=spec.binarization if cfg.binarization is None else cfg.binarization,
         lr=spec.lr if cfg.lr is None else cfg.lr,
         weight_decay=spec.weight_decay if cfg.weight_decay is None else cfg.weight_decay,
-        batch_size=cfg.batch_size or spec.batch_size,
+        batch_size=spec.batch_size if cfg.batch_size is None else cfg.batch_size,
         epochs=spec.epochs if cfg.epochs is None else cfg.epochs,
-        optimizer=cfg.optimizer or spec.optimizer,
+        image_size=spec.input_shape[1] if cfg.image_size is None else cfg.image_size,
+        optimizer=spec.optimizer if cfg.optimizer is None else cfg.optimizer,
         kl_warmup_epochs=spec.kl_warmup_epochs if cfg.kl_warmup_epochs is None else cfg.kl_warmup_epochs,
-        image_size=cfg.image_size or spec.input_shape[1],
     )
-    for name in ("batch_size", "eval_batch_size"):
-        if getattr(out, name) < 1:
-            raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(out, name)}")
-    if out.epochs < 0:
-        raise ValueError(f"TrainConfig.epochs must be >= 0, got {out.epochs}")
-    if out.lr <= 0:
-        raise ValueError(f"TrainConfig.lr must be > 0, got {out.lr}")
-    if out.batch_log_every < 1:
-        raise ValueError(f"TrainConfig.batch_log_every must be >= 1, got {out.batch_log_every}")
-    for name in ("validation", "early_stopping", "kl_warmup_epochs"):
-        if getattr(out, name) < 0:
-            raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(out, name)}")
+    # the options of the VampPrior protocol that only make sense together
     if out.early_stopping and not out.validation:
-        raise ValueError("TrainConfig.early_stopping needs a validation split (--validation N)")
+        raise ConfigError("TrainConfig.early_stopping needs a validation split (--validation N)")
     if out.kl_warmup_epochs and out.objective not in ("elbo", "kl_warmup"):
-        raise ValueError(f"TrainConfig.kl_warmup_epochs weights the KL of objective elbo or "
-                         f"kl_warmup, not {out.objective!r}")
+        raise ConfigError(f"TrainConfig.kl_warmup_epochs weights the KL of objective elbo or "
+                          f"kl_warmup, not {out.objective!r}")
     if out.eval_binarization != "none" and out.binarization != "dynamic":
-        raise ValueError("TrainConfig.eval_binarization applies to dynamic binarization only "
-                         f"(binarization is {out.binarization!r})")
+        raise ConfigError("TrainConfig.eval_binarization applies to dynamic binarization only "
+                          f"(binarization is {out.binarization!r})")
     return out
 
-
-def to_json(cfg: TrainConfig) -> str:
-    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
 
 
 def from_dict(d: dict[str, Any]) -> TrainConfig:
@@ -187,9 +323,6 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     d = dict(d)
     return TrainConfig(**d)
 
-
-def from_json(text: str) -> TrainConfig:
-    return from_dict(json.loads(text))
 
 
 # Fields that change only what is logged, evaluated or saved, never the training trajectory: a run

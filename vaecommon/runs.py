@@ -69,16 +69,27 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
     Raises:
       FileNotFoundError: no metrics file there.
-      ValueError: a malformed line other than a torn last line (named with its line number).
+      ValueError: a line that is not UTF-8, not JSON (other than a torn last line) or not a
+        record; the message starts with `<file>:<line>:`.
     """
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no metrics file at {path}")
-    lines = path.read_text().splitlines()
+    # Bytes split on b"\n" only: the writer's lines are ASCII JSON (json.dumps escapes the rest),
+    # so decoding per line can name the line of a bad byte, and no other line separator applies.
+    lines = path.read_bytes().split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
     out = []
-    for i, line in enumerate(lines, 1):
+    for i, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            # a torn write truncates ASCII text, it cannot make a byte invalid: corruption
+            raise ValueError(f"{path}:{i}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                             f"{e.start + 1}); the metrics file is corrupt") from None
         if not line.strip():
             continue
         try:
@@ -88,6 +99,8 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
                 warnings.warn(f"{path}:{i}: ignoring a torn last line (interrupted write)")
                 continue
             raise ValueError(f"{path}:{i}: malformed metrics line: {e}") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
         if rec.get("type") not in RECORD_TYPES:
             raise ValueError(f"{path}:{i}: record type {rec.get('type')!r} not in {RECORD_TYPES}")
         out.append(rec)
