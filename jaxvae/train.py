@@ -191,7 +191,7 @@ class Trainer:
 
     @classmethod
     def create(cls, cfg: TrainConfig, n_train: int, *, mesh=None, sweep_keys=()) -> "Trainer":
-        cfg = resolve(cfg)
+        cfg = resolve(cfg, framework=FRAMEWORK)
         if cfg.objective not in losses.OBJECTIVES:
             raise KeyError(
                 f"unknown objective {cfg.objective!r}; valid: {', '.join(sorted(losses.OBJECTIVES))}"
@@ -590,7 +590,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     Returns the final test metrics ("train": last epoch's train metrics; "members" for a sweep;
     "interrupted": the signal number when a signal stopped the run).
     """
-    cfgs, swept = lifecycle.member_configs(cfg, sweep)
+    cfgs, swept = lifecycle.member_configs(cfg, sweep, framework=FRAMEWORK)
     base, n = cfgs[0], len(cfgs)
     folders = lifecycle.member_folders(workdir, n)
     for f, c in zip(folders, cfgs):

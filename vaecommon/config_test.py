@@ -23,7 +23,7 @@ def test_bookkeeping_fields_may_change():
                           nll_limit=10, checkpoint_every=5, keep_checkpoints=1, figures_every=2)
     assert {f for f in RESUME_FREE} == {"eval_every", "eval_batch_size", "nll_samples",
                                         "final_nll_samples", "nll_limit", "checkpoint_every",
-                                        "keep_checkpoints", "figures_every"}
+                                        "keep_checkpoints", "figures_every", "batch_log_every"}
     check_resumable(saved, changed, "run/checkpoints")  # no error
     check_resumable(None, changed, "run/checkpoints")  # a checkpoint without a stored config
 
@@ -103,14 +103,21 @@ BAD_FIELDS = [
     ("likelihood", "bernouli", "one of bernoulli, bce_probs, mse_sum, mse_mean, gaussian, "
                                "gaussian_learned, gaussian_calibrated, continuous_bernoulli, "
                                "or None (the preset's)"),
-    ("optimizer", "adamm", "one of adam, adamw, sgd"),
+    ("optimizer", "adamm", "one of adam, adamw, sgd, adam_norm_grad, or None (the preset's)"),
+    ("eval_binarization", "dynamic", "one of none, static"),
     ("schedule", "linear", "one of constant, cosine"),
-    ("dataset", "cifar10", "one of mnist, fashion_mnist, mnist5k, image_folder"),
-    ("data_source", "web", "one of auto, idx, library, embedded, image_folder"),
+    ("dataset", "cifar10", "one of mnist, fashion_mnist, mnist5k, image_folder, shapes, shapes_small"),
+    ("data_source", "web", "one of auto, idx, library, embedded, image_folder, generated"),
     ("binarization", "otsu", "one of none, static, dynamic, or None (the preset's)"),
     ("precision", "float16", "one of float32, bfloat16"),
     ("reduction", "avg", "one of mean, sum"),
     ("init", "xavier", "one of default, torch"),
+]
+BAD_FIELDS += [
+    ("validation", -1, "an integer >= 0"),
+    ("early_stopping", 2.5, "an integer >= 0"),
+    ("batch_log_every", 0, "an integer >= 1"),
+    ("kl_warmup_epochs", -3, "an integer >= 0, or None (the preset's)"),
 ]
 
 
@@ -212,20 +219,20 @@ def test_valid_objective_params_pass(objective, params):
 
 @pytest.mark.parametrize("cfg, message", [
     (dict(objective="beta_vae", objective_params={"betta": 4}),
-     "TrainConfig.objective_params: objective 'beta_vae' has no parameter 'betta'; valid: beta"),
+     "TrainConfig.objective_params: objective 'beta_vae' has no parameter 'betta'; valid: beta, kl_estimate"),
     (dict(objective="kl_warmup", objective_params={"warmup": 4}),
      "TrainConfig.objective_params: objective 'kl_warmup' has no parameter 'warmup'; "
-     "valid: warmup_steps"),
+     "valid: warmup_steps, epoch_steps, kl_estimate"),
     (dict(objective_params={"beta": 4}),  # the preset's objective (elbo) takes none
-     "TrainConfig.objective_params: objective 'elbo' has no parameter 'beta'; valid: (none)"),
+     "TrainConfig.objective_params: objective 'elbo' has no parameter 'beta'; valid: kl_estimate"),
     (dict(objective_params={"step": 4}),  # the trainer's arguments are not parameters
-     "TrainConfig.objective_params: objective 'elbo' has no parameter 'step'; valid: (none)"),
+     "TrainConfig.objective_params: objective 'elbo' has no parameter 'step'; valid: kl_estimate"),
     (dict(likelihood="gaussian", objective="beta_vae", objective_params={"sigmaa": 0.5}),
      "TrainConfig.objective_params: objective 'beta_vae' with likelihood 'gaussian' has no "
-     "parameter 'sigmaa'; valid: beta, sigma"),
+     "parameter 'sigmaa'; valid: beta, kl_estimate, sigma"),
     (dict(likelihood="gaussian_learned", objective_params={"log_sigma": 0.0}),
      "TrainConfig.objective_params: objective 'elbo' has no parameter 'log_sigma' ('log_sigma' is "
-     "trained with the model, not set); valid: (none)"),
+     "trained with the model, not set); valid: kl_estimate"),
     (dict(objective="beta_vae", objective_params={"beta": -1}),
      "TrainConfig.objective_params['beta'] (objective 'beta_vae') must be >= 0 and finite, got -1"),
     (dict(objective="beta_vae", objective_params={"beta": math.nan}),

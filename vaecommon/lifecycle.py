@@ -62,17 +62,18 @@ class RunOwnershipError(ValueError):
 # Members
 
 
-def member_configs(cfg: TrainConfig, sweep: dict[str, list] | None = None
-                   ) -> tuple[list[TrainConfig], list[str]]:
+def member_configs(cfg: TrainConfig, sweep: dict[str, list] | None = None, *,
+                   framework: str | None = None) -> tuple[list[TrainConfig], list[str]]:
     """The resolved config of each member and the names of the swept objective parameters.
 
-    A plain run (`sweep` None) is one member. Value lists of a sweep are zipped.
+    A plain run (`sweep` None) is one member. Value lists of a sweep are zipped. Every member is
+    validated (`vaecommon.config.validate`, with what `framework` supports) before anything else.
 
     Raises:
       ValueError: empty or unequal value lists, or a parameter that cannot be swept.
     """
     if sweep is None:
-        return [resolve(cfg)], []
+        return [resolve(cfg, framework=framework)], []
     if not sweep:
         raise ValueError("a sweep needs at least one NAME=V1,V2,... entry")
     lengths = {k: len(v) for k, v in sweep.items()}
@@ -95,7 +96,7 @@ def member_configs(cfg: TrainConfig, sweep: dict[str, list] | None = None
                 changes["lr"] = float(vals[i])
             else:
                 params[k] = float(vals[i])
-        out.append(resolve(cfg.replace(objective_params=params, **changes)))
+        out.append(resolve(cfg.replace(objective_params=params, **changes), framework=framework))
     return out, obj_keys
 
 
