@@ -67,6 +67,9 @@ EXPECTED_PARAMS = {
     "resnet_vae": (_conv(1, 32, 4) + _conv(32, 64, 4) + 2 * _lin(64 * 7 * 7, 16)
                    + _lin(16, 64 * 7 * 7) + _convt(64, 32, 4) + _convt(32, 1, 4)
                    + 2 * _res(32) + 2 * _res(64)),
+    # two gated layers (h and g) each way, mean and logvar heads, the decoder's output layer
+    "exemplar_vae": (2 * _lin(784, 300) + 2 * _lin(300, 300) + 2 * _lin(300, 40)
+                     + 2 * _lin(40, 300) + 2 * _lin(300, 300) + _lin(300, 784)),
 }
 
 

@@ -35,6 +35,9 @@ EXACT = TOL["weight_roundtrip"]
 # the output scale); mean/logvar/z <= 2.2e-6; the glasses VAE <= 1.8e-6. Eval mode and the
 # single-layer BatchNorm test hold the `forward` row. Bound: about 7x the worst measured.
 FWD_BN_TRAIN = {"rtol": 1e-5, "atol": 1e-4}
+# exemplar_vae: four gated matmul layers before the logits; float32 accumulation reaches ~3e-6
+# absolute near logit 0 (relative ~3e-7 of the logits' scale)
+FWD_DEEP = {"exemplar_vae": {"rtol": 1e-5, "atol": 1e-5}}
 B = 4  # batch: BatchNorm in train mode needs > 1 value per channel
 # The glasses VAE is compared at 64 px here (same layers, 31x31 -> 7x7 feature maps); its 256 px
 # parameter count and shapes are pinned in jaxvae/models_test.py and torchvae/models_test.py.
@@ -296,7 +299,7 @@ def test_forward(name, mode, rng):
         if b is None:
             assert a is None, field
             continue
-        tol = FWD_BN_TRAIN if mode == "train" else FWD
+        tol = FWD_BN_TRAIN if mode == "train" else FWD_DEEP.get(name, FWD)
         assert_close(to_nchw(a), b.numpy(), name=f"{name}:{mode}:{field}", **tol)
     if mode == "train":
         w_t, w_j = tconvert.to_canonical(tm), jconvert.to_canonical(jm)

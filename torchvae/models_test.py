@@ -62,6 +62,9 @@ EXPECTED_PARAMS = {
     "resnet_vae": (_conv(1, 32, 4) + _conv(32, 64, 4) + 2 * _lin(64 * 7 * 7, 16)
                    + _lin(16, 64 * 7 * 7) + _convt(64, 32, 4) + _convt(32, 1, 4)
                    + 2 * _res(32) + 2 * _res(64)),
+    # two gated layers (h and g) each way, mean and logvar heads, the decoder's output layer
+    "exemplar_vae": (2 * _lin(784, 300) + 2 * _lin(300, 300) + 2 * _lin(300, 40)
+                     + 2 * _lin(40, 300) + 2 * _lin(300, 300) + _lin(300, 784)),
 }
 
 
@@ -279,10 +282,12 @@ def test_init_bounds_and_spread(init):
     assert m.decoder[2].weight.abs().max() > 0.2
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", [p for p in PRESETS if p != "exemplar_vae"])
 def test_init_equals_torch_default_construction(name):
     """build_model(generator seeded s) == torch.manual_seed(s) + the plain constructor (torch's own
-    reset_parameters on the global generator), bit for bit, without touching the global RNG."""
+    reset_parameters on the global generator), bit for bit, without touching the global RNG.
+    (exemplar_vae re-draws its weights with the reference's he_init:
+    parity_tests/test_priors.py::test_exemplar_vae_uses_the_reference_init.)"""
     kw = SMALL.get(name, {})
     state = torch.random.get_rng_state()
     ours = models.build_model(name, generator=_gen(5), **kw)
