@@ -25,7 +25,7 @@ from flax import nnx
 from jaxvae import checkpoint as ckpt_lib
 from jaxvae import convert
 from jaxvae import data as data_lib
-from jaxvae import figures as jfig
+from jaxvae import figure_data as jfig
 from jaxvae import train as train_lib
 from jaxvae.streams import stream_key
 from vaecommon import runinfo, runs

@@ -116,7 +116,7 @@ _RENAMES = {
 
 # family -> {torch Linear name: "in" (reads a flattened conv map) | "out" (feeds an unflatten)}
 _FLATTEN_BOUNDARY: dict[str, dict[str, str]] = {
-    "glasses_vae": {"encoder.linear1": "in", "decoder.decoder_lin.2": "out"},
+    "manning_glasses_vae": {"encoder.linear1": "in", "decoder.decoder_lin.2": "out"},
     "conv_vae": {"fc_mean": "in", "fc_logvar": "in", "decoder_fc": "out"},
     "resnet_vae": {"fc_mean": "in", "fc_logvar": "in", "decoder_fc": "out"},
 }

@@ -38,9 +38,9 @@ from vaecommon import presets
 from vaecommon.presets import ModelSpec
 
 __all__ = [
-    "ModelOutput", "BatchNorm", "ResBlock", "VAEBase", "MLPVAE", "FlaxEncoder", "FlaxDecoder",
-    "FlaxVAE", "LyeoniVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "GlassesEncoder",
-    "GlassesDecoder", "GlassesVAE", "ConvVAE", "NonLinear", "GatedDense", "ExemplarVAE",
+    "ModelOutput", "BatchNorm", "ResBlock", "AutoencoderBase", "PytorchExamplesVAE", "FlaxExamplesEncoder", "FlaxExamplesDecoder",
+    "FlaxExamplesVAE", "PytorchMnistVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "ManningGlassesEncoder",
+    "ManningGlassesDecoder", "ManningGlassesVAE", "ConvVAE", "NonLinear", "GatedDense", "ExemplarVAE",
     "FAMILIES", "build_model", "list_models",
     "num_params",
 ]
@@ -222,7 +222,7 @@ class ResBlock(nnx.Module):
 
 # ---- the model contract --------------------------------------------------------------------------
 
-class VAEBase(nnx.Module):
+class AutoencoderBase(nnx.Module):
     """Shared methods; subclasses define `encode` and `decode_logits` (and `spec`)."""
 
     spec: ModelSpec
@@ -319,7 +319,7 @@ class VAEBase(nnx.Module):
 
 # ---- MLP families ---------------------------------------------------------------------------------
 
-class MLPVAE(VAEBase):
+class PytorchExamplesVAE(AutoencoderBase):
     """pytorch/examples VAE: fc1 -> relu -> (fc21, fc22); fc3 -> relu -> fc4 (-> sigmoid)."""
 
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, init: str = "default"):
@@ -339,7 +339,7 @@ class MLPVAE(VAEBase):
         return self.fc4(jax.nn.relu(self.fc3(z)))
 
 
-class FlaxEncoder(nnx.Module):
+class FlaxExamplesEncoder(nnx.Module):
     """google/flax examples/vae Encoder: fc1 -> relu -> (fc2_mean, fc2_logvar)."""
 
     def __init__(self, din: int, hidden: int, latents: int, *, rngs: nnx.Rngs, init: str = "default"):
@@ -352,7 +352,7 @@ class FlaxEncoder(nnx.Module):
         return self.fc2_mean(h), self.fc2_logvar(h)
 
 
-class FlaxDecoder(nnx.Module):
+class FlaxExamplesDecoder(nnx.Module):
     """google/flax examples/vae Decoder: fc1 -> relu -> fc2 (logits)."""
 
     def __init__(self, latents: int, hidden: int, dout: int, *, rngs: nnx.Rngs, init: str = "default"):
@@ -363,14 +363,14 @@ class FlaxDecoder(nnx.Module):
         return self.fc2(jax.nn.relu(self.fc1(z)))
 
 
-class FlaxVAE(VAEBase):
-    """google/flax examples/vae: encoder (FlaxEncoder), decoder (FlaxDecoder); logits output."""
+class FlaxExamplesVAE(AutoencoderBase):
+    """google/flax examples/vae: encoder (FlaxExamplesEncoder), decoder (FlaxExamplesDecoder); logits output."""
 
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, init: str = "default"):
         self.spec = spec
         d, (h,), k = spec.input_dim, spec.hidden, spec.latent_dim
-        self.encoder = FlaxEncoder(d, h, k, rngs=rngs, init=init)
-        self.decoder = FlaxDecoder(k, h, d, rngs=rngs, init=init)
+        self.encoder = FlaxExamplesEncoder(d, h, k, rngs=rngs, init=init)
+        self.decoder = FlaxExamplesDecoder(k, h, d, rngs=rngs, init=init)
 
     def encode(self, x):
         return self.encoder(self._flat(x))
@@ -379,7 +379,7 @@ class FlaxVAE(VAEBase):
         return self.decoder(z)
 
 
-class LyeoniVAE(VAEBase):
+class PytorchMnistVAE(AutoencoderBase):
     """lyeoni/pytorch-mnist-VAE: fc1, fc2 (relu) -> (fc31, fc32); fc4, fc5 (relu) -> fc6 (-> sigmoid)."""
 
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, init: str = "default"):
@@ -404,7 +404,7 @@ class LyeoniVAE(VAEBase):
         return self.fc6(h)
 
 
-class LeakyVAE(VAEBase):
+class LeakyVAE(AutoencoderBase):
     """leaky_vae and leaky_vae_256: encoder Sequential(Linear, LeakyReLU, Linear, LeakyReLU),
     heads mean_layer / logvar_layer, decoder Sequential(Linear, LeakyReLU, Linear, LeakyReLU,
     Linear) (+ Sigmoid at index 5 in the torch twin when spec.output == "probs")."""
@@ -432,7 +432,7 @@ class LeakyVAE(VAEBase):
         return self.decoder(z)
 
 
-class ManningAE(VAEBase):
+class ManningAE(AutoencoderBase):
     """The Manning book's AE: common -> relu -> encoded (code); l1 -> relu -> decode (-> sigmoid).
 
     The torch parameter `decode` is `decode_layer` here: an NNX attribute named `decode` would
@@ -454,7 +454,7 @@ class ManningAE(VAEBase):
         return self.decode_layer(jax.nn.relu(self.l1(z)))
 
 
-class SimpleAE(VAEBase):
+class SimpleAE(AutoencoderBase):
     """Teaching notebook SimpleAutoencoder: encoder Sequential(Linear, ReLU, Linear, ReLU) (the
     code is ReLU'd, as in the source), decoder Sequential(Linear, ReLU, Linear) (+ Sigmoid)."""
 
@@ -477,7 +477,7 @@ class SimpleAE(VAEBase):
         return self.decoder(z)
 
 
-class SimpleVAE(VAEBase):
+class SimpleVAE(AutoencoderBase):
     """Teaching notebook SimpleVAE: encoder Sequential(Linear, ReLU, Linear, ReLU), fc_mean,
     fc_logvar, decoder Sequential(Linear, ReLU, Linear, ReLU, Linear) (+ Sigmoid)."""
 
@@ -506,7 +506,7 @@ class SimpleVAE(VAEBase):
 
 # ---- conv families ---------------------------------------------------------------------------------
 
-class GlassesEncoder(nnx.Module):
+class ManningGlassesEncoder(nnx.Module):
     """The Manning book's Encoder: conv1, conv2 -> batch2, conv3, linear1, linear2 (mu),
     linear3 (log std). Returns (mu, log_std); the book's own sampling moved to the VAE."""
 
@@ -531,10 +531,10 @@ class GlassesEncoder(nnx.Module):
         return self.linear2(x), self.linear3(x)
 
 
-class GlassesDecoder(nnx.Module):
+class ManningGlassesDecoder(nnx.Module):
     """The Manning book's Decoder: decoder_lin Sequential(Linear, ReLU, Linear, ReLU), unflatten to
     (n, n, 32), decoder_conv Sequential(ConvT, BN, ReLU, ConvT, BN, ReLU, ConvT). Returns logits
-    (the book applies the sigmoid inside; here `GlassesVAE.decode` does)."""
+    (the book applies the sigmoid inside; here `ManningGlassesVAE.decode` does)."""
 
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, init: str = "default"):
         c = spec.input_shape[0]
@@ -557,7 +557,7 @@ class GlassesDecoder(nnx.Module):
         return self.decoder_conv(x)
 
 
-class GlassesVAE(VAEBase):
+class ManningGlassesVAE(AutoencoderBase):
     """The Manning book's glasses VAE (std parameterised): encoder, decoder; sigmoid output.
 
     The book's encoder outputs std = exp(linear3(h)); the contract's log-variance is
@@ -566,8 +566,8 @@ class GlassesVAE(VAEBase):
 
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, init: str = "default"):
         self.spec = spec
-        self.encoder = GlassesEncoder(spec, rngs=rngs, init=init)
-        self.decoder = GlassesDecoder(spec, rngs=rngs, init=init)
+        self.encoder = ManningGlassesEncoder(spec, rngs=rngs, init=init)
+        self.decoder = ManningGlassesDecoder(spec, rngs=rngs, init=init)
 
     def encode(self, x):
         mean, log_std = self.encoder(self._image(x))
@@ -582,7 +582,7 @@ class GlassesVAE(VAEBase):
         return self.decoder(z)
 
 
-class ConvVAE(VAEBase):
+class ConvVAE(AutoencoderBase):
     """conv_vae and resnet_vae for 1x28x28 (any H, W divisible by 4), logits output.
 
     encoder: Conv(C, C1, 4, s2, p1) -> ReLU [-> ResBlock(C1)] -> Conv(C1, C2, 4, s2, p1) -> ReLU
@@ -667,7 +667,7 @@ class GatedDense(nnx.Module):
         return self.h(x) * jax.nn.sigmoid(self.g(x))
 
 
-class ExemplarVAE(VAEBase):
+class ExemplarVAE(AutoencoderBase):
     """sajadn/Exemplar-VAE models/VAE.py (jmtomczak/vae_vampprior's "vae"): two GatedDense(300)
     layers each way, logvar through Hardtanh(-6, 2), a sigmoid Bernoulli decoder (p_x_mean).
     Parameter names follow the reference, so its state_dict loads unchanged."""
@@ -690,7 +690,7 @@ class ExemplarVAE(VAEBase):
         return self.p_x_mean(self.p_x_layers(z))
 
 
-def _attach_prior(model: VAEBase, *, rngs: nnx.Rngs) -> None:
+def _attach_prior(model: AutoencoderBase, *, rngs: nnx.Rngs) -> None:
     """Add the VampPrior's pseudo-inputs (`means`, a bias-free Linear K -> C*H*W whose kernel
     rows are the pseudo-inputs before Hardtanh(0, 1)), after every other layer so the other
     layers' init is unchanged. Init: the reference's he_init, N(0, sqrt(2 / K)), which overwrites
@@ -701,14 +701,14 @@ def _attach_prior(model: VAEBase, *, rngs: nnx.Rngs) -> None:
 
 # ---- registry --------------------------------------------------------------------------------------
 
-FAMILIES: dict[str, type[VAEBase]] = {
-    "mlp_vae": MLPVAE,
-    "flax_vae": FlaxVAE,
-    "lyeoni_vae": LyeoniVAE,
+FAMILIES: dict[str, type[AutoencoderBase]] = {
+    "pytorch_examples": PytorchExamplesVAE,
+    "flax_examples": FlaxExamplesVAE,
+    "pytorch_mnist_vae": PytorchMnistVAE,
     "leaky_vae": LeakyVAE,
     "leaky_vae_256": LeakyVAE,
     "manning_ae": ManningAE,
-    "glasses_vae": GlassesVAE,
+    "manning_glasses_vae": ManningGlassesVAE,
     "simple_ae": SimpleAE,
     "simple_vae": SimpleVAE,
     "conv_vae": ConvVAE,
@@ -718,7 +718,7 @@ FAMILIES: dict[str, type[VAEBase]] = {
 
 
 def build_model(name: str, *, rngs: nnx.Rngs | None = None, key: jax.Array | int | None = None,
-                init: str = "default", **overrides: Any) -> VAEBase:
+                init: str = "default", **overrides: Any) -> AutoencoderBase:
     """Build preset `name` (see `list_models()`), in train mode.
 
     Args:

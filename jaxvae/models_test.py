@@ -169,7 +169,7 @@ def _check_contract(m):
     r = _contract_outputs(m, x, eps, jax.random.key(1))
     out = r["out"]
     assert isinstance(out, models.ModelOutput) and out._fields == ("logits", "mean", "logvar", "z")
-    conv = spec.family in ("glasses_vae", "conv_vae", "resnet_vae")
+    conv = spec.family in ("manning_glasses_vae", "conv_vae", "resnet_vae")
     assert out.logits.shape == ((3, h, w, c) if conv else (3, c * h * w))
     assert out.mean.shape == (3, spec.latent_dim)
     for a in (out.logits, out.mean, out.z):

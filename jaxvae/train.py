@@ -35,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from . import checkpoint as ckpt_lib
 from . import data as data_lib
-from . import figures as figures_lib
+from . import figure_data as figures_lib
 from . import losses
 from . import models
 from . import optim

@@ -11,9 +11,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxvae import data as jdata
-from jaxvae import restore as jrestore
+from jaxvae import api as jrestore
 from torchvae import data as tdata
-from torchvae import restore as trestore
+from torchvae import api as trestore
 from vaecommon import datasets
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.presets import get_spec

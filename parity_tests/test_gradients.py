@@ -42,7 +42,7 @@ from parity_tests.twins import (BATCH, OBJECTIVE_PARAMS, STEP, Measurement, asse
 from vaecommon import presets
 
 PRESETS = presets.list_models()
-BATCHNORM_FAMILIES = ("glasses_vae", "resnet_vae")
+BATCHNORM_FAMILIES = ("manning_glasses_vae", "resnet_vae")
 # Biases followed by a train-mode BatchNorm: d loss / d bias = 0 exactly (BN subtracts the batch
 # mean, which absorbs any per-channel constant).
 BIAS_BEFORE_BATCHNORM = {
@@ -177,7 +177,7 @@ def numpy_forward(spec: presets.ModelSpec, w: dict[str, np.ndarray], x: np.ndarr
     either framework's code. x: (B, 784); returns pre-sigmoid logits (B, 784).
     """
     h = x.reshape(x.shape[0], -1)
-    if spec.family == "mlp_vae":
+    if spec.family == "pytorch_examples":
         h1 = np.maximum(_linear(h, w, "fc1"), 0.0)
         mean, logvar = _linear(h1, w, "fc21"), _linear(h1, w, "fc22")
         z = mean + np.exp(0.5 * logvar) * eps

@@ -39,7 +39,8 @@ from vaecommon import config as config_lib
 from vaecommon import presets
 
 REPO = Path(__file__).resolve().parents[1]
-MIRRORED = ("models", "losses", "data", "train", "convert", "figures")
+MIRRORED = ("models", "losses", "data", "train", "convert", "figure_data", "streams", "optim",
+            "checkpoint", "api")
 
 # (module, framework) -> {public name only that twin has: why}.
 FRAMEWORK_ONLY: dict[tuple[str, str], dict[str, str]] = {
@@ -50,6 +51,14 @@ FRAMEWORK_ONLY: dict[tuple[str, str], dict[str, str]] = {
     ("convert", "torch"): {
         "load_torch_file": "reads a notebook's torch.save checkpoint (a torch-only file format)",
     },
+    ("streams", "jax"): {"stream_key": "a stream is a folded PRNG key in JAX"},
+    ("streams", "torch"): {"stream_generator": "a stream is a seeded torch.Generator in torch"},
+    ("optim", "jax"): {
+        "AdamNormGradState": "optax keeps an optimizer's state in an explicit pytree",
+        "scale_by_adam_norm_grad": "an optax transformation (the learning rate applied outside, "
+                                   "so a sweep can vmap it)",
+    },
+    ("optim", "torch"): {"AdamNormGrad": "a torch.optim.Optimizer holds its own state"},
 }
 
 
@@ -162,7 +171,7 @@ def check_param_counts(preset: str) -> list[Measurement]:
                  message=f"jax {len(named_j)} vs torch {len(list(tm.parameters()))}")]
 
 
-@pytest.mark.parametrize("module", ["models", "train", "convert", "figures"])
+@pytest.mark.parametrize("module", ["models", "train", "convert", "figure_data", "streams", "optim"])
 def test_public_names_mirror(module):
     assert_all(check_public_names(module))
 

@@ -26,7 +26,7 @@ from parity_tests.twins import Measurement, assert_all, make_pair, measure, seed
 from torchvae import losses as tlosses
 from vaecommon import presets
 
-MLP_FAMILIES = ("mlp_vae", "flax_vae", "lyeoni_vae", "leaky_vae", "leaky_vae_256", "manning_ae",
+MLP_FAMILIES = ("pytorch_examples", "flax_examples", "pytorch_mnist_vae", "leaky_vae", "leaky_vae_256", "manning_ae",
                 "simple_ae", "simple_vae")
 MLP_PRESETS = [n for n in presets.list_models() if presets.PRESETS[n].family in MLP_FAMILIES]
 INPUT_KINDS = ("uniform", "binary", "zeros", "ones", "sparse")

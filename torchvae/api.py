@@ -24,7 +24,7 @@ import torch
 
 from torchvae import convert
 from torchvae import data as data_lib
-from torchvae import figures as tfig
+from torchvae import figure_data as tfig
 from torchvae import checkpoint as ckpt_lib
 from torchvae import train as train_lib
 from torchvae.streams import stream_generator

@@ -31,9 +31,9 @@ from vaecommon import presets
 from vaecommon.presets import ModelSpec
 
 __all__ = [
-    "ModelOutput", "BatchNorm", "ResBlock", "VAEBase", "MLPVAE", "FlaxEncoder", "FlaxDecoder",
-    "FlaxVAE", "LyeoniVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "GlassesEncoder",
-    "GlassesDecoder", "GlassesVAE", "ConvVAE", "NonLinear", "GatedDense", "ExemplarVAE",
+    "ModelOutput", "BatchNorm", "ResBlock", "AutoencoderBase", "PytorchExamplesVAE", "FlaxExamplesEncoder", "FlaxExamplesDecoder",
+    "FlaxExamplesVAE", "PytorchMnistVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "ManningGlassesEncoder",
+    "ManningGlassesDecoder", "ManningGlassesVAE", "ConvVAE", "NonLinear", "GatedDense", "ExemplarVAE",
     "FAMILIES", "build_model", "list_models",
     "num_params",
 ]
@@ -86,7 +86,7 @@ class ResBlock(nn.Module):
 
 # ---- the model contract --------------------------------------------------------------------------
 
-class VAEBase(nn.Module):
+class AutoencoderBase(nn.Module):
     """Shared methods; subclasses define `encode` and `decode_logits` (and `spec`)."""
 
     spec: ModelSpec
@@ -195,7 +195,7 @@ def _logit_layers(seq: nn.Sequential) -> nn.Sequential:
 
 # ---- MLP families ---------------------------------------------------------------------------------
 
-class MLPVAE(VAEBase):
+class PytorchExamplesVAE(AutoencoderBase):
     """pytorch/examples VAE: fc1 -> relu -> (fc21, fc22); fc3 -> relu -> fc4 (-> sigmoid)."""
 
     def __init__(self, spec: ModelSpec):
@@ -216,7 +216,7 @@ class MLPVAE(VAEBase):
         return self.fc4(F.relu(self.fc3(z)))
 
 
-class FlaxEncoder(nn.Module):
+class FlaxExamplesEncoder(nn.Module):
     """google/flax examples/vae Encoder: fc1 -> relu -> (fc2_mean, fc2_logvar)."""
 
     def __init__(self, din: int, hidden: int, latents: int):
@@ -230,7 +230,7 @@ class FlaxEncoder(nn.Module):
         return self.fc2_mean(h), self.fc2_logvar(h)
 
 
-class FlaxDecoder(nn.Module):
+class FlaxExamplesDecoder(nn.Module):
     """google/flax examples/vae Decoder: fc1 -> relu -> fc2 (logits)."""
 
     def __init__(self, latents: int, hidden: int, dout: int):
@@ -242,15 +242,15 @@ class FlaxDecoder(nn.Module):
         return self.fc2(F.relu(self.fc1(z)))
 
 
-class FlaxVAE(VAEBase):
-    """google/flax examples/vae: encoder (FlaxEncoder), decoder (FlaxDecoder); logits output."""
+class FlaxExamplesVAE(AutoencoderBase):
+    """google/flax examples/vae: encoder (FlaxExamplesEncoder), decoder (FlaxExamplesDecoder); logits output."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
         d, (h,), k = spec.input_dim, spec.hidden, spec.latent_dim
-        self.encoder = FlaxEncoder(d, h, k)
-        self.decoder = FlaxDecoder(k, h, d)
+        self.encoder = FlaxExamplesEncoder(d, h, k)
+        self.decoder = FlaxExamplesDecoder(k, h, d)
 
     def encode(self, x):
         return self.encoder(self._flat(x))
@@ -259,7 +259,7 @@ class FlaxVAE(VAEBase):
         return self.decoder(z)
 
 
-class LyeoniVAE(VAEBase):
+class PytorchMnistVAE(AutoencoderBase):
     """lyeoni/pytorch-mnist-VAE: fc1, fc2 (relu) -> (fc31, fc32); fc4, fc5 (relu) -> fc6 (-> sigmoid)."""
 
     def __init__(self, spec: ModelSpec):
@@ -285,7 +285,7 @@ class LyeoniVAE(VAEBase):
         return self.fc6(h)
 
 
-class LeakyVAE(VAEBase):
+class LeakyVAE(AutoencoderBase):
     """leaky_vae and leaky_vae_256: encoder Sequential(Linear, LeakyReLU, Linear, LeakyReLU),
     heads mean_layer / logvar_layer, decoder Sequential(Linear, LeakyReLU, Linear, LeakyReLU,
     Linear) (+ Sigmoid at index 5 when spec.output == "probs")."""
@@ -317,7 +317,7 @@ class LeakyVAE(VAEBase):
         return _logit_layers(self.decoder)(z)
 
 
-class ManningAE(VAEBase):
+class ManningAE(AutoencoderBase):
     """The Manning book's AE: common -> relu -> encoded (code); l1 -> relu -> decode (-> sigmoid).
 
     The source names its output Linear `decode`, which would clash with the contract's `decode()`
@@ -343,7 +343,7 @@ class ManningAE(VAEBase):
         return self._modules["decode"](F.relu(self.l1(z)))
 
 
-class SimpleAE(VAEBase):
+class SimpleAE(AutoencoderBase):
     """Teaching notebook SimpleAutoencoder: encoder Sequential(Linear, ReLU, Linear, ReLU) (the
     code is ReLU'd, as in the source), decoder Sequential(Linear, ReLU, Linear, Sigmoid)."""
 
@@ -361,7 +361,7 @@ class SimpleAE(VAEBase):
         return _logit_layers(self.decoder)(z)
 
 
-class SimpleVAE(VAEBase):
+class SimpleVAE(AutoencoderBase):
     """Teaching notebook SimpleVAE: encoder Sequential(Linear, ReLU, Linear, ReLU), fc_mean,
     fc_logvar, decoder Sequential(Linear, ReLU, Linear, ReLU, Linear, Sigmoid)."""
 
@@ -388,7 +388,7 @@ class SimpleVAE(VAEBase):
 
 # ---- conv families ---------------------------------------------------------------------------------
 
-class GlassesEncoder(nn.Module):
+class ManningGlassesEncoder(nn.Module):
     """The Manning book's Encoder: conv1, conv2 -> batch2, conv3, linear1, linear2 (mu),
     linear3 (log std). Returns (mu, log_std); the book's own sampling moved to the VAE."""
 
@@ -414,10 +414,10 @@ class GlassesEncoder(nn.Module):
         return self.linear2(x), self.linear3(x)
 
 
-class GlassesDecoder(nn.Module):
+class ManningGlassesDecoder(nn.Module):
     """The Manning book's Decoder: decoder_lin Sequential(Linear, ReLU, Linear, ReLU), unflatten to
     (32, n, n), decoder_conv Sequential(ConvT, BN, ReLU, ConvT, BN, ReLU, ConvT). Returns logits
-    (the book applies the sigmoid inside; here `GlassesVAE.decode` does)."""
+    (the book applies the sigmoid inside; here `ManningGlassesVAE.decode` does)."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -441,7 +441,7 @@ class GlassesDecoder(nn.Module):
         return self.decoder_conv(x)
 
 
-class GlassesVAE(VAEBase):
+class ManningGlassesVAE(AutoencoderBase):
     """The Manning book's glasses VAE (std parameterised): encoder, decoder; sigmoid output.
 
     The book's encoder outputs std = exp(linear3(h)); the contract's log-variance is
@@ -451,8 +451,8 @@ class GlassesVAE(VAEBase):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
-        self.encoder = GlassesEncoder(spec)
-        self.decoder = GlassesDecoder(spec)
+        self.encoder = ManningGlassesEncoder(spec)
+        self.decoder = ManningGlassesDecoder(spec)
 
     def encode(self, x):
         mean, log_std = self.encoder(self._image(x))
@@ -467,7 +467,7 @@ class GlassesVAE(VAEBase):
         return self.decoder(z)
 
 
-class ConvVAE(VAEBase):
+class ConvVAE(AutoencoderBase):
     """conv_vae and resnet_vae for 1x28x28 (any H, W divisible by 4), logits output.
 
     encoder: Conv(C, C1, 4, s2, p1) -> ReLU [-> ResBlock(C1)] -> Conv(C1, C2, 4, s2, p1) -> ReLU
@@ -542,7 +542,7 @@ class GatedDense(nn.Module):
         return self.h(x) * torch.sigmoid(self.g(x))
 
 
-class ExemplarVAE(VAEBase):
+class ExemplarVAE(AutoencoderBase):
     """sajadn/Exemplar-VAE models/VAE.py (jmtomczak/vae_vampprior's "vae"): two GatedDense(300)
     layers each way, logvar through Hardtanh(-6, 2), a sigmoid Bernoulli decoder (p_x_mean).
     Parameter names follow the reference, so its state_dict loads unchanged."""
@@ -565,7 +565,7 @@ class ExemplarVAE(VAEBase):
         return self.p_x_mean(self.p_x_layers(z))
 
 
-def _attach_prior(model: VAEBase) -> None:
+def _attach_prior(model: AutoencoderBase) -> None:
     """Add the VampPrior's pseudo-inputs (`means`, a bias-free Linear K -> C*H*W whose weight
     columns are the pseudo-inputs before Hardtanh(0, 1)), after every other layer."""
     spec = model.spec
@@ -583,14 +583,14 @@ def _reference_init_(model: nn.Module, generator: torch.Generator) -> None:
 
 # ---- registry --------------------------------------------------------------------------------------
 
-FAMILIES: dict[str, type[VAEBase]] = {
-    "mlp_vae": MLPVAE,
-    "flax_vae": FlaxVAE,
-    "lyeoni_vae": LyeoniVAE,
+FAMILIES: dict[str, type[AutoencoderBase]] = {
+    "pytorch_examples": PytorchExamplesVAE,
+    "flax_examples": FlaxExamplesVAE,
+    "pytorch_mnist_vae": PytorchMnistVAE,
     "leaky_vae": LeakyVAE,
     "leaky_vae_256": LeakyVAE,
     "manning_ae": ManningAE,
-    "glasses_vae": GlassesVAE,
+    "manning_glasses_vae": ManningGlassesVAE,
     "simple_ae": SimpleAE,
     "simple_vae": SimpleVAE,
     "conv_vae": ConvVAE,
@@ -618,7 +618,7 @@ def _init_like_torch_(model: nn.Module, generator: torch.Generator) -> None:
 
 
 def build_model(name: str, *, generator: torch.Generator | None = None, init: str = "default",
-                **overrides: Any) -> VAEBase:
+                **overrides: Any) -> AutoencoderBase:
     """Build preset `name` (see `list_models()`) on the CPU, in train mode.
 
     Args:

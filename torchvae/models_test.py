@@ -140,7 +140,7 @@ def _check_contract(m):
     x, eps = _inputs(spec, 3)
     out = m(x, eps=eps)
     assert isinstance(out, models.ModelOutput) and out._fields == ("logits", "mean", "logvar", "z")
-    conv = spec.family in ("glasses_vae", "conv_vae", "resnet_vae")
+    conv = spec.family in ("manning_glasses_vae", "conv_vae", "resnet_vae")
     assert tuple(out.logits.shape) == ((3, c, h, w) if conv else (3, c * h * w))
     assert tuple(out.mean.shape) == (3, spec.latent_dim)
     for a in (out.logits, out.mean, out.z):

@@ -31,7 +31,7 @@ import torch
 
 from . import checkpoint as ckpt_lib
 from . import data as data_lib
-from . import figures as figures_lib
+from . import figure_data as figures_lib
 from . import losses
 from . import models
 from . import optim

@@ -7,11 +7,11 @@ have an `int` size; convolutional stages a "CxHxW" string (`layer_units` turns e
 count).
 
 Per family (widths from `spec.hidden`, D = `spec.latent_dim`):
-  mlp_vae, flax_vae, lyeoni_vae, leaky_vae, leaky_vae_256, simple_vae: input -> enc1..encK ->
+  pytorch_examples, flax_examples, pytorch_mnist_vae, leaky_vae, leaky_vae_256, simple_vae: input -> enc1..encK ->
     mean/logvar (D) -> dec1..decK (mirror) -> output. leaky_vae_256's hidden (256, 2) is the
     notebook's hidden_size and z_space_size; its mean/logvar layers then map 2 -> D (= 2).
   manning_ae, simple_ae: the same with the deterministic "code" (D) in the middle.
-  glasses_vae: the book's conv stack, 3 stride-2 convs (8, 16, 32 channels; the third unpadded),
+  manning_glasses_vae: the book's conv stack, 3 stride-2 convs (8, 16, 32 channels; the third unpadded),
     fc1 (hidden[0]), mean/std (D: the book predicts log std), fc1, fc2 back to 32 channels, and
     3 transposed convs; spatial sizes follow the PyTorch conv arithmetic of the book's layers.
   conv_vae, resnet_vae: one stride-2 conv stage per entry of `hidden` (channels; kernel 4
@@ -32,10 +32,10 @@ __all__ = ["describe_spec", "layer_units", "FAMILIES", "Size"]
 
 Size = Union[int, str]
 
-_MLP_VAE = ("mlp_vae", "flax_vae", "lyeoni_vae", "leaky_vae", "leaky_vae_256", "simple_vae")
+_MLP_VAE = ("pytorch_examples", "flax_examples", "pytorch_mnist_vae", "leaky_vae", "leaky_vae_256", "simple_vae")
 _MLP_AE = ("manning_ae", "simple_ae")
 _CONV = ("conv_vae", "resnet_vae")
-FAMILIES = _MLP_VAE + _MLP_AE + ("glasses_vae",) + _CONV + ("exemplar_vae",)
+FAMILIES = _MLP_VAE + _MLP_AE + ("manning_glasses_vae",) + _CONV + ("exemplar_vae",)
 
 
 def layer_units(size: Size | tuple[int, ...]) -> int:
@@ -140,7 +140,7 @@ def describe_spec(spec: ModelSpec) -> list[tuple[str, Size]]:
         return _mlp(spec, "mean/logvar")
     if family in _MLP_AE:
         return _mlp(spec, "code")
-    if family == "glasses_vae":
+    if family == "manning_glasses_vae":
         return _glasses(spec)
     if family in _CONV:
         return _conv(spec)

@@ -163,7 +163,7 @@ def test_unknown_preset_and_bad_overrides_are_config_errors():
 
 
 def test_config_error_is_a_value_error():
-    """Callers that catch ValueError (vaecommon.dispatch.train_config) keep working."""
+    """Callers that catch ValueError (vaecommon.runinfo.train_config) keep working."""
     assert issubclass(ConfigError, ValueError)
 
 

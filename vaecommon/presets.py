@@ -29,9 +29,9 @@ class ModelSpec:
       input_shape: (C, H, W) of one example, in PyTorch order.
       latent_dim: size of z (or of the AE code).
       hidden: hidden layer widths, family specific (`HIDDEN_LEN` gives the length per family):
-        mlp_vae (H,): 784-H-latent; flax_vae (H,); lyeoni_vae (H1, H2); leaky_vae (H1, H2):
+        pytorch_examples (H,): 784-H-latent; flax_examples (H,); pytorch_mnist_vae (H1, H2); leaky_vae (H1, H2):
         encoder 784-H1-H2, heads H2->latent; leaky_vae_256 (H, z_space): the follow-up
-        notebook's hidden_size and z_space_size; manning_ae (H,); glasses_vae (H,): width of
+        notebook's hidden_size and z_space_size; manning_ae (H,); manning_glasses_vae (H,): width of
         linear1 / decoder_lin.0; simple_ae (H,); simple_vae (H, H2) with H2 = H // 2 in the
         source; conv_vae / resnet_vae (C1, C2): channels of the two stride-2 conv stages.
       output: what `decode` returns, as the source does: "probs" (sigmoid applied) or "logits".
@@ -109,7 +109,7 @@ def feature_shape(spec: "ModelSpec") -> tuple[int, int, int] | None:
     unflattens after the last Linear of the decoder; NHWC flattens the same features in (H, W, C)
     order, which `jaxvae.convert` accounts for by permuting that Linear's rows/columns.
     """
-    if spec.family == "glasses_vae":
+    if spec.family == "manning_glasses_vae":
         n, _ = flatten_size_glasses(spec.input_shape[1])
         return (32, n, n)
     if spec.family in ("conv_vae", "resnet_vae"):
@@ -120,8 +120,8 @@ def feature_shape(spec: "ModelSpec") -> tuple[int, int, int] | None:
 
 # Length of `hidden` per family (overrides of another length are refused).
 HIDDEN_LEN = {
-    "mlp_vae": 1, "flax_vae": 1, "lyeoni_vae": 2, "leaky_vae": 2, "leaky_vae_256": 2,
-    "manning_ae": 1, "glasses_vae": 1, "simple_ae": 1, "simple_vae": 2, "conv_vae": 2,
+    "pytorch_examples": 1, "flax_examples": 1, "pytorch_mnist_vae": 2, "leaky_vae": 2, "leaky_vae_256": 2,
+    "manning_ae": 1, "manning_glasses_vae": 1, "simple_ae": 1, "simple_vae": 2, "conv_vae": 2,
     "resnet_vae": 2, "exemplar_vae": 1,
 }
 
@@ -174,18 +174,18 @@ PRESETS: dict[str, ModelSpec] = {
     s.name: s
     for s in [
         ModelSpec(
-            name="pytorch_examples", family="mlp_vae", source="pytorch/examples vae/main.py",
+            name="pytorch_examples", family="pytorch_examples", source="pytorch/examples vae/main.py",
             kind="vae", input_shape=_MNIST, latent_dim=20, hidden=(400,), output="probs",
             likelihood="bce_probs", lr=1e-3, batch_size=128, epochs=10, params=652824,
         ),
         ModelSpec(
-            name="flax_examples", family="flax_vae", source="google/flax examples/vae",
+            name="flax_examples", family="flax_examples", source="google/flax examples/vae",
             kind="vae", input_shape=_MNIST, latent_dim=20, hidden=(500,), output="logits",
             likelihood="bernoulli", lr=1e-3, batch_size=128, epochs=10, binarization="static",
             params=815824,
         ),
         ModelSpec(
-            name="pytorch_mnist_vae", family="lyeoni_vae", source="lyeoni/pytorch-mnist-VAE",
+            name="pytorch_mnist_vae", family="pytorch_mnist_vae", source="lyeoni/pytorch-mnist-VAE",
             kind="vae", input_shape=_MNIST, latent_dim=2, hidden=(512, 256), output="probs",
             likelihood="bce_probs", lr=1e-3, batch_size=100, epochs=50,
             params=1068820,
@@ -211,7 +211,7 @@ PRESETS: dict[str, ModelSpec] = {
             params=322804,
         ),
         ModelSpec(
-            name="manning_glasses_vae", family="glasses_vae",
+            name="manning_glasses_vae", family="manning_glasses_vae",
             source="Learn Generative AI with PyTorch (Manning 2024), ch. 7 glasses VAE",
             kind="vae", input_shape=(3, 256, 256), latent_dim=100, hidden=(1024,), output="probs",
             likelihood="mse_sum", objective="elbo", lr=1e-4, batch_size=16, epochs=10,
@@ -318,7 +318,7 @@ def get_spec(name: str, **overrides: Any) -> ModelSpec:
         if len(ov["input_shape"]) != 3 or min(ov["input_shape"]) < 1:
             raise ValueError(f"input_shape must be (C, H, W) with sizes >= 1, got {ov['input_shape']}")
         c, h, w = ov["input_shape"]
-        if spec.family == "glasses_vae":
+        if spec.family == "manning_glasses_vae":
             # conv1/conv2/conv3 take n to m - 1 and the decoder takes m - 1 back to 8m only for
             # n = 8m, so other sizes would decode to a different size than they encode.
             if h != w or h % 8 or h < 16:

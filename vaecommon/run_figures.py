@@ -1,6 +1,6 @@
 """Which figures a run folder gets, from arrays either framework computes. Framework-free.
 
-`jaxvae.figures.figure_arrays` and `torchvae.figures.figure_arrays` compute the same
+`jaxvae.figure_data.figure_arrays` and `torchvae.figure_data.figure_arrays` compute the same
 `FigureArrays` (NumPy, NHWC images in [0, 1]) from a model and the test set; `write_run_figures`
 turns them, the metrics and the spec into the PNGs of `<run>/figures/`.
 """
@@ -138,13 +138,13 @@ def write_run_figures(run: RunFolder, spec: ModelSpec, cfg: dict[str, Any],
         out.append(diagrams.plot_reparameterization_trick(
             figs / FIGURE_FILES["reparameterization"], latent_dim=spec.latent_dim,
             input_dim=spec.input_dim,
-            reparam="std" if spec.family == "glasses_vae" else spec.reparam))
+            reparam="std" if spec.family == "manning_glasses_vae" else spec.reparam))
     if "loss_composition" in todo:
         beta = float((cfg.get("objective_params") or {}).get("beta", 1.0))
         out.append(diagrams.plot_loss_composition(
             figs / FIGURE_FILES["loss_composition"], likelihood=cfg.get("likelihood") or spec.likelihood,
             beta=beta if spec.is_vae else 0.0,
-            kl_form=("none" if not spec.is_vae else "std" if spec.family == "glasses_vae" else "logvar"),
+            kl_form=("none" if not spec.is_vae else "std" if spec.family == "manning_glasses_vae" else "logvar"),
             input_dim=spec.input_dim, latent_dim=spec.latent_dim))
     if "architecture" in todo:
         out.append(diagrams.plot_architecture(spec, figs / FIGURE_FILES["architecture"],

@@ -1,4 +1,4 @@
-"""The arrays behind a run's figures, computed with a JAX model. Twin: `torchvae/figures.py`.
+"""The arrays behind a run's figures, computed with a JAX model. Twin: `torchvae/figure_data.py`.
 
 The drawing is framework-free (`vaecommon.run_figures`, `vaecommon.latent`); this module only
 runs the model: reconstructions of one test image per class, samples from the prior, an

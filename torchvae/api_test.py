@@ -1,13 +1,15 @@
-"""Input checks of `jaxvae.restore`, the library API: bad images raise `DataError` with one line
-naming the call, before anything is computed. Twin: `torchvae/restore_test.py` (the same cases and
+"""Input checks of `torchvae.api`, the library API: bad images raise `DataError` with one line
+naming the call, before anything is computed. Twin: `jaxvae/restore_test.py` (the same cases and
 messages; `parity_tests/test_data.py` compares the two twins' messages)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from jaxvae import models, restore
+from torchvae import api as restore
+from torchvae import models
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.datasets import DataInfo, Dataset
 from vaecommon.validate import DataError
@@ -19,7 +21,7 @@ INFO = DataInfo("mnist5k", "embedded", "test", "test", 8)
 @pytest.fixture(scope="module")
 def restored(tmp_path_factory):
     """A run folder written from a freshly initialised model (no training), restored."""
-    model = models.build_model(CFG.model, key=0)
+    model = models.build_model(CFG.model, generator=torch.Generator().manual_seed(0))
     run = restore.write_run_folder(tmp_path_factory.mktemp("run") / "r", CFG,
                                    restore.canonical_weights(model), converted_from="a test")
     return restore.restore(run)

@@ -1,4 +1,4 @@
-"""The arrays behind a run's figures, computed with a PyTorch model. Twin: `jaxvae/figures.py`.
+"""The arrays behind a run's figures, computed with a PyTorch model. Twin: `jaxvae/figure_data.py`.
 
 The drawing is framework-free (`vaecommon.run_figures`, `vaecommon.latent`); this module only
 runs the model. Images are converted from NCHW to the NHWC NumPy arrays the figures take.
