@@ -219,7 +219,11 @@ def test_describe_spec_values():
     # The conv stages agree with the models' flatten boundary (presets.feature_shape).
     from vaecommon.presets import feature_shape
 
-    for name in ("conv_vae", "resnet_vae", "manning_glasses_vae"):
+    burgess = describe_spec(get_spec("burgess_vae"))
+    assert [s for _, s in burgess] == [
+        "1x64x64", "32x32x32", "32x16x16", "32x8x8", "32x4x4", 256, 256, 10, 256, 256, "32x4x4",
+        "32x8x8", "32x16x16", "32x32x32", "1x64x64"]
+    for name in ("conv_vae", "resnet_vae", "manning_glasses_vae", "burgess_vae"):
         spec = get_spec(name)
         stages = [s for _, s in describe_spec(spec)]
         assert "x".join(map(str, feature_shape(spec))) in stages
