@@ -119,6 +119,7 @@ _FLATTEN_BOUNDARY: dict[str, dict[str, str]] = {
     "manning_glasses_vae": {"encoder.linear1": "in", "decoder.decoder_lin.2": "out"},
     "conv_vae": {"fc_mean": "in", "fc_logvar": "in", "decoder_fc": "out"},
     "resnet_vae": {"fc_mean": "in", "fc_logvar": "in", "decoder_fc": "out"},
+    "burgess_vae": {"encoder_fc.0": "in", "decoder_fc.4": "out"},
 }
 
 

@@ -40,7 +40,8 @@ from vaecommon.presets import ModelSpec
 __all__ = [
     "ModelOutput", "BatchNorm", "ResBlock", "AutoencoderBase", "PytorchExamplesVAE", "FlaxExamplesEncoder", "FlaxExamplesDecoder",
     "FlaxExamplesVAE", "PytorchMnistVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "ManningGlassesEncoder",
-    "ManningGlassesDecoder", "ManningGlassesVAE", "ConvVAE", "NonLinear", "GatedDense", "ExemplarVAE",
+    "ManningGlassesDecoder", "ManningGlassesVAE", "ConvVAE", "BurgessVAE", "NonLinear", "GatedDense",
+    "ExemplarVAE",
     "FAMILIES", "build_model", "list_models",
     "num_params",
 ]
@@ -629,6 +630,54 @@ class ConvVAE(AutoencoderBase):
         return self.decoder(h)                       # (B, H, W, C)
 
 
+class BurgessVAE(AutoencoderBase):
+    """burgess_vae: Burgess et al. 2018 ("Understanding disentangling in beta-VAE", appendix A.1)
+    for 1x64x64 (any H, W divisible by 16), logits output (a Bernoulli decoder).
+
+    encoder: 4 x [Conv(., C, 4, s2, p1) -> ReLU]: 64 -> 32 -> 16 -> 8 -> 4; flatten C*4*4 ->
+      encoder_fc: Linear(C*4*4, F) -> ReLU -> Linear(F, F) -> ReLU; fc_mean, fc_logvar (F -> D).
+    decoder: decoder_fc: Linear(D, F) -> ReLU -> Linear(F, F) -> ReLU -> Linear(F, C*4*4) -> ReLU;
+      unflatten (C, 4, 4) -> decoder: 3 x [ConvT(C, C, 4, s2, p1) -> ReLU] -> ConvT(C, 1, 4, s2, p1).
+    (C, F) = spec.hidden = (32, 256), D = 10. The paper's one 2D-unit layer of mean and log std
+    is two D-unit heads here (mean, logvar: the same parameters, log std scaled by 2), as in
+    every preset.
+    """
+
+    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, init: str = "default"):
+        self.spec = spec
+        c_in = spec.input_shape[0]
+        c, f = spec.hidden
+        k = spec.latent_dim
+        self.feature_shape = presets.feature_shape(spec)  # (C, H/16, W/16)
+        feat = math.prod(self.feature_shape)
+        enc: list[Any] = []
+        for cin in (c_in, c, c, c):
+            enc += [_conv(cin, c, 4, 2, 1, rngs=rngs, init=init), jax.nn.relu]
+        self.encoder = nnx.Sequential(*enc)
+        self.encoder_fc = nnx.Sequential(_linear(feat, f, rngs=rngs, init=init), jax.nn.relu,
+                                         _linear(f, f, rngs=rngs, init=init), jax.nn.relu)
+        self.fc_mean = _linear(f, k, rngs=rngs, init=init)
+        self.fc_logvar = _linear(f, k, rngs=rngs, init=init)
+        self.decoder_fc = nnx.Sequential(_linear(k, f, rngs=rngs, init=init), jax.nn.relu,
+                                         _linear(f, f, rngs=rngs, init=init), jax.nn.relu,
+                                         _linear(f, feat, rngs=rngs, init=init), jax.nn.relu)
+        dec: list[Any] = []
+        for _ in range(3):
+            dec += [_conv_transpose(c, c, 4, 2, 1, 0, rngs=rngs, init=init), jax.nn.relu]
+        dec.append(_conv_transpose(c, c_in, 4, 2, 1, 0, rngs=rngs, init=init))
+        self.decoder = nnx.Sequential(*dec)
+
+    def encode(self, x):
+        h = self.encoder(self._image(x))             # (B, H/16, W/16, C)
+        h = self.encoder_fc(h.reshape(h.shape[0], -1))  # H, W, C order (torch: C, H, W)
+        return self.fc_mean(h), self.fc_logvar(h)
+
+    def decode_logits(self, z):
+        ch, hh, ww = self.feature_shape
+        h = self.decoder_fc(z).reshape(z.shape[0], hh, ww, ch)  # NHWC
+        return self.decoder(h)                       # (B, H, W, C)
+
+
 # ---- the VampPrior code's MLP (Exemplar VAE, NeurIPS 2020) -------------------------------------------
 
 def _he_normal(key, shape, dtype=jnp.float32):
@@ -713,6 +762,7 @@ FAMILIES: dict[str, type[AutoencoderBase]] = {
     "simple_vae": SimpleVAE,
     "conv_vae": ConvVAE,
     "resnet_vae": ConvVAE,
+    "burgess_vae": BurgessVAE,
     "exemplar_vae": ExemplarVAE,
 }
 

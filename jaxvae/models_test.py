@@ -70,6 +70,9 @@ EXPECTED_PARAMS = {
     # two gated layers (h and g) each way, mean and logvar heads, the decoder's output layer
     "exemplar_vae": (2 * _lin(784, 300) + 2 * _lin(300, 300) + 2 * _lin(300, 40)
                      + 2 * _lin(40, 300) + 2 * _lin(300, 300) + _lin(300, 784)),
+    "burgess_vae": (_conv(1, 32, 4) + 3 * _conv(32, 32, 4) + _lin(32 * 4 * 4, 256)
+                    + _lin(256, 256) + 2 * _lin(256, 10) + _lin(10, 256) + _lin(256, 256)
+                    + _lin(256, 32 * 4 * 4) + 3 * _convt(32, 32, 4) + _convt(32, 1, 4)),
 }
 
 
@@ -169,7 +172,7 @@ def _check_contract(m):
     r = _contract_outputs(m, x, eps, jax.random.key(1))
     out = r["out"]
     assert isinstance(out, models.ModelOutput) and out._fields == ("logits", "mean", "logvar", "z")
-    conv = spec.family in ("manning_glasses_vae", "conv_vae", "resnet_vae")
+    conv = spec.family in ("manning_glasses_vae", "conv_vae", "resnet_vae", "burgess_vae")
     assert out.logits.shape == ((3, h, w, c) if conv else (3, c * h * w))
     assert out.mean.shape == (3, spec.latent_dim)
     for a in (out.logits, out.mean, out.z):
@@ -263,6 +266,8 @@ def test_build_model_errors():
         models.build_model("simple_vae", key=0, hidden=(10,))
     with pytest.raises(ValueError, match="multiple of 8"):
         models.build_model("manning_glasses_vae", key=0, image_size=60)
+    with pytest.raises(ValueError, match="multiples of 16, got 72x72"):
+        models.build_model("burgess_vae", key=0, image_size=72)
 
 
 def test_overrides_change_shapes():

@@ -131,6 +131,7 @@ FLATTEN_LAYERS = {  # preset -> (Linear reading the flattened conv map, Linear f
     "manning_glasses_vae": ("encoder.linear1", "decoder.decoder_lin.2"),
     "conv_vae": ("fc_mean", "decoder_fc"),
     "resnet_vae": ("fc_mean", "decoder_fc"),
+    "burgess_vae": ("encoder_fc.0", "decoder_fc.4"),
 }
 
 

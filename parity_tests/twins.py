@@ -184,7 +184,8 @@ class Pair(NamedTuple):
 
 PRESETS = presets.list_models()
 CONV_PRESETS = [p for p in PRESETS
-                if presets.PRESETS[p].family in ("manning_glasses_vae", "conv_vae", "resnet_vae")]
+                if presets.PRESETS[p].family in ("manning_glasses_vae", "conv_vae", "resnet_vae",
+                                                 "burgess_vae")]
 BN_PRESETS = ["manning_glasses_vae", "resnet_vae"]
 
 

@@ -33,7 +33,8 @@ from vaecommon.presets import ModelSpec
 __all__ = [
     "ModelOutput", "BatchNorm", "ResBlock", "AutoencoderBase", "PytorchExamplesVAE", "FlaxExamplesEncoder", "FlaxExamplesDecoder",
     "FlaxExamplesVAE", "PytorchMnistVAE", "LeakyVAE", "ManningAE", "SimpleAE", "SimpleVAE", "ManningGlassesEncoder",
-    "ManningGlassesDecoder", "ManningGlassesVAE", "ConvVAE", "NonLinear", "GatedDense", "ExemplarVAE",
+    "ManningGlassesDecoder", "ManningGlassesVAE", "ConvVAE", "BurgessVAE", "NonLinear", "GatedDense",
+    "ExemplarVAE",
     "FAMILIES", "build_model", "list_models",
     "num_params",
 ]
@@ -514,6 +515,52 @@ class ConvVAE(AutoencoderBase):
         return self.decoder(h)                       # (B, C, H, W)
 
 
+class BurgessVAE(AutoencoderBase):
+    """burgess_vae: Burgess et al. 2018 ("Understanding disentangling in beta-VAE", appendix A.1)
+    for 1x64x64 (any H, W divisible by 16), logits output (a Bernoulli decoder).
+
+    encoder: 4 x [Conv(., C, 4, s2, p1) -> ReLU]: 64 -> 32 -> 16 -> 8 -> 4; flatten C*4*4 ->
+      encoder_fc: Linear(C*4*4, F) -> ReLU -> Linear(F, F) -> ReLU; fc_mean, fc_logvar (F -> D).
+    decoder: decoder_fc: Linear(D, F) -> ReLU -> Linear(F, F) -> ReLU -> Linear(F, C*4*4) -> ReLU;
+      unflatten (C, 4, 4) -> decoder: 3 x [ConvT(C, C, 4, s2, p1) -> ReLU] -> ConvT(C, 1, 4, s2, p1).
+    (C, F) = spec.hidden = (32, 256), D = 10. The paper's one 2D-unit layer of mean and log std
+    is two D-unit heads here (mean, logvar: the same parameters, log std scaled by 2), as in
+    every preset.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        c_in = spec.input_shape[0]
+        c, f = spec.hidden
+        k = spec.latent_dim
+        self.feature_shape = presets.feature_shape(spec)  # (C, H/16, W/16)
+        feat = math.prod(self.feature_shape)
+        enc: list[nn.Module] = []
+        for cin in (c_in, c, c, c):
+            enc += [nn.Conv2d(cin, c, 4, stride=2, padding=1), nn.ReLU()]
+        self.encoder = nn.Sequential(*enc)
+        self.encoder_fc = nn.Sequential(nn.Linear(feat, f), nn.ReLU(), nn.Linear(f, f), nn.ReLU())
+        self.fc_mean = nn.Linear(f, k)
+        self.fc_logvar = nn.Linear(f, k)
+        self.decoder_fc = nn.Sequential(nn.Linear(k, f), nn.ReLU(), nn.Linear(f, f), nn.ReLU(),
+                                        nn.Linear(f, feat), nn.ReLU())
+        dec: list[nn.Module] = []
+        for _ in range(3):
+            dec += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU()]
+        dec.append(nn.ConvTranspose2d(c, c_in, 4, stride=2, padding=1))
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, x):
+        h = self.encoder(self._image(x))             # (B, C, H/16, W/16)
+        h = self.encoder_fc(torch.flatten(h, start_dim=1))  # C, H, W order (JAX: H, W, C)
+        return self.fc_mean(h), self.fc_logvar(h)
+
+    def decode_logits(self, z):
+        h = self.decoder_fc(z).reshape(z.shape[0], *self.feature_shape)  # NCHW
+        return self.decoder(h)                       # (B, C, H, W)
+
+
 # ---- the VampPrior code's MLP (Exemplar VAE, NeurIPS 2020) -------------------------------------------
 
 class NonLinear(nn.Module):
@@ -595,6 +642,7 @@ FAMILIES: dict[str, type[AutoencoderBase]] = {
     "simple_vae": SimpleVAE,
     "conv_vae": ConvVAE,
     "resnet_vae": ConvVAE,
+    "burgess_vae": BurgessVAE,
     "exemplar_vae": ExemplarVAE,
 }
 

@@ -19,6 +19,9 @@ Per family (widths from `spec.hidden`, D = `spec.latent_dim`):
     back to the last stage's shape, and mirrored transposed convs (k4 s2 p1, doubling) up to
     the input shape (get_spec requires H and W divisible by 4). resnet_vae adds residual blocks
     after each stage, which keep the shapes.
+  burgess_vae: four stride-2 convs of hidden[0] channels (k4 s2 p1, halving), two dense layers
+    (hidden[1]), mean/logvar (D), three dense layers back (hidden[1], hidden[1], the deepest
+    conv map), and four transposed convs (doubling) to the input shape (H, W divisible by 16).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ Size = Union[int, str]
 _MLP_VAE = ("pytorch_examples", "flax_examples", "pytorch_mnist_vae", "leaky_vae", "leaky_vae_256", "simple_vae")
 _MLP_AE = ("manning_ae", "simple_ae")
 _CONV = ("conv_vae", "resnet_vae")
-FAMILIES = _MLP_VAE + _MLP_AE + ("manning_glasses_vae",) + _CONV + ("exemplar_vae",)
+FAMILIES = _MLP_VAE + _MLP_AE + ("manning_glasses_vae",) + _CONV + ("exemplar_vae", "burgess_vae")
 
 
 def layer_units(size: Size | tuple[int, ...]) -> int:
@@ -120,6 +123,17 @@ def _conv(spec: ModelSpec) -> list[tuple[str, Size]]:
             ("output", out)]
 
 
+def _burgess(spec: ModelSpec) -> list[tuple[str, Size]]:
+    c, h, w = spec.input_shape
+    ch, width = (int(v) for v in spec.hidden)
+    convs = [(ch, h >> i, w >> i) for i in range(1, 5)]  # k4 s2 p1 halves: n -> n // 2
+    enc = [(f"conv{i}", _chw(*s)) for i, s in enumerate(convs, 1)]
+    dec = [(f"up{i}", _chw(*s)) for i, s in enumerate(reversed(convs[:-1]), 1)]
+    return [("input", _chw(c, h, w)), *enc, ("enc fc1", width), ("enc fc2", width),
+            ("mean/logvar", spec.latent_dim), ("dec fc1", width), ("dec fc2", width),
+            ("dec fc3", _chw(*convs[-1])), *dec, ("output", _chw(c, h, w))]
+
+
 def describe_spec(spec: ModelSpec) -> list[tuple[str, Size]]:
     """Stages of the model a spec builds, input to output, as `(label, size)` pairs.
 
@@ -144,6 +158,8 @@ def describe_spec(spec: ModelSpec) -> list[tuple[str, Size]]:
         return _glasses(spec)
     if family in _CONV:
         return _conv(spec)
+    if family == "burgess_vae":
+        return _burgess(spec)
     raise ValueError(
         f"describe_spec does not know model family {family!r} (preset {spec.name!r}); "
         f"known families: {', '.join(FAMILIES)}"

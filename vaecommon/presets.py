@@ -33,7 +33,8 @@ class ModelSpec:
         encoder 784-H1-H2, heads H2->latent; leaky_vae_256 (H, z_space): the follow-up
         notebook's hidden_size and z_space_size; manning_ae (H,); manning_glasses_vae (H,): width of
         linear1 / decoder_lin.0; simple_ae (H,); simple_vae (H, H2) with H2 = H // 2 in the
-        source; conv_vae / resnet_vae (C1, C2): channels of the two stride-2 conv stages.
+        source; conv_vae / resnet_vae (C1, C2): channels of the two stride-2 conv stages;
+        burgess_vae (C, F): channels of its four stride-2 convs and width of its dense layers.
       output: what `decode` returns, as the source does: "probs" (sigmoid applied) or "logits".
         `decode_logits` always returns the pre-sigmoid values; `generate` always returns [0, 1].
       likelihood: default reconstruction term (name in `losses.RECONSTRUCTION`).
@@ -115,6 +116,9 @@ def feature_shape(spec: "ModelSpec") -> tuple[int, int, int] | None:
     if spec.family in ("conv_vae", "resnet_vae"):
         _, h, w = spec.input_shape
         return (spec.hidden[-1], h // 4, w // 4)
+    if spec.family == "burgess_vae":
+        _, h, w = spec.input_shape
+        return (spec.hidden[0], h // 16, w // 16)
     return None
 
 
@@ -122,7 +126,7 @@ def feature_shape(spec: "ModelSpec") -> tuple[int, int, int] | None:
 HIDDEN_LEN = {
     "pytorch_examples": 1, "flax_examples": 1, "pytorch_mnist_vae": 2, "leaky_vae": 2, "leaky_vae_256": 2,
     "manning_ae": 1, "manning_glasses_vae": 1, "simple_ae": 1, "simple_vae": 2, "conv_vae": 2,
-    "resnet_vae": 2, "exemplar_vae": 1,
+    "resnet_vae": 2, "exemplar_vae": 1, "burgess_vae": 2,
 }
 
 _MNIST = (1, 28, 28)
@@ -169,6 +173,11 @@ _MNIST = (1, 28, 28)
 #                      q_z_logvar.linear 12040, p_x_layers.0 2*(40*300+300)=24600,
 #                      p_x_layers.1 180600, p_x_mean.linear 300*784+784=235984      -> 1116864
 #                      (VampPrior: + means.linear 784*K, 392000 for K = 500)
+#   burgess_vae        encoder.0 32*1*16+32=544, encoder.2/4/6 3*(32*32*16+32)=49248,
+#                      encoder_fc.0 512*256+256=131328, encoder_fc.2 256*256+256=65792,
+#                      fc_mean 256*10+10=2570, fc_logvar 2570, decoder_fc.0 10*256+256=2816,
+#                      decoder_fc.2 65792, decoder_fc.4 256*512+512=131584,
+#                      decoder.0/2/4 3*(32*32*16+32)=49248, decoder.6 32*1*16+1=513 -> 502005
 
 PRESETS: dict[str, ModelSpec] = {
     s.name: s
@@ -252,6 +261,13 @@ PRESETS: dict[str, ModelSpec] = {
             binarization="dynamic", optimizer="adam_norm_grad", kl_warmup_epochs=100,
             params=1116864,
         ),
+        ModelSpec(
+            name="burgess_vae", family="burgess_vae",
+            source='Burgess et al. 2018, "Understanding disentangling in beta-VAE", appendix A.1',
+            kind="vae", input_shape=(1, 64, 64), latent_dim=10, hidden=(32, 256), output="logits",
+            likelihood="bernoulli", lr=5e-4, batch_size=64, epochs=10,
+            params=502005,
+        ),
     ]
 }
 
@@ -331,6 +347,12 @@ def get_spec(name: str, **overrides: Any) -> ModelSpec:
                 raise ValueError(
                     f"{spec.family} halves the image twice and doubles it back; height and width "
                     f"must be multiples of 4, got {h}x{w}"
+                )
+        elif spec.family == "burgess_vae":
+            if h % 16 or w % 16 or h < 16 or w < 16:
+                raise ValueError(
+                    f"{spec.family} halves the image four times and doubles it back; height and "
+                    f"width must be multiples of 16, got {h}x{w}"
                 )
     new = dataclasses.replace(spec, **ov)
     return dataclasses.replace(new, params=0) if new != spec else spec

@@ -224,8 +224,8 @@ class Shapes:
             raise ValueError(f"unknown shapes grid {name!r}; choose from {tuple(GRIDS)}")
         self.name = name
         self.grid = GRIDS[name]
+        # per factor, its values: shape indices, scales, radians, pixels, pixels
         self.values = tuple(np.asarray(v) for v in self.grid)
-        """Factor values per factor (shape indices, scales, radians, pixels, pixels)."""
         self.factor_names = FACTOR_NAMES
         self.factors_num_values = tuple(len(v) for v in self.grid)
         self.num_factors = len(FACTOR_NAMES)
