@@ -6,21 +6,15 @@
     python scripts/parity.py --checks full_epoch,seed_statistics   # slow, real data (minutes)
     python scripts/parity.py --list
 
-The checks are the functions the parity tests call (`parity_tests.report`); tolerances are the
-rows of `parity_tests/asserts.py`.
+The checks are the functions the parity tests call (`parity_tests.report` over the
+`parity_tests.checks_*` modules); tolerances are the rows of `parity_tests/asserts.py`. Neither
+needs pytest: the command runs from a plain (non-editable) install, as `jaxvae-parity`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-# parity_tests is not an installed package: make the repository root importable when this file
-# runs as `python scripts/parity.py` (or as the jaxvae-parity entry point).
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 
 def _names(text: str | None) -> list[str] | None:
