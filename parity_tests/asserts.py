@@ -32,8 +32,8 @@ TOL: dict[str, dict[str, float]] = {
     # 1.0: float32 error scales with the tensor, not the element), and exp(lv) - 1 in the KL
     # gradient (rel 1.2e-4 at |g| = 3e-4, abs 3e-8). 3x margin.
     "loss_gradients": {"rtol": 3e-5, "atol": 1e-6},
-    # ---- rows added by the cross-framework suite (test_gradients, test_training,
-    # test_properties, test_slow_training); measured worst cases in notes/parity_readme.md.
+    # ---- rows added by the cross-framework suite (checks_gradients, checks_training,
+    # checks_properties, checks_slow_training); measured worst cases in notes/parity_readme.md.
     # Loss terms after a model forward, JAX vs torch: STYLE's per-example recon/KL row as
     # written (the forward's float32 accumulation differs between the twins; worst rel 2.5e-6,
     # resnet_vae's recon of ~700 nats).
@@ -48,7 +48,7 @@ TOL: dict[str, dict[str, float]] = {
     "gradients_fd": {"rtol": 1e-5, "atol": 1e-6},
     # Per-epoch mean training loss after a full Fashion-MNIST epoch with identical init, batch
     # order and eps (test_slow_training; Adam trajectories drift apart through eps-regime
-    # elements, see test_training.ADAM_EPS_REGIME).
+    # elements, see checks_training.ADAM_EPS_REGIME).
     "epoch_loss": {"rtol": 1e-3, "atol": 0.0},
 }
 

@@ -1,8 +1,10 @@
 """The parity report: run the cross-framework checks programmatically and tabulate them.
 
-The checks are the plain functions the parity tests call (`check_*` in test_gradients,
-test_training, test_properties, test_mirror, test_slow_training); each returns `Measurement`s,
-so the table shows exactly the numbers the tests assert on. No pytest involved.
+The checks are the plain functions the parity tests call (`check_*` in checks_gradients,
+checks_training, checks_properties, checks_mirror, checks_slow_training); each returns
+`Measurement`s, so the table shows exactly the numbers the tests assert on. No pytest involved:
+this module and the check modules import neither pytest nor hypothesis (scripts/parity_test.py
+checks it), so the report runs from an install without the test dependencies.
 
     python scripts/parity.py                                  # every default check
     python scripts/parity.py --presets conv_vae,simple_ae --checks gradients,param_counts
@@ -32,7 +34,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
+from parity_tests import checks_gradients as gradients
+from parity_tests import checks_mirror as mirror
+from parity_tests import checks_properties as properties
+from parity_tests import checks_slow_training as slow
+from parity_tests import checks_training as training
 from parity_tests.twins import Measurement, flag, pin_precision  # sets CUBLAS_WORKSPACE_CONFIG
+from vaecommon import presets as presets_lib
 
 __all__ = ["Item", "all_items", "select", "run_items", "rows", "format_table", "format_markdown",
            "environment", "list_checks", "main", "SLOW_CHECKS"]
@@ -63,37 +71,33 @@ class Item:
 
 def all_items(workdir: Path) -> list[Item]:
     """Every check of the suite, in table order (workdir: scratch space for run folders)."""
-    from parity_tests import test_gradients as g
-    from parity_tests import test_mirror as m
-    from parity_tests import test_properties as p
-    from parity_tests import test_slow_training as s
-    from parity_tests import test_training as t
-    from vaecommon import presets
-
-    names = presets.list_models()
-    items = [Item("gradients", n, "gradients", partial(g.check_gradients, n)) for n in names]
-    items += [Item("gradients_fd", n, "float64 FD", partial(g.check_gradients_fd, n))
-              for n in g.FD_PRESETS]
-    items += [Item("objective_gradients", g.OBJECTIVE_PRESET, f"objective {o}",
-                   partial(g.check_objective_gradients, o)) for o in g.OBJECTIVES]
-    items += [Item("optimizer_steps", t.STEP_PRESET, f"{t.K_STEPS} steps {c}",
-                   partial(t.check_optimizer_steps, c)) for c in t.OPTIMIZER_CASES]
-    items += [Item("batchnorm_train", t.BN_PRESET, "BatchNorm train/eval", t.check_batchnorm_training),
-              Item("batch_order", t.AE_PRESET, "epoch batch order",
-                   partial(t.check_batch_order, workdir / "batch_order")),
-              Item("fresh_eps", t.FRESH_PRESET, "fresh eps per step",
-                   partial(t.check_fresh_eps, workdir / "fresh_eps"))]
-    items += [Item("properties", c["preset"], "forward/KL/recon", partial(p.check_forward_kl_recon, **c))
-              for c in p.report_cases()]
-    items += [Item("param_counts", n, "parameter count", partial(m.check_param_counts, n)) for n in names]
+    names = presets_lib.list_models()
+    items = [Item("gradients", n, "gradients", partial(gradients.check_gradients, n)) for n in names]
+    items += [Item("gradients_fd", n, "float64 FD", partial(gradients.check_gradients_fd, n))
+              for n in gradients.FD_PRESETS]
+    items += [Item("objective_gradients", gradients.OBJECTIVE_PRESET, f"objective {o}",
+                   partial(gradients.check_objective_gradients, o)) for o in gradients.OBJECTIVES]
+    items += [Item("optimizer_steps", training.STEP_PRESET, f"{training.K_STEPS} steps {c}",
+                   partial(training.check_optimizer_steps, c)) for c in training.OPTIMIZER_CASES]
+    items += [Item("batchnorm_train", training.BN_PRESET, "BatchNorm train/eval",
+                   training.check_batchnorm_training),
+              Item("batch_order", training.AE_PRESET, "epoch batch order",
+                   partial(training.check_batch_order, workdir / "batch_order")),
+              Item("fresh_eps", training.FRESH_PRESET, "fresh eps per step",
+                   partial(training.check_fresh_eps, workdir / "fresh_eps"))]
+    items += [Item("properties", c["preset"], "forward/KL/recon",
+                   partial(properties.check_forward_kl_recon, **c)) for c in properties.report_cases()]
+    items += [Item("param_counts", n, "parameter count", partial(mirror.check_param_counts, n))
+              for n in names]
     items += [Item("mirror", "-", "presets, __all__, registries, TrainConfig",
-                   lambda: m.check_presets() + m.check_registries() + m.check_train_config()
-                   + [x for mod in m.MIRRORED for x in m.check_public_names(mod)])]
-    items += [Item("import_isolation", "-", f"import {pkg}.*", partial(m.check_import_isolation, pkg))
-              for pkg in m.ISOLATION]
-    items += [Item("full_epoch", s.PRESET, "full Fashion-MNIST epoch", s.check_full_epoch),
-              Item("seed_statistics", s.PRESET, f"{len(s.SEEDS)} seeds x {s.EPOCHS} epochs",
-                   partial(s.check_seed_statistics, workdir / "seeds"))]
+                   lambda: mirror.check_presets() + mirror.check_registries()
+                   + mirror.check_train_config()
+                   + [x for mod in mirror.MIRRORED for x in mirror.check_public_names(mod)])]
+    items += [Item("import_isolation", "-", f"import {pkg}.*",
+                   partial(mirror.check_import_isolation, pkg)) for pkg in mirror.ISOLATION]
+    items += [Item("full_epoch", slow.PRESET, "full Fashion-MNIST epoch", slow.check_full_epoch),
+              Item("seed_statistics", slow.PRESET, f"{len(slow.SEEDS)} seeds x {slow.EPOCHS} epochs",
+                   partial(slow.check_seed_statistics, workdir / "seeds"))]
     return items
 
 
@@ -107,8 +111,6 @@ def select(items: Sequence[Item], *, presets: Sequence[str] | None = None,
     Raises:
       ValueError: an unknown preset or check name (the message lists the valid ones).
     """
-    from vaecommon import presets as presets_lib
-
     known_checks = list(dict.fromkeys(i.check for i in items))
     for name in presets or ():
         if name not in presets_lib.PRESETS:

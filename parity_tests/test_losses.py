@@ -499,35 +499,273 @@ def test_mss_weights_vs_oracle(fw):
                      name=f"{fw}:log_importance_weight_matrix({b},{n})", rtol=1e-6, atol=0)
 
 
-# ---- hand goldens and extremes ------------------------------------------------------------------
+# ---- hand-derived goldens: the oracle and both frameworks ---------------------------------------
+#
+# The one home of the losses' hand-derivable values (STYLE §2): logit 0 costs ln 2 per pixel,
+# mu = 0, logvar = 0 has KL 0, ... Each golden is asserted on the float64 oracle (which anchors
+# the oracle itself to derivations made by hand) and on both frameworks; jaxvae/losses_test.py
+# and torchvae/losses_test.py keep single-framework behaviour only. Tolerances are the goldens'
+# own (float32 rounding of the stated values), not TOL rows.
+
+IMPLS = ("oracle",) + FRAMEWORKS
+LN2 = math.log(2.0)
+LOG_2PI = math.log(2.0 * math.pi)
 
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_hand_goldens(fw):
-    lib = LIB[fw]
-    x = to_fw(fw, seeded("golden").uniform(size=(3, 5)))
-    ln2 = math.log(2.0)
+def impl_lib(impl: str):
+    return oracle if impl == "oracle" else LIB[impl]
 
-    def values(x):
-        zeros = x * 0.0
+
+def evaluate(impl: str, fn, **inputs):
+    """fn(library, **arrays) -> a pytree of values, evaluated in impl; float64 NumPy leaves.
+
+    The oracle gets the inputs in float64 (hand values such as ln 2 stay exact), the frameworks
+    in float32; JAX evaluates fn in one jit (eager JAX compiles every primitive separately).
+    """
+    if impl == "oracle":
+        out = fn(oracle, **{k: np.asarray(a, np.float64) for k, a in inputs.items()})
+    elif impl == "jax":
+        out = jax.jit(lambda **xs: fn(jl, **xs))(**{k: to_fw(impl, a) for k, a in inputs.items()})
+    else:
+        out = fn(tl, **{k: to_fw(impl, a) for k, a in inputs.items()})
+    return jax.tree.map(to_np, out)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_reconstruction_goldens(impl):
+    x = seeded("golden").uniform(size=(3, 5))
+    xm, m = np.array([[0.0, 1.0, 0.5, 0.5]]), np.array([[0.5, 0.5, 0.5, 1.5]])
+
+    def values(L, x, xm, m, one_zero, zero_one, confident, zero, big, ln2, ln2s):
         return {
-            "bernoulli(l=0)": lib.bernoulli(x, zeros), "bce(p=.5)": lib.bce_probs(x, zeros + 0.5),
-            "cb(l=0)": lib.continuous_bernoulli(x, zeros), "kl(0,0)": lib.kl_normal(zeros, zeros),
-            "kl(1,0)": lib.kl_normal(zeros + 1.0, zeros),
-            "kl_std(1,1)": lib.kl_normal_std(zeros + 1.0, zeros + 1.0),
+            "bernoulli(l=0)": L.bernoulli(x, 0.0 * x), "bce(p=.5)": L.bce_probs(x, 0.0 * x + 0.5),
+            "cb(l=0)": L.continuous_bernoulli(x, 0.0 * x),
+            "right": L.bernoulli(one_zero, confident), "wrong": L.bernoulli(zero, big),
+            "clamped": L.bce_probs(one_zero, zero_one),
+            "mse_sum": L.mse_sum(xm, m), "mse_mean": L.mse_mean(xm, m),
+            "gauss_exact": L.gaussian(xm, xm, sigma=2.0), "gauss": L.gaussian(xm, m, sigma=2.0),
+            "learned": L.gaussian_learned(xm, m, log_sigma=ln2),
+            "learned_pixel": L.gaussian_learned(xm, m, log_sigma=ln2s),
+            "cal_batch": L.gaussian_calibrated(xm, m, calibration="batch"),
+            "cal_example": L.gaussian_calibrated(xm, m, calibration="example"),
+            "cal_perfect": L.gaussian_calibrated(xm, xm),
         }
 
-    v = compiled(fw, values)(x)
-    # logit 0 -> p = 1/2 -> ln 2 per pixel, whatever x is.
-    assert_close(v["bernoulli(l=0)"], np.full(3, 5 * ln2), name="bernoulli(l=0)", rtol=1e-6, atol=0)
-    assert_close(v["bce(p=.5)"], np.full(3, 5 * ln2), name="bce(p=.5)", rtol=1e-6, atol=0)
-    # Continuous Bernoulli with logit 0 is the uniform density on [0, 1]: NLL 0.
-    assert_close(v["cb(l=0)"], np.zeros(3), name="cb(l=0)", rtol=0, atol=1e-6)
-    # KL: mu=0, logvar=0 -> 0; mu=1, logvar=0 -> 1/2 per latent dimension.
-    assert_close(v["kl(0,0)"], np.zeros(3), name="kl(0,0)", rtol=0, atol=0)
-    assert_close(v["kl(1,0)"], np.full(3, 2.5), name="kl(1,0)", rtol=1e-7, atol=0)
-    assert_close(v["kl_std(1,1)"], np.full(3, 2.5), name="kl_std(1,1)", rtol=1e-7, atol=0)
-    assert_close(lib.bits_per_dim(784 * ln2, 784), 1.0, name="bits_per_dim", rtol=1e-12, atol=0)
+    v = evaluate(impl, values, x=x, xm=xm, m=m, one_zero=[[1.0, 0.0]], zero_one=[[0.0, 1.0]],
+                 confident=[[30.0, -30.0]], zero=[[0.0]], big=[[1e4]], ln2=LN2, ln2s=np.full(4, LN2))
+    # logit 0 <=> p = 1/2: ln 2 per pixel for any target in [0, 1]
+    assert_close(v["bernoulli(l=0)"], np.full(3, 5 * LN2), name=f"{impl}:bernoulli(l=0)", rtol=1e-6, atol=0)
+    assert_close(v["bce(p=.5)"], np.full(3, 5 * LN2), name=f"{impl}:bce(p=.5)", rtol=1e-6, atol=0)
+    # continuous Bernoulli with logit 0 is the uniform density on [0, 1]: NLL 0
+    assert_close(v["cb(l=0)"], np.zeros(3), name=f"{impl}:cb(l=0)", rtol=0, atol=1e-7)
+    # a confident right answer costs ~0 (2 e^-30; torch's binary_cross_entropy_with_logits rounds
+    # log(1 + e^-30) to 0), a confident wrong one ~|logit|
+    assert_close(v["right"], [2 * math.exp(-30)], name=f"{impl}:right", rtol=0, atol=1e-12)
+    assert_close(v["wrong"], [1e4], name=f"{impl}:wrong", rtol=1e-7, atol=0)
+    # PyTorch's clamp: a probability of exactly 0 for a 1 costs 100 nats, not inf
+    assert_close(v["clamped"], [200.0], name=f"{impl}:bce clamp", rtol=1e-7, atol=0)
+    assert_close(v["mse_sum"], [0.25 + 0.25 + 0 + 1.0], name=f"{impl}:mse_sum", rtol=1e-7, atol=0)
+    assert_close(v["mse_mean"], [1.5 / 4], name=f"{impl}:mse_mean", rtol=1e-7, atol=0)
+    # x = mean: only the normaliser, log sigma + log(2 pi)/2 per pixel
+    assert_close(v["gauss_exact"], [4 * (LN2 + 0.5 * LOG_2PI)], name=f"{impl}:gaussian(x=mean)",
+                 rtol=1e-6, atol=0)
+    want = 0.5 * 1.5 / 4.0 + 4 * (LN2 + 0.5 * LOG_2PI)  # sigma = 2: sq / (2 * 4)
+    for k in ("gauss", "learned", "learned_pixel"):
+        assert_close(v[k], [want], name=f"{impl}:{k}", rtol=1e-6, atol=0)
+    # calibrated: sigma^2 = MSE -> D/2 * (1 + log(2 pi) + log MSE)
+    want_cal = 2.0 * (1.0 + LOG_2PI + math.log(1.5 / 4))
+    for k in ("cal_batch", "cal_example"):
+        assert_close(v[k], [want_cal], name=f"{impl}:{k}", rtol=1e-6, atol=0)
+    # perfect fit: the floor log sigma = -6 instead of -inf
+    assert_close(v["cal_perfect"], [4 * (-6.0 + 0.5 * LOG_2PI)], name=f"{impl}:cal_perfect",
+                 rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_calibrated_gradient_holds_sigma_fixed(impl):
+    """d/dmean of the calibrated NLL is -(x - mean) / sigma*^2: the frameworks hold sigma* fixed
+    (stop-gradient / detach); the oracle's finite differences agree because sigma* minimises the
+    NLL, so d NLL / d sigma = 0 there (the envelope theorem)."""
+    # float32-representable, so the oracle's float64 inputs are the frameworks' float32 ones
+    x = f32([[0.1, 0.9, 0.4], [0.3, 0.2, 0.8]]).astype(np.float64)
+    m = f32([[0.3, 0.5, 0.5], [0.1, 0.6, 0.6]]).astype(np.float64)
+    if impl == "oracle":
+        (g,) = oracle.numerical_grad(
+            lambda mm: float(np.sum(oracle.gaussian_calibrated(x, mm, calibration="example"))), [m])
+    else:
+        def f(mm, xf=to_fw(impl, x)):
+            v = LIB[impl].gaussian_calibrated(xf, mm, calibration="example")
+            return v.sum(), {}
+
+        _, _, (g,) = value_and_grads(impl, f, [m])
+    var = np.mean((x - m) ** 2, axis=1, keepdims=True)
+    assert_close(g, -(x - m) / var, name=f"{impl}:d calibrated / d mean", rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_continuous_bernoulli_log_norm_goldens(impl):
+    # float32-representable (see test_calibrated_gradient_holds_sigma_fixed)
+    l = f32([0.0, -7.0, 7.0, 1e4, -1e9, 0.3, 0.499, 0.501, 2.0]).astype(np.float64)
+    got = evaluate(impl, lambda L, l: L.continuous_bernoulli_log_norm(l), l=l)
+    # logit 0: the uniform density, log C = log 2
+    assert_close(got[0], LN2, name=f"{impl}:log C(0)", rtol=1e-7, atol=0)
+    # even in the logit (|log C(-7) - log C(7)| <= 1e-7 log C(7))
+    assert_close(got[1] - got[2], 0.0, name=f"{impl}:log C(-7) - log C(7)", rtol=0,
+                 atol=1e-7 * abs(got[2]))
+    # log C -> log |l| for large |l|
+    assert_close(got[3:5], np.log([1e4, 1e9]), name=f"{impl}:log C(large)", rtol=1e-7, atol=0)
+    # C(l) = l / tanh(l / 2) on both sides of the Taylor switch at |l| = 0.5
+    assert_close(got[5:], np.log(l[5:] / np.tanh(l[5:] / 2)), name=f"{impl}:log C near the switch",
+                 rtol=3e-7, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_kl_and_latent_goldens(impl):
+    std, mean = np.array([[0.5, 2.0, 1.0]]), np.array([[0.2, -1.0, 0.0]])
+    r_mean, r_logvar = np.array([[1.0, -2.0]]), np.array([[0.0, 2.0 * LN2]])
+    r_eps = np.array([[[1.0, 1.0]], [[-1.0, 0.5]]])  # (S=2, B=1, D=2)
+
+    def values(L, zeros, zero, ln2, small, std, logvar_of_std, mean, r_mean, r_logvar, r_eps, nats):
+        return {
+            "zero": L.kl_normal(zeros, zeros), "one": L.kl_normal(zeros + 1.0, zeros),
+            "std_one": L.kl_normal_std(zeros + 1.0, zeros + 1.0),
+            "var2": L.kl_normal_per_dim(zero, ln2), "collapsed": L.kl_normal_per_dim(zero, small),
+            "std": L.kl_normal_std(mean, std), "logvar": L.kl_normal(mean, logvar_of_std),
+            "z": L.reparameterize(r_mean, r_logvar, r_eps),
+            "kl_mc": L.kl_monte_carlo(r_mean[None], r_mean, r_logvar),
+            "bpd": L.bits_per_dim(nats, 2),
+        }
+
+    v = evaluate(impl, values, zeros=np.zeros((3, 5)), zero=[[0.0]], ln2=[[LN2]], small=[[1e-3]],
+                 std=std, logvar_of_std=2 * np.log(std), mean=mean, r_mean=r_mean,
+                 r_logvar=r_logvar, r_eps=r_eps, nats=[2 * LN2, 0.0])
+    # KL: mu = 0, logvar = 0 -> 0; mu = 1, logvar = 0 (std 1) -> 1/2 per latent dimension
+    assert_close(v["zero"], np.zeros(3), name=f"{impl}:kl(0,0)", rtol=0, atol=0)
+    assert_close(v["one"], np.full(3, 2.5), name=f"{impl}:kl(1,0)", rtol=1e-7, atol=0)
+    assert_close(v["std_one"], np.full(3, 2.5), name=f"{impl}:kl_std(1,1)", rtol=1e-7, atol=0)
+    # variance 2: (2 - 1 - ln 2) / 2
+    assert_close(v["var2"], [[0.5 * (2.0 - 1.0 - LN2)]], name=f"{impl}:kl(var 2)", rtol=1e-6, atol=0)
+    # the std form is the log-variance form at logvar = 2 log std
+    assert_close(v["std"], v["logvar"], name=f"{impl}:kl_std vs kl(2 log std)", rtol=1e-6, atol=0)
+    want = 0.5 * np.sum(std ** 2 + mean ** 2 - 1.0 - 2.0 * np.log(std), axis=-1)
+    assert_close(v["std"], want, name=f"{impl}:kl_std", rtol=1e-6, atol=0)
+    # a near-collapsed dimension keeps its digits: KL ~ logvar^2 / 4
+    assert_close(v["collapsed"], [[(math.expm1(1e-3) - 1e-3) / 2]], name=f"{impl}:kl(collapsed)",
+                 rtol=1e-3, atol=0)
+    # z = mean + exp(logvar / 2) eps (the oracle's float64 exp(ln 2) is 2 + 4e-16: atol 1e-12)
+    assert_close(v["z"], [[[2.0, 0.0]], [[0.0, -1.0]]], name=f"{impl}:reparameterize", rtol=1e-6,
+                 atol=1e-12)
+    # at z = mean, log q - log p = -logvar/2 + mean^2/2 per dim
+    assert_close(v["kl_mc"], [[-LN2 + 0.5 + 2.0]], name=f"{impl}:kl_monte_carlo(z=mean)", rtol=1e-6,
+                 atol=0)
+    assert_close(v["bpd"], [1.0, 0.0], name=f"{impl}:bits_per_dim", rtol=1e-6, atol=0)
+    # on Python numbers, eagerly (as evaluation code calls it)
+    assert_close(impl_lib(impl).bits_per_dim(784 * LN2, 784), 1.0, name=f"{impl}:bits_per_dim(784 ln 2)",
+                 rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_kl_at_extreme_logvar(impl):
+    """logvar +-50: the closed-form value; finite gradients (frameworks)."""
+    mean, logvar = np.array([[0.0, 3.0]]), np.array([[50.0, -50.0]])
+    want = 0.5 * (math.exp(50) - 51.0) + 0.5 * (math.exp(-50) + 9 - 1 + 50)
+    if impl == "oracle":
+        v = float(np.sum(oracle.kl_normal(mean, logvar)))
+    else:
+        def f(m, lv):
+            return LIB[impl].kl_normal(m, lv).sum(), {}
+
+        v, _, grads = value_and_grads(impl, f, [f32(mean), f32(logvar)])
+        assert all(np.all(np.isfinite(g)) for g in grads), grads
+    assert_close(v, want, name=f"{impl}:kl(logvar +-50)", rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_schedule_goldens(impl):
+    L = impl_lib(impl)
+    for step, want in [(0, 0.0), (50, 0.5), (100, 1.0), (1000, 1.0)]:
+        assert float(L.warmup_beta(step, 100)) == pytest.approx(want), step
+    assert float(L.warmup_beta(0, 0)) == 1.0
+    for step, want in [(0, 0.0), (25, 0.5), (50, 1.0), (99, 1.0), (100, 0.0), (125, 0.5), (399, 1.0)]:
+        assert float(L.cyclical_beta(step, cycle_steps=100, ratio=0.5)) == pytest.approx(want), step
+        assert float(L.cyclical_beta(step, total_steps=400, n_cycles=4)) == pytest.approx(want), step
+    assert float(L.capacity_schedule(50, 25.0, 100)) == pytest.approx(12.5)
+    assert float(L.capacity_schedule(500, 25.0, 100)) == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_mss_weight_goldens(impl):
+    """Minibatch stratified sampling: rows sum to 1, 1/N on the diagonal, (N - M) / (N M) next
+    to it (M = B - 1)."""
+    n, b = 1000, 5
+    w = np.exp(to_np(impl_lib(impl).log_importance_weight_matrix(b, n)))
+    assert_close(w.sum(axis=1), np.ones(b), name=f"{impl}:row sums", rtol=1e-6, atol=0)
+    assert_close(np.diag(w), np.full(b, 1.0 / n), name=f"{impl}:diagonal", rtol=1e-6, atol=0)
+    strat = (n - (b - 1)) / (n * (b - 1))
+    assert_close(np.array([w[i, (i + 1) % b] for i in range(b)]), np.full(b, strat),
+                 name=f"{impl}:stratum weights", rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_tc_decomposition_with_identical_posteriors(impl):
+    """Identical posteriors: q(z) = q(z|x) exactly. MSS gets MI = TC = 0; MWS has its fixed offsets
+    MI = log N and TC = (D - 1) log N. The three terms always sum to the Monte-Carlo KL."""
+    n, b, d = 500, 6, 3
+    rng = np.random.default_rng(3)
+    mean = np.tile(f32(rng.normal(size=(1, d))), (b, 1))
+    logvar = np.tile(f32(rng.normal(size=(1, d))), (b, 1))
+    z = f32(mean + np.exp(0.5 * logvar) * f32(rng.normal(size=(b, d))))
+
+    def values(L, z, mean, logvar):
+        return {s: L.tc_decomposition(z, mean, logvar, dataset_size=n, sampling=s)
+                for s in ("mss", "mws")}, L.kl_monte_carlo(z, mean, logvar)
+
+    res, kl_mc = evaluate(impl, values, z=z, mean=mean, logvar=logvar)
+    for sampling, mi_want, tc_want in [("mss", 0.0, 0.0), ("mws", math.log(n), (d - 1) * math.log(n))]:
+        t = res[sampling]
+        assert_close(t["log_qz_x"] - t["log_qz"], np.full(b, mi_want), name=f"{impl}:{sampling} MI",
+                     rtol=1e-7, atol=2e-5)
+        assert_close(t["log_qz"] - t["log_prod_qzi"], np.full(b, tc_want),
+                     name=f"{impl}:{sampling} TC", rtol=1e-7, atol=5e-5)
+        assert_close(t["log_qz_x"] - t["log_pz"], kl_mc, name=f"{impl}:{sampling} MI + TC + dw-KL",
+                     rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_mmd_and_dip_goldens(impl):
+    z = f32(np.random.default_rng(4).normal(size=(8, 2)))
+
+    def values(L, z, zz, eye, cov):
+        mmds = {k: (L.mmd(z, z, kernel=k), L.mmd(z, zz, kernel=k), L.mmd(z, z + 3.0, kernel=k))
+                for k in ("rbf", "imq")}
+        return mmds, L.dip_penalties(eye), L.dip_penalties(cov)
+
+    mmds, (off0, dg0), (off, dg) = evaluate(impl, values, z=z, zz=np.concatenate([z, z]),
+                                            eye=np.eye(3), cov=[[2.0, 0.5], [0.5, 1.0]])
+    for kernel, (same, dup, shifted) in mmds.items():
+        assert abs(float(same)) < 1e-6, (impl, kernel)  # same samples: 0
+        assert abs(float(dup)) < 1e-6, (impl, kernel)  # V-statistic: duplicating a set changes nothing
+        assert float(shifted) > 0.1, (impl, kernel)
+    assert float(off0) == 0.0 and float(dg0) == 0.0
+    # off-diagonal 2 * 0.5^2; diagonal (2 - 1)^2 + (1 - 1)^2
+    assert float(off) == pytest.approx(0.5) and float(dg) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_capacity_penalises_the_batch_mean_kl(impl):
+    """gamma |mean_b KL_b - C|, not mean_b |KL_b - C|: KL = (0.5, 2), C = 1 -> 0.25 gamma."""
+
+    def values(L, x, logits, mean, logvar):
+        return L.capacity(x, ModelOutput(logits, mean, logvar, None), likelihood="bernoulli",
+                          gamma=2.0, c_max=1.0, c_steps=0)
+
+    loss, terms = evaluate(impl, values, x=np.full((2, 3), 0.5), logits=np.zeros((2, 3)),
+                           mean=[[1.0, 0.0], [2.0, 0.0]], logvar=np.zeros((2, 2)))
+    assert_close(terms["kl"], 1.25, name=f"{impl}:capacity kl", rtol=1e-6, atol=0)
+    assert_close(loss, 3 * LN2 + 2.0 * 0.25, name=f"{impl}:capacity loss", rtol=1e-6, atol=0)
+
+
+# ---- extremes -----------------------------------------------------------------------------------
 
 
 EXTREME_X = f32([[1.0, 0.0, 0.0, 1.0, 0.3, 0.7]])

@@ -21,6 +21,8 @@ from torchvae import train as ttrain
 from vaecommon import lifecycle, runs
 from vaecommon.config import TrainConfig
 
+pytestmark = pytest.mark.integration  # training runs and real processes (tiers: jaxvae/conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = {"jax": jtrain, "torch": ttrain}
 CFG = TrainConfig(model="pytorch_examples", batch_size=32, epochs=2, limit_train=128, limit_test=64,

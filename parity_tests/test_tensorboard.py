@@ -13,6 +13,7 @@ from vaecommon import tensorboard as tb
 from vaecommon.config import TrainConfig
 
 pytest.importorskip("tensorboardX", reason="TensorBoard output needs the tensorboard extra")
+pytestmark = pytest.mark.integration  # two training runs (tiers: jaxvae/conftest.py)
 
 CFG = TrainConfig(model="pytorch_examples", batch_size=32, epochs=2, limit_train=128, limit_test=64,
                   final_nll_samples=4, init="torch")

@@ -1,9 +1,10 @@
 """Shared machinery of the cross-framework checks: paired models, injected noise, measurements.
 
-Every cross-framework check of `test_gradients`, `test_training`, `test_properties` and
-`test_mirror` is a plain function returning a list of `Measurement`s (one per compared tensor
-or property). The pytest tests call it and `assert_all(...)`; `parity_tests.report` calls the
-same functions and tabulates the measurements. So the numbers in the parity report are exactly
+Every cross-framework check of `checks_gradients`, `checks_training`, `checks_properties`,
+`checks_mirror` and `checks_slow_training` is a plain function returning a list of
+`Measurement`s (one per compared tensor or property). The pytest tests (test_<same name>.py)
+call it and `assert_all(...)`; `parity_tests.report` calls the same functions and tabulates the
+measurements. So the numbers in the parity report are exactly
 the ones the tests assert on.
 
 Conventions:

@@ -1,12 +1,15 @@
 """scripts/parity.py: the CLI runs in-process, writes JSON/Markdown, and its exit status follows
-the checks (a perturbed weight or an impossible tolerance makes it exit 1)."""
+the checks (a perturbed weight or an impossible tolerance makes it exit 1); the report, its check
+modules and the script import without pytest or hypothesis (an install without the dev extras)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -72,12 +75,12 @@ def test_an_impossible_tolerance_makes_it_fail(tmp_path, monkeypatch):
 
 
 def test_a_raising_check_is_a_failure_not_a_crash(tmp_path, monkeypatch):
-    from parity_tests import test_mirror
+    from parity_tests import checks_mirror
 
     def boom(preset):
         raise RuntimeError("deliberate")
 
-    monkeypatch.setattr(test_mirror, "check_param_counts", boom)
+    monkeypatch.setattr(checks_mirror, "check_param_counts", boom)
     rc, doc, _ = _run(tmp_path)
     assert rc == 1
     assert any("RuntimeError: deliberate" in f for f in doc["failures"])
@@ -89,10 +92,71 @@ def test_unknown_names_are_usage_errors(argv, capsys):
     assert "valid:" in capsys.readouterr().err
 
 
-def test_runs_as_a_script_from_the_repository_root():
-    proc = subprocess.run([sys.executable, "scripts/parity.py", "--list"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+# Prepended to the child's `-c` code: every import of pytest, _pytest or hypothesis raises
+# ImportError, as in an install without the dev extras (a meta path finder catches imports by
+# any module, however deep, before the installed packages are searched).
+NO_TEST_DEPS = textwrap.dedent("""
+    import importlib.abc, sys
+    BLOCKED = ("pytest", "_pytest", "hypothesis")
+    class _NoTestDeps(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked: an install without the test dependencies")
+            return None
+    sys.meta_path.insert(0, _NoTestDeps())
+""")
+LOADED_TEST_DEPS = "print(sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED))"
+
+
+def _run_without_test_deps(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -c NO_TEST_DEPS + code` in cwd, the repository's packages importable through
+    PYTHONPATH only (standing in for the installed ones: no sys.path entry for the repo root)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", NO_TEST_DEPS + textwrap.dedent(code)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def check_modules() -> list[str]:
+    """Every parity_tests.checks_* module (a new one is covered without editing this test)."""
+    return sorted(f"parity_tests.{p.stem}" for p in (REPO / "parity_tests").glob("checks_*.py"))
+
+
+def test_the_blocker_blocks_pytest(tmp_path):
+    proc = _run_without_test_deps("import pytest", tmp_path)
+    assert proc.returncode != 0 and "pytest is blocked" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.integration  # imports jax and torch in a fresh interpreter (subprocess)
+def test_report_and_check_modules_import_without_pytest(tmp_path):
+    mods = check_modules()
+    assert {f"parity_tests.checks_{m}" for m in
+            ("gradients", "mirror", "properties", "training", "slow_training")} <= set(mods)
+    proc = _run_without_test_deps(f"""
+        import parity_tests.report, {", ".join(mods)}
+        parity_tests.report.list_checks()  # builds every item: the checks resolve
+        {LOADED_TEST_DEPS}
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.integration  # runs the script in a fresh interpreter (subprocess)
+def test_list_runs_as_a_script_without_pytest(tmp_path):
+    """`python scripts/parity.py --list` (sys.path[0] = scripts/, as Python sets it for a script;
+    the repository root is not on sys.path), with pytest and hypothesis unimportable."""
+    script = REPO / "scripts" / "parity.py"
+    proc = _run_without_test_deps(f"""
+        import runpy
+        sys.argv = [{str(script)!r}, "--list"]
+        sys.path[0] = {str(script.parent)!r}
+        try:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+        {LOADED_TEST_DEPS}
+    """, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
+    assert lines[-1] == "[]"
     assert any(line.startswith("gradients ") and "conv_vae" in line for line in lines)
     assert any(line.startswith("full_epoch") and "slow" in line for line in lines)
