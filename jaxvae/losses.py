@@ -1,21 +1,206 @@
 """Reconstruction terms, Gaussian KL, ELBO and its variants in JAX. Twin: `torchvae/losses.py`.
 
-Both files expose the same public names, signatures and order, so `diff` of the two is
-meaningful; the formulas are written once in the README's "Specification" section and
-re-implemented in float64 NumPy by `parity_tests/oracle.py`, which both are tested against.
+This docstring is the loss specification. Both `losses.py` files implement it with the same public
+names, signatures and order (so `diff` of the two is meaningful), and `parity_tests/oracle.py`
+re-implements it in float64 NumPy; both frameworks are tested against the oracle.
+Everything here is jit-able and vmap-able: no Python branching on traced values.
 
-Conventions (identical in the twin):
-  * Reconstruction terms return the per-example negative log-likelihood `(B,)` in nats, summed
-    over all non-batch axes. `RECONSTRUCTION[name] = (fn, input_kind)`: "logits" terms get the
-    decoder's raw output, "probs" terms get `sigmoid(raw output)` (a probability or a mean).
-  * Objectives are `loss, terms = fn(x, out, *, likelihood, step=0, reduction="mean",
-    decode=None, eps=None, **params)`; `out` is a `ModelOutput(logits, mean, logvar, z)` used
-    through attribute access only. Every objective builds per-example values `(B,)` (batch-level
-    penalties such as MMD are broadcast to every example) and reduces them with the one visible
-    function `reduce_batch`, so "sum" is always exactly B times "mean".
-  * Randomness is an argument: `eps` (IWAE: `(k, B, D)`; InfoVAE: prior samples `(M, D)`).
-  * Everything is jit-able and vmap-able: no Python branching on traced values. Numeric
-    hyperparameters (beta, steps, dataset_size, ...) may be traced.
+Conventions
+-----------
+* B is the batch size, D the number of data dimensions per example (pixels x channels; 784 for
+  MNIST) and K the latent size. JAX images are (B, H, W, C), torch images (B, C, H, W). Every loss
+  reshapes x to the decoder output's shape; for C = 1 both layouts flatten to the same order, so
+  (B, 784) logits work with either.
+* Units: nats per example (natural log). Bits per dimension:
+  bits_per_dim(nats, D) = nats / (D ln 2).
+* Per example, then one batch reduction. Reconstruction terms and KLs return (B,): a sum over every
+  non-batch axis. Objectives build per-example vectors (B,) and reduce them with `reduce_batch`:
+  "mean" (the default; independent of batch size) or "sum" (the source notebooks' numbers).
+  Batch-level penalties (MMD, DIP, capacity, free bits) are computed once per batch and added to
+  every example, so "sum" is always exactly B x "mean".
+* Randomness is an argument: noise enters as `eps` and is never drawn inside the library.
+
+Reparameterization
+------------------
+    z = mean + exp(logvar / 2) * eps,      eps ~ N(0, I),  mean, logvar: (B, K)
+
+`reparameterize(mean, logvar, eps)` broadcasts leading sample axes of eps ((S, B, K)).
+exp(logvar / 2) is the standard deviation; the variance is exp(logvar).
+
+Reconstruction terms: negative log-likelihood, (B,)
+---------------------------------------------------
+`RECONSTRUCTION[name] = (fn, input_kind)`. A "logits" term receives the decoder's raw
+(pre-sigmoid) output l; a "probs" term receives p = sigmoid(l), a probability for BCE and the
+mean mu for the squared-error and Gaussian terms. `reconstruction_nll(x, logits, likelihood,
+**params)` does this routing, so an objective is always given raw logits. A custom
+(fn, input_kind) pair may be passed instead of a name. Sums run over the D dimensions of one
+example.
+
+    name                  input   per example
+    bernoulli             logits  sum softplus(l) - x*l   (BCE with logits; finite for any l,
+                                  also +-1e9; x may be continuous in [0, 1])
+    bce_probs             probs   -sum [x*max(log p, -100) + (1-x)*max(log(1-p), -100)]
+                                  (exactly F.binary_cross_entropy, see below)
+    mse_sum               probs   sum (x - mu)^2   (book AE / glasses VAE; the Gaussian NLL with
+                                  sigma^2 = 1/2 minus D/2 log pi)
+    mse_mean              probs   (1/D) sum (x - mu)^2   (reduction "mean": exactly nn.MSELoss())
+    gaussian              probs   sum [(x - mu)^2 / (2 sigma^2) + log sigma + 1/2 log 2pi],
+                                  fixed `sigma` (default 1)
+    gaussian_learned      probs   the same with sigma = exp(log_sigma); `log_sigma` is a scalar,
+                                  one example's shape (per pixel) or (B, ...): a trainable
+                                  parameter passed in
+    gaussian_calibrated   probs   the same with sigma^2 = stop_grad(max(MSE, exp(2 min_log_sigma)))
+                                  (Rybkin et al. 2021, "optimal sigma", below)
+    continuous_bernoulli  logits  sum [softplus(l) - x*l - log C(l)]  (Loaiza-Ganem & Cunningham
+                                  2019; a density, so it can be negative)
+
+* bce_probs exists only to reproduce the sigmoid-output presets faithfully. PyTorch clamps each log
+  at -100 and uses the gradient (p - x) / max(p(1-p), 1e-12) with respect to p; this file
+  reproduces both with a `custom_vjp` (plain autodiff of the clamp gives 0*inf = NaN at p in
+  {0, 1}). The valid domain is p, x in [0, 1]: PyTorch raises RuntimeError outside it, JAX returns
+  NaN (it cannot raise under jit). Once sigmoid(l) rounds to 1 in float32 (l >~ 17) a wrong pixel
+  costs a flat 100 nats with zero gradient. Prefer `bernoulli` on logits.
+* Calibrated decoder. sigma*^2 = MSE maximises the likelihood over sigma. calibration="batch" (the
+  default, as in the paper's code) uses one sigma for the batch (the MSE over all elements);
+  "example" gives each example its own. sigma* is held constant for the gradient; because it is
+  the optimum, the gradient with respect to mu equals that of the un-stopped loss (envelope
+  theorem) wherever the floor min_log_sigma = -6 is inactive, which the parity tests check against
+  finite differences of the un-stopped oracle. Per example the value is D/2 (1 + log 2pi + log MSE).
+* Continuous-Bernoulli normaliser. With lambda = sigmoid(l),
+  C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda) simplifies to C = l / tanh(l/2): even in l,
+  C(0) = 2, log C ~ log|l| for large |l|. For |l| >= 0.5 it is evaluated as
+  log1p(exp(-a)) - log(-expm1(-a)/a) with a = |l| (one log of a ratio: no cancellation); for
+  |l| < 0.5 as the series in u = l/2,
+  log 2 + u^2/3 - 7u^4/90 + 62u^6/2835 - 127u^8/18900 + 146u^10/66825 (converges for |u| < pi;
+  truncation error below 1e-10). Both branches use the double-where pattern, so gradients stay
+  finite everywhere.
+
+KL and latent densities
+-----------------------
+    kl_normal_per_dim(mean, logvar) = 1/2 (exp(logvar) + mean^2 - 1 - logvar)           (B, K)
+    kl_normal(mean, logvar)         = sum_k kl_normal_per_dim                            (B,)
+    kl_normal_std(mean, std)        = sum_k (std^2/2 + mean^2/2 - log std - 1/2)         (B,)
+                                      the book's form; = kl_normal(mean, 2 log std)
+    log_normal_pdf(x, mean, logvar) = -1/2 (log 2pi + logvar + (x - mean)^2 exp(-logvar))
+                                      elementwise
+    kl_monte_carlo(z, mean, logvar) = sum_k [log N(z; mean, exp(logvar)) - log N(z; 0, 1)]
+                                      (..., B) for z (..., B, K)
+
+Hand values: mean = 0, logvar = 0 gives KL 0; mean = 1, logvar = 0 gives 1/2 per latent
+dimension. exp(logvar) - 1 - logvar is computed as expm1(logvar) - logvar, so near-collapsed
+dimensions keep their digits. The mean of kl_monte_carlo over samples converges to kl_normal at
+rate 1/sqrt(n) (tested).
+
+Estimators (evaluation)
+-----------------------
+    log_importance_weights(x, mean, logvar, eps, decode, likelihood) -> (k, B)
+        z_k = mean + exp(logvar/2) * eps_k,  eps: (k, B, K),  decode: (k*B, K) -> logits
+        log w_k = log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x)
+    importance_sampled_log_likelihood(...) = logsumexp_k(log w_k) - log k   (B,)  (Burda 2016)
+    importance_sampled_nll(...)            = -importance_sampled_log_likelihood   (B,)
+    elbo_terms(x, out, likelihood) = {"recon", "kl", "loss" = recon + kl}, each (B,), analytic KL
+
+log q is computed as -1/2 sum (log 2pi + logvar + eps^2): as a function of (mean, logvar, eps) the
+same as the z-form, without its cancellation. To chunk over samples, concatenate the (k, B)
+weights of several calls (or accumulate them with logaddexp) and subtract log k_total.
+
+Objectives
+----------
+    loss, terms = OBJECTIVES[name](x, out, *, likelihood, step=0, reduction="mean", decode=None,
+                                   eps=None, **params)
+
+`out` is `ModelOutput(logits, mean, logvar, z)`, used through attribute access only (an
+autoencoder has logvar None). Keyword parameters an objective does not name go to the
+reconstruction term (sigma, log_sigma, calibration, ...), so a misspelt name raises TypeError.
+`terms` holds scalars and always contains "loss", "recon" and "kl", where "kl" is the analytic
+KL(q(z|x) || N(0, I)) even when the loss uses something else. `step` may be a traced integer and
+numeric parameters may be traced (sweeps vmap over them).
+
+    name            per-example loss.  Parameters (default). Extra terms
+    reconstruction  recon; "kl" is reported (0 for an AE)
+    elbo            recon + KL
+    beta_vae        recon + beta KL.  beta (4.0). Terms: beta
+    kl_warmup       recon + beta(t) KL, beta = min(t/T, 1).  warmup_steps T (10000). Terms: beta
+    cyclical        recon + beta(t) KL, tau = (t mod P)/P, beta = min(tau/R, 1).  cycle_steps P,
+                    or total_steps and n_cycles (4) with P = ceil(total/n); ratio R (0.5).
+                    Terms: beta
+    capacity        recon + gamma |mean_b KL_b - C(t)|, C = c_max min(t/c_steps, 1).
+                    gamma (1000), c_max (25), c_steps (1e5). Terms: capacity
+    free_bits       recon + sum_k max(lam, mean_b KL_bk).  lam (0.5 nats per latent dimension).
+                    Terms: kl_free_bits
+    beta_tcvae      recon + alpha MI + beta TC + gamma dwKL.  dataset_size N (required), alpha
+                    (1), beta (6), gamma (1), sampling ("mws" | "mss"). Terms: mi, tc, dw_kl
+    dip_vae_i       recon + KL + lambda_od sum_{i!=j} C_ij^2 + lambda_d sum_i (C_ii - 1)^2,
+                    C = Cov_b[mean].  lambda_od (10), lambda_d (100). Terms: dip_offdiag, dip_diag
+    dip_vae_ii      as dip_vae_i with C = Cov_b[mean] + mean_b diag(exp(logvar)).  lambda_od (10),
+                    lambda_d (10). Terms: dip_offdiag, dip_diag
+    info_vae        recon + (1 - alpha) KL + (alpha + lam - 1) MMD(q(z), p(z)).  alpha (1:
+                    MMD-VAE), lam (1000), kernel ("rbf" | "imq"), kernel_scale (2K),
+                    prior_samples. Terms: mmd
+    iwae            -log (1/k) sum_k w_k.  k (checked against eps). Terms: iwae_bound,
+                    elbo (mean_k log w_k)
+
+* Batch-level statistics. The MMD, the DIP covariances, the capacity penalty (on the batch-mean
+  KL, as the common reference implementation does) and free bits (on the batch-mean KL per
+  dimension, Kingma et al. 2016) are computed once per batch. They are invariant to duplicating
+  the batch (the covariance is normalised by 1/B, the MMD is the biased V-statistic); MWS is too,
+  MSS is not.
+* beta-TCVAE (Chen et al. 2018) uses out.z and the (B, B, K) matrix log q(z_i,k | x_j); let
+  mat_ij = sum_k log q(z_i,k | x_j). MWS, as in the paper: log q(z_i) = logsumexp_j(mat_ij) -
+  log(B N), likewise per dimension. MSS: weight 1/N on j = i, (N - M)/(N M) on j = (i+1) mod B and
+  1/M elsewhere, M = B - 1 (each row sums to 1). Then MI = log q(z|x) - log q(z),
+  TC = log q(z) - sum_k log q(z_k), dwKL = sum_k log q(z_k) - log p(z); the three sum to
+  kl_monte_carlo. With identical posteriors MSS gives MI = TC = 0, while MWS's fixed offsets give
+  MI = log N and TC = (K-1) log N: constants, so the gradients are unaffected, but the reported
+  values carry them. The reference code's `log_importance_weight_matrix` fills columns 0 and 1
+  instead of the diagonal (rtqichen/beta-tcvae PR #1); this file implements the paper's estimator.
+* InfoVAE / MMD-VAE (Zhao et al. 2019). Kernel RBF exp(-|a-b|^2 / C) or IMQ C / (C + |a-b|^2),
+  with C = 2K (Tolstikhin et al. 2018) and no matmul. The prior samples (M, K) ~ N(0, I) come in
+  through eps.
+* IWAE needs `decode` and eps of shape (k, B, K); with k = 1 it equals the single-sample ELBO.
+* Noise shapes. `extra_noise_shape(name, B, K, **params)` is the shape of the standard normal noise
+  an objective needs: (k, B, K) for iwae, (prior_samples or B, K) for info_vae, None otherwise.
+
+Adding a variant takes one function in each framework and one in `oracle.py`, plus a registry
+entry; the tests iterate over OBJECTIVES and require the oracle to have the same keys.
+
+Reproducing the sources
+-----------------------
+    source                                          likelihood  objective          reduction
+    pytorch/examples, teaching SimpleVAE            bce_probs   elbo (beta_vae     "sum"
+      (F.binary_cross_entropy(..., "sum") + KL)                 for the beta one)
+    teaching SimpleAutoencoder (nn.MSELoss())       mse_mean    reconstruction     "mean"
+    book AE and glasses VAE                         mse_sum     reconstruction /   "sum"
+      (((imgs-out)**2).sum() + the std-form KL)                 elbo
+    Flax example (sigmoid_binary_cross_entropy)     bernoulli   elbo               "mean"
+
+What the source notes get wrong, and what this library does instead
+-------------------------------------------------------------------
+1. Wrong KL in the book flashcards: -0.5 * sum(1 + std**2 - mu**2 - exp(std)) puts std where
+   log sigma^2 and sigma^2 belong. For q = N(0, 1) it gives 0.36 nats instead of 0 and disagrees
+   with a Monte-Carlo estimate by more than 100 standard errors (tested). The library uses the
+   log-variance form `kl_normal` and the book's training-code std form `kl_normal_std`; they agree.
+2. Mean-reduced BCE plus a summed KL: F.binary_cross_entropy(recon, x) (a mean over batch and
+   pixels) next to a KL summed over the batch is a beta-VAE with an implicit beta = B*D, divided
+   by B*D (tested). The library sums every term per example, then applies one explicit reduction.
+3. logvar used as the scale (z = mu + logvar * eps, the first notebook in the comparison notes):
+   that sample has variance logvar^2, not exp(logvar), collapses at logvar = 0 and ignores the sign
+   of logvar, while the KL still assumes exp(logvar) (tested). The library samples with
+   exp(logvar/2); the quirk survives only as the model option reparam="logvar_as_scale", for
+   faithful reproduction. (The follow-up notebook's var = exp(0.5 * log_var) is correct but
+   misnamed: it is the standard deviation.)
+4. A decoder without its sigmoid fed to probability BCE (the follow-up notebook comments out
+   nn.Sigmoid()): F.binary_cross_entropy raises for values outside [0, 1] and silently gives wrong
+   numbers for raw values inside it (tested; JAX gives NaN). Decoders here return logits and the
+   registry routes "probs" terms through the sigmoid, so this cannot happen.
+5. Inconsistent MSE reductions: the book's text says "average over pixels, sum over images", its
+   code sums over everything, the teaching notebook averages over everything. The library has two
+   named terms (mse_sum, mse_mean) and an explicit batch reduction.
+6. Probability-space BCE by default: kept only where a preset reproduces a source; new models use
+   `bernoulli` on logits, which stays finite at logits of +-1e9.
+
+The tolerances the tests hold these functions to, and the measured worst cases, are in
+parity_tests/README.md.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ TOL: dict[str, dict[str, float]] = {
     # gradient (rel 1.2e-4 at |g| = 3e-4, abs 3e-8). 3x margin.
     "loss_gradients": {"rtol": 3e-5, "atol": 1e-6},
     # ---- rows added by the cross-framework suite (checks_gradients, checks_training,
-    # checks_properties, checks_slow_training); measured worst cases in notes/parity_readme.md.
+    # checks_properties, checks_slow_training); measured worst cases in parity_tests/README.md.
     # Loss terms after a model forward, JAX vs torch: STYLE's per-example recon/KL row as
     # written (the forward's float32 accumulation differs between the twins; worst rel 2.5e-6,
     # resnet_vae's recon of ~700 nats).

@@ -5,7 +5,7 @@ Order matters for diagnosis: single layers first (ConvTranspose padding arithmet
 the conv -> linear flatten order, BatchNorm train/eval statistics), then per preset: parameter
 count, exact canonical round trips, encode, reparameterize, decode, the full forward.
 Tolerances from `asserts.TOL` (STYLE.md section 6); measured worst cases are in the report of
-the test run (JAXVAE_REPORT_TOL=1) and in /work/notes/models_readme.md.
+the test run (JAXVAE_REPORT_TOL=1) and in parity_tests/README.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Reconstruction terms, Gaussian KL, ELBO and its variants in PyTorch. Twin: `jaxvae/losses.py`.
 
 Both files expose the same public names, signatures and order, so `diff` of the two is
-meaningful; the formulas are written once in the README's "Specification" section and
+meaningful. The specification (every formula, with shapes, reductions, defaults and the source
+notebooks' mistakes) is written once, in the twin's module docstring (`jaxvae/losses.py`), and
 re-implemented in float64 NumPy by `parity_tests/oracle.py`, which both are tested against.
 
 Conventions (identical in the twin):
@@ -13,7 +14,8 @@ Conventions (identical in the twin):
     through attribute access only. Every objective builds per-example values `(B,)` (batch-level
     penalties such as MMD are broadcast to every example) and reduces them with the one visible
     function `reduce_batch`, so "sum" is always exactly B times "mean".
-  * Randomness is an argument: `eps` (IWAE: `(k, B, D)`; InfoVAE: prior samples `(M, D)`).
+  * Randomness is an argument: `eps` (IWAE: `(k, B, K)`; InfoVAE: prior samples `(M, K)`; K is
+    the latent size).
   * Plain eager PyTorch; the JAX twin is additionally jit/vmap-able.
 """
 

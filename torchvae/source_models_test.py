@@ -1,7 +1,7 @@
 """The source notebooks' own classes, copied verbatim, against our presets (torch only).
 
-Each class below is copied VERBATIM from /work/shared/sources/ (the notebooks the presets come
-from), with these edits only:
+Each class below is copied VERBATIM from the source notebooks the presets come from (they are
+not part of this repository), with these edits only:
   * 002 Encoder: the two `.cuda()` lines (`self.N.loc = self.N.loc.cuda()`,
     `self.N.scale = self.N.scale.cuda()`) are removed; `x = x.to(device)` stays and `device` is the
     CPU (module global below, as in the notebooks);
@@ -11,7 +11,7 @@ same seed gives the same initial weights, and with the same weights and the same
 outputs agree. The sources draw noise from torch's global RNG; the tests re-create that draw
 (inside `torch.random.fork_rng`) and hand the same eps to our models.
 
-Not in /work/shared/sources, hence not verbatim: the book's two-module VAE wrapper around
+Not in those notebooks, hence not verbatim: the book's two-module VAE wrapper around
 Encoder/Decoder (the flashcards show only the two classes), and three upstream classes re-typed
 from their public repositories' architecture (pytorch/examples vae, lyeoni/pytorch-mnist-VAE,
 the "VAE for MNIST" notebook with the logvar-as-scale reparameterisation).
