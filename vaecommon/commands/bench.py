@@ -1,7 +1,7 @@
 """Benchmark: jaxvae vs the PyTorch reference trainers, in one run on one machine.
 
     python scripts/bench.py --out bench/            # full: Fashion-MNIST 60k, ~10-15 min on 2 cores
-    python scripts/bench.py --quick --out /tmp/b    # smoke: 4k examples, 1 repetition
+    python scripts/bench.py --quick --out bench-smoke  # smoke: 4k examples, 1 repetition
 
 Every measurement runs in its own subprocess (clean thread pools, its own peak RSS). Prints a
 Markdown table and writes bench.json + bench.md. Ratios are computed pairwise within this run.
