@@ -36,7 +36,7 @@ from vaecommon.run_figures import FigureArrays, as_nhwc
 from vaecommon.validate import check_api_images
 
 __all__ = [
-    "FRAMEWORK", "Restored", "restore", "load_run", "load_split", "evaluate_run", "encode_means",
+    "FRAMEWORK", "Restored", "restore", "load_run", "load_run_dataset", "evaluate_run", "encode_means",
     "reconstruct", "sample", "interpolate", "decode", "run_figure_arrays", "canonical_weights",
     "model_from_weights", "write_run_folder",
 ]
@@ -101,7 +101,7 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[Any, TrainCo
     return r.model, r.cfg, r.spec
 
 
-def load_split(cfg: TrainConfig, split: str = "test", *, dataset: str | None = None,
+def load_run_dataset(cfg: TrainConfig, split: str = "test", *, dataset: str | None = None,
                data_source: str | None = None, data_dir: str | None = None,
                limit: int | None = None) -> Dataset:
     """One split as the run saw it (same source, binarization and limit), or another dataset.
@@ -135,7 +135,7 @@ def evaluate_run(restored: Restored, data: Dataset, *, nll_samples: int = 0,
 
     Args:
       restored: from `restore`.
-      data: the test data (`load_split`).
+      data: the test data (`load_run_dataset`).
       nll_samples: importance samples k (0: no NLL).
       nll_limit: estimate the NLL on the first N examples only (None: the run's `nll_limit`;
         0: all examples).

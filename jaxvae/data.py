@@ -48,7 +48,7 @@ def load_dataset(name: str, split: str = "train", *, source: str = "auto",
     Raises:
       DataError: bad arguments, or missing / bad data (the message names the file).
     """
-    images, labels, info = datasets.load_arrays(
+    images, labels, info = datasets.load_dataset_arrays(
         name, split, source=source, data_dir=data_dir, binarization=binarization,
         image_size=image_size, limit=limit, library=_library)
     # NHWC as read (torchvae transposes to NCHW here); flattening NHWC keeps (H, W, C) order.

@@ -53,7 +53,7 @@ def fashion_available() -> bool:
 
 def _fashion(split: str) -> np.ndarray:
     """(N, 28, 28, 1) float32 in [0, 1] from the IDX files."""
-    return datasets.load_arrays("fashion_mnist", split, source="idx", data_dir=FASHION_DIR).images
+    return datasets.load_dataset_arrays("fashion_mnist", split, source="idx", data_dir=FASHION_DIR).images
 
 
 def check_full_epoch() -> list[Measurement]:

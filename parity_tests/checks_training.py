@@ -473,7 +473,7 @@ def check_batch_order(workdir: Path) -> list[Measurement]:
     cfg = TrainConfig(model=AE_PRESET, seed=seed_for(check) % 1000, **LOOP_CFG)
     g = torch.Generator().manual_seed(seed_for(check))
     weights = tconvert.to_canonical(tmodels.build_model(AE_PRESET, generator=g))
-    train = datasets.load_arrays("mnist5k", "train", limit=cfg.limit_train).images  # NHWC
+    train = datasets.load_dataset_arrays("mnist5k", "train", limit=cfg.limit_train).images  # NHWC
     recs = run_both_loops(cfg, workdir, weights=weights)
     per_example = _manning_ae_recon(weights, train)
     order = schedule.epoch_batches(cfg.seed, 0, len(train), cfg.batch_size)
@@ -502,7 +502,7 @@ def check_fresh_eps(workdir: Path) -> list[Measurement]:
     check = "fresh_eps"
     cfg = TrainConfig(model=FRESH_PRESET, model_overrides={"hidden": (32,), "latent_dim": 4},
                       seed=seed_for(check) % 1000, **LOOP_CFG)
-    img = datasets.load_arrays("mnist5k", "train", limit=1).images  # (1, 28, 28, 1)
+    img = datasets.load_dataset_arrays("mnist5k", "train", limit=1).images  # (1, 28, 28, 1)
     train = np.repeat(img, cfg.limit_train, axis=0)
     g = torch.Generator().manual_seed(seed_for(check))
     weights = tconvert.to_canonical(tmodels.build_model(FRESH_PRESET, generator=g, **cfg.model_overrides))

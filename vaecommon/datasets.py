@@ -1,6 +1,6 @@
 """Framework-free dataset readers: IDX files, the embedded MNIST subset, image folders.
 
-`jaxvae.data` and `torchvae.data` (the twins) call `load_arrays`, add their own library source
+`jaxvae.data` and `torchvae.data` (the twins) call `load_dataset_arrays`, add their own library source
 (tfds / torchvision.datasets) and turn the NumPy arrays into their framework's arrays and layout.
 This module only uses NumPy, PIL, gzip and the standard library; it never imports jax or torch.
 
@@ -24,7 +24,7 @@ notebooks; `/usr/share/datasets` holds Debian's `dataset-fashion-mnist`). The li
 blocks offline: it reads what the library already has, and downloads only when `can_reach` finds
 the library's server within a few seconds.
 
-All readers produce uint8 NHWC images; `load_arrays` then applies `limit`, `image_size` and the
+All readers produce uint8 NHWC images; `load_dataset_arrays` then applies `limit`, `image_size` and the
 binarization and returns float32 in [0, 1] (`Dataset`). Bad input raises `DataError` naming the
 file and the problem; nothing is loaded partially.
 """
@@ -54,7 +54,7 @@ __all__ = [
     "STATIC_BINARIZATION_SEED", "HOLDOUT_EVERY", "IMAGE_EXTENSIONS",
     "DataError", "SourceUnavailable", "DataWarning", "DataInfo", "Dataset", "Library",
     "read_idx", "load_idx", "load_mnist5k", "load_image_folder", "static_binarize", "binarize_fixed",
-    "hold_out", "binarized_view", "load_arrays", "load_factors", "can_reach",
+    "hold_out", "binarized_view", "load_dataset_arrays", "load_factors", "can_reach",
 ]
 
 DATASETS = ("mnist", "fashion_mnist", "mnist5k", "image_folder", "shapes", "shapes_small")
@@ -550,7 +550,7 @@ def _resolve(name, split, source, data_dir, image_size, limit, library) -> tuple
     if name in shapes.GRIDS:
         if source not in ("auto", "generated"):
             raise DataError(f"source={source!r} cannot load {name}; it is only 'generated'")
-        return name, "generated", shapes.load_split(name, split, limit)
+        return name, "generated", shapes.load_shapes_arrays(name, split, limit)
     if name == "mnist5k":
         if source not in ("auto", "embedded"):
             raise DataError(f"source={source!r} cannot load mnist5k; it is only 'embedded'")
@@ -583,7 +583,7 @@ def _resolve(name, split, source, data_dir, image_size, limit, library) -> tuple
                        else ""))
 
 
-def load_arrays(name: str, split: str = "train", *, source: str = "auto",
+def load_dataset_arrays(name: str, split: str = "train", *, source: str = "auto",
                 data_dir: str | os.PathLike | None = None, binarization: str = "none",
                 image_size: int | None = None, limit: int | None = None,
                 library: Library | None = None) -> Dataset:
@@ -627,12 +627,12 @@ def load_arrays(name: str, split: str = "train", *, source: str = "auto",
 
 
 def load_factors(name: str, split: str = "train", *, limit: int | None = None) -> np.ndarray:
-    """The ground-truth factor indices of a generated dataset, row for row with `load_arrays`.
+    """The ground-truth factor indices of a generated dataset, row for row with `load_dataset_arrays`.
 
     Args:
       name: "shapes" or "shapes_small".
       split: "train" or "test".
-      limit: keep only the first `limit` examples (as `load_arrays`).
+      limit: keep only the first `limit` examples (as `load_dataset_arrays`).
 
     Returns:
       int64 (N, 5): indices into each factor's values, in `vaecommon.shapes.FACTOR_NAMES` order

@@ -93,7 +93,7 @@ def test_idx_source(tmp_path, no_defaults, gz):
     # flat *.gz (LeCun / Debian naming) or torchvision's <root>/MNIST/raw with raw files
     folder = make_idx_dir(tmp_path if gz else tmp_path / "MNIST" / "raw", gz=gz)
     for split in datasets.SPLITS:
-        ds = datasets.load_arrays("mnist", split, data_dir=tmp_path)
+        ds = datasets.load_dataset_arrays("mnist", split, data_dir=tmp_path)
         images, labels = fixture_arrays(split)
         assert ds.images.shape == (len(labels), 28, 28, 1) and ds.images.dtype == np.float32
         assert ds.labels.dtype == np.int64
@@ -113,14 +113,14 @@ def test_idx_dotted_names_and_default_dirs(tmp_path, monkeypatch):
     write_idx(folder / "train-images.idx3-ubyte", images)
     write_idx(folder / "train-labels.idx1-ubyte", labels)
     monkeypatch.setattr(datasets, "DEFAULT_DATA_DIRS", (str(tmp_path / "empty"), str(tmp_path)))
-    ds = datasets.load_arrays("fashion_mnist", "train", source="idx")
+    ds = datasets.load_dataset_arrays("fashion_mnist", "train", source="idx")
     assert ds.info.path == str(folder / "train-images.idx3-ubyte") and ds.info.n == 12
 
 
 @needs_debian_fashion
 def test_real_debian_fashion_mnist():
     for split, n in (("train", 60000), ("test", 10000)):
-        ds = datasets.load_arrays("fashion_mnist", split)  # auto finds the Debian dir
+        ds = datasets.load_dataset_arrays("fashion_mnist", split)  # auto finds the Debian dir
         assert ds.info.source == "idx" and ds.info.path.startswith(str(DEBIAN_FASHION))
         assert ds.images.shape == (n, 28, 28, 1) and ds.images.dtype == np.float32
         assert ds.images.min() == 0.0 and ds.images.max() == 1.0
@@ -188,7 +188,7 @@ def test_bad_idx_raises_naming_file(tmp_path, no_defaults, which, words):
     bad = _corrupt(tmp_path, which)
     for source in ("auto", "idx"):  # auto must not fall through to another source
         with pytest.raises(DataError) as err:
-            datasets.load_arrays("fashion_mnist", "train", source=source, data_dir=tmp_path)
+            datasets.load_dataset_arrays("fashion_mnist", "train", source=source, data_dir=tmp_path)
         assert not isinstance(err.value, SourceUnavailable)
         msg = str(err.value)
         assert msg.startswith(str(bad)), msg
@@ -199,9 +199,9 @@ def test_bad_idx_raises_naming_file(tmp_path, no_defaults, which, words):
 def test_missing_and_empty_directories(tmp_path, no_defaults):
     missing = tmp_path / "missing"
     with pytest.raises(DataError, match=f"data_dir {missing}: no such directory"):
-        datasets.load_arrays("mnist", "train", data_dir=missing)
+        datasets.load_dataset_arrays("mnist", "train", data_dir=missing)
     with pytest.raises(SourceUnavailable) as err:
-        datasets.load_arrays("fashion_mnist", "test", source="idx", data_dir=tmp_path)
+        datasets.load_dataset_arrays("fashion_mnist", "test", source="idx", data_dir=tmp_path)
     assert str(err.value) == (
         f"no t10k-images-idx3-ubyte[.gz] in {tmp_path}, {tmp_path}/FashionMNIST/raw, "
         f"{tmp_path}/fashion-mnist, {tmp_path}/fashion_mnist")
@@ -210,8 +210,8 @@ def test_missing_and_empty_directories(tmp_path, no_defaults):
 # ------------------------------------------------------------------------------ mnist5k
 
 def test_mnist5k_split_is_stratified_and_complete():
-    train = datasets.load_arrays("mnist5k", "train")
-    test = datasets.load_arrays("mnist5k", "test")
+    train = datasets.load_dataset_arrays("mnist5k", "train")
+    test = datasets.load_dataset_arrays("mnist5k", "test")
     assert train.images.shape == (4000, 28, 28, 1) and test.images.shape == (1000, 28, 28, 1)
     np.testing.assert_array_equal(np.bincount(train.labels), [400] * 10)
     np.testing.assert_array_equal(np.bincount(test.labels), [100] * 10)
@@ -235,7 +235,7 @@ def test_mnist5k_split_is_stratified_and_complete():
 
 def test_mnist_auto_falls_back_to_mnist5k_with_one_warning(tmp_path, no_defaults):
     with pytest.warns(datasets.DataWarning) as record:
-        ds = datasets.load_arrays("mnist", "test", data_dir=tmp_path, library=_offline_library)
+        ds = datasets.load_dataset_arrays("mnist", "test", data_dir=tmp_path, library=_offline_library)
     assert len(record) == 1
     line = str(record[0].message)
     assert "\n" not in line and line == ds.info.note
@@ -247,7 +247,7 @@ def test_mnist_auto_falls_back_to_mnist5k_with_one_warning(tmp_path, no_defaults
 
 def test_fashion_mnist_auto_lists_what_was_tried(tmp_path, no_defaults):
     with pytest.raises(DataError) as err:
-        datasets.load_arrays("fashion_mnist", "train", data_dir=tmp_path, library=_offline_library)
+        datasets.load_dataset_arrays("fashion_mnist", "train", data_dir=tmp_path, library=_offline_library)
     msg = str(err.value)
     assert msg.startswith("fashion_mnist train not found; tried idx: no train-images-idx3-ubyte")
     assert "library: fake library has no fashion_mnist" in msg and "dataset-fashion-mnist" in msg
@@ -261,11 +261,11 @@ def test_auto_prefers_idx_then_library(tmp_path, no_defaults):
         images, labels = fixture_arrays(split)
         return images[:limit, ..., None], labels.astype(np.int64)[:limit], "lib/path", "fake 1.0"
 
-    ds = datasets.load_arrays("mnist", "train", data_dir=tmp_path, limit=3, library=library)
+    ds = datasets.load_dataset_arrays("mnist", "train", data_dir=tmp_path, limit=3, library=library)
     assert calls == [("mnist", "train", tmp_path, 3)]
     assert ds.info == datasets.DataInfo("mnist", "library", "lib/path", "train", 3, "fake 1.0")
     make_idx_dir(tmp_path)
-    ds = datasets.load_arrays("mnist", "train", data_dir=tmp_path, library=library)
+    ds = datasets.load_dataset_arrays("mnist", "train", data_dir=tmp_path, library=library)
     assert ds.info.source == "idx"
     assert len(calls) == 1
 
@@ -275,7 +275,7 @@ def test_library_output_is_validated(tmp_path, no_defaults):
         return np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.int64), "lib/path", ""
 
     with pytest.raises(DataError, match=r"lib/path: the library gave mnist images uint8 \(4, 28"):
-        datasets.load_arrays("mnist", "train", source="library", library=library)
+        datasets.load_dataset_arrays("mnist", "train", source="library", library=library)
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -295,27 +295,27 @@ def test_library_output_is_validated(tmp_path, no_defaults):
 def test_bad_arguments(kwargs, words):
     kwargs = {"name": "mnist", **kwargs}
     with pytest.raises(DataError) as err:
-        datasets.load_arrays(kwargs.pop("name"), kwargs.pop("split", "train"), **kwargs)
+        datasets.load_dataset_arrays(kwargs.pop("name"), kwargs.pop("split", "train"), **kwargs)
     for word in words:
         assert word in str(err.value), str(err.value)
 
 
 def test_explicit_library_without_one_is_unavailable():
     with pytest.raises(SourceUnavailable, match="no framework library given"):
-        datasets.load_arrays("mnist", "train", source="library")
+        datasets.load_dataset_arrays("mnist", "train", source="library")
 
 
 # ------------------------------------------------------------------------------ options
 
 def test_limit_and_resize(tmp_path, no_defaults):
     make_idx_dir(tmp_path)
-    full = datasets.load_arrays("mnist", "train", data_dir=tmp_path)
-    part = datasets.load_arrays("mnist", "train", data_dir=tmp_path, limit=5)
+    full = datasets.load_dataset_arrays("mnist", "train", data_dir=tmp_path)
+    part = datasets.load_dataset_arrays("mnist", "train", data_dir=tmp_path, limit=5)
     assert part.info.n == 5 and part.images.shape == (5, 28, 28, 1)
     np.testing.assert_array_equal(part.images, full.images[:5])
-    big = datasets.load_arrays("mnist", "train", data_dir=tmp_path, limit=100)
+    big = datasets.load_dataset_arrays("mnist", "train", data_dir=tmp_path, limit=100)
     assert big.info.n == 12  # a limit above the split size keeps the whole split
-    up = datasets.load_arrays("mnist", "train", data_dir=tmp_path, image_size=56, limit=2)
+    up = datasets.load_dataset_arrays("mnist", "train", data_dir=tmp_path, image_size=56, limit=2)
     assert up.images.shape == (2, 56, 56, 1) and up.images.dtype == np.float32
     # pixel (0, 0) is 0 and (0, 1) is 255 in every fixture image: a 2x bilinear upsample keeps
     # the corner black and the next pixel pair's outer column white-ish
@@ -323,8 +323,8 @@ def test_limit_and_resize(tmp_path, no_defaults):
 
 
 def test_static_binarization():
-    grey = datasets.load_arrays("mnist5k", "train")
-    binary = datasets.load_arrays("mnist5k", "train", binarization="static")
+    grey = datasets.load_dataset_arrays("mnist5k", "train")
+    binary = datasets.load_dataset_arrays("mnist5k", "train", binarization="static")
     x, b = grey.images, binary.images
     assert b.dtype == np.float32 and set(np.unique(b)) == {0.0, 1.0}
     assert np.all(b[x == 0] == 0) and np.all(b[x == 1] == 1)  # k/255 is exactly 0 or 1 there
@@ -333,10 +333,10 @@ def test_static_binarization():
     mid = (x > 0.4) & (x < 0.6)
     assert abs(b[mid].mean() - x[mid].mean()) < 0.01
     # fixed seed: the same draw every time, a prefix with `limit`, its own stream per split
-    again = datasets.load_arrays("mnist5k", "train", binarization="static")
+    again = datasets.load_dataset_arrays("mnist5k", "train", binarization="static")
     np.testing.assert_array_equal(again.images, b)
     np.testing.assert_array_equal(
-        datasets.load_arrays("mnist5k", "train", binarization="static", limit=7).images, b[:7])
+        datasets.load_dataset_arrays("mnist5k", "train", binarization="static", limit=7).images, b[:7])
     u = np.full((2, 28, 28, 1), 128, np.uint8)
     assert not np.array_equal(datasets.static_binarize(u, "train"),
                               datasets.static_binarize(u, "test"))
@@ -348,7 +348,7 @@ def test_static_binarization():
 @pytest.mark.parametrize("binarization", ["none", "dynamic"])
 def test_grey_values_are_exact(binarization, tmp_path, no_defaults):
     make_idx_dir(tmp_path)
-    ds = datasets.load_arrays("mnist", "train", data_dir=tmp_path, binarization=binarization)
+    ds = datasets.load_dataset_arrays("mnist", "train", data_dir=tmp_path, binarization=binarization)
     images, _ = fixture_arrays()
     np.testing.assert_array_equal(ds.images[..., 0], images.astype(np.float32) / np.float32(255))
     assert ds.images.min() == 0.0 and ds.images.max() == 1.0
@@ -358,8 +358,8 @@ def test_grey_values_are_exact(binarization, tmp_path, no_defaults):
 
 def test_image_folder_holdout_split(tmp_path):
     root = make_image_folder(tmp_path / "faces")
-    train = datasets.load_arrays("image_folder", "train", data_dir=root)
-    test = datasets.load_arrays("image_folder", "test", data_dir=root)
+    train = datasets.load_dataset_arrays("image_folder", "train", data_dir=root)
+    test = datasets.load_dataset_arrays("image_folder", "test", data_dir=root)
     assert train.images.shape == (10, 20, 20, 3) and test.images.shape == (2, 20, 20, 3)
     np.testing.assert_array_equal(train.labels, [0] * 5 + [1] * 5)
     np.testing.assert_array_equal(test.labels, [0, 1])
@@ -383,7 +383,7 @@ def test_image_folder_train_test_layout_resize_and_modes(tmp_path):
     half = Image.new("RGB", (40, 20), (255, 0, 0))
     half.paste((0, 0, 255), (20, 0, 40, 20))
     half.save(root / "train" / "dog" / "half.bmp")
-    train = datasets.load_arrays("image_folder", "train", data_dir=root, image_size=8)
+    train = datasets.load_dataset_arrays("image_folder", "train", data_dir=root, image_size=8)
     assert train.images.shape == (9, 8, 8, 3) and train.info.path == str(root / "train")
     assert train.info.note == "train/test subfolders"
     # ImageFolder order: cat/00..02, then dog/00.png 01.png 02.png grey.png half.bmp rgba.png
@@ -396,7 +396,7 @@ def test_image_folder_train_test_layout_resize_and_modes(tmp_path):
     np.testing.assert_array_equal(np.round(rgba * 255), np.broadcast_to([10, 20, 30], (8, 8, 3)))
     # resized to 16x8, crop columns 4..11: columns 4..6 red, 9..11 blue
     assert np.all(half_img[:, :3] == [1, 0, 0]) and np.all(half_img[:, 5:] == [0, 0, 1])
-    test = datasets.load_arrays("image_folder", "test", data_dir=root)
+    test = datasets.load_dataset_arrays("image_folder", "test", data_dir=root)
     assert test.images.shape == (2, 64, 64, 3) and test.info.path == str(root / "test")
 
 
@@ -429,7 +429,7 @@ def test_bad_image_folder_names_the_file(tmp_path, which, words):
             f.unlink()
         (root / "cat").rmdir()
     with pytest.raises(DataError) as err:
-        datasets.load_arrays("image_folder", "train", data_dir=root)
+        datasets.load_dataset_arrays("image_folder", "train", data_dir=root)
     msg = str(err.value)
     assert msg.startswith(str(root)), msg
     for word in words:
@@ -438,7 +438,7 @@ def test_bad_image_folder_names_the_file(tmp_path, which, words):
 
 def test_empty_image_folder(tmp_path):
     with pytest.raises(DataError, match=f"{tmp_path}: empty image folder; expected class sub"):
-        datasets.load_arrays("image_folder", "train", data_dir=tmp_path)
+        datasets.load_dataset_arrays("image_folder", "train", data_dir=tmp_path)
 
 
 # ------------------------------------------------------------------------------ network probe

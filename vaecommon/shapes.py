@@ -5,7 +5,7 @@ never has to sit in memory: `Shapes.index_to_factors` / `Shapes.factors_to_index
 flat index and a factor tuple, `Shapes.images` rasterises any factor tuples, and
 `Shapes.sample` draws `(factors, images)` for the disentanglement metrics
 (`vaecommon.disentanglement`; `Shapes` is a `GroundTruthData`). `vaecommon.datasets` serves the
-grids as the datasets "shapes" and "shapes_small" (`load_split`).
+grids as the datasets "shapes" and "shapes_small" (`load_shapes_arrays`).
 
 Factors, in flat-index order (C order, position_y varies fastest, as in dSprites' array):
 
@@ -63,7 +63,7 @@ import numpy as np
 __all__ = [
     "IMAGE_SIZE", "SHAPE_NAMES", "FACTOR_NAMES", "HALF_SIZE", "HEART_CENTROID_Y", "GRIDS",
     "SMALL_SUBGRID", "SPLIT_SEED", "TEST_EVERY", "Grid", "Shapes", "render", "split_indices",
-    "load_split",
+    "load_shapes_arrays",
 ]
 
 IMAGE_SIZE = 64
@@ -318,7 +318,7 @@ def split_indices(name: str, split: str) -> np.ndarray:
     return order[is_test] if split == "test" else order[~is_test]
 
 
-def load_split(name: str, split: str, limit: int | None = None):
+def load_shapes_arrays(name: str, split: str, limit: int | None = None):
     """One split as `vaecommon.datasets` readers return it; only the first `limit` are drawn.
 
     Returns:

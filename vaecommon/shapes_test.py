@@ -210,7 +210,7 @@ def test_splits_partition_the_grid(name, n_train, n_test):
 
 
 def test_load_arrays_shapes_small():
-    ds = datasets.load_arrays("shapes_small", "train")
+    ds = datasets.load_dataset_arrays("shapes_small", "train")
     assert ds.images.shape == (3687, 64, 64, 1) and ds.images.dtype == np.float32
     assert set(np.unique(ds.images)) == {0.0, 1.0}
     factors = datasets.load_factors("shapes_small", "train")
@@ -222,12 +222,12 @@ def test_load_arrays_shapes_small():
         "shapes_small", "generated", "vaecommon.shapes:shapes_small", "train", 3687,
         "shapes_small: 3x3x8x8x8 factor grid (shape, scale, orientation, x, y), generated; "
         "every 5th image of a seed-0 permutation is test; labels are the shape")
-    static = datasets.load_arrays("shapes_small", "train", binarization="static", limit=50)
+    static = datasets.load_dataset_arrays("shapes_small", "train", binarization="static", limit=50)
     np.testing.assert_array_equal(static.images, ds.images[:50])  # a 0/1 image binarizes to itself
 
 
 def test_load_arrays_full_grid_draws_only_the_limit():
-    ds = datasets.load_arrays("shapes", "test", limit=20, source="generated")
+    ds = datasets.load_dataset_arrays("shapes", "test", limit=20, source="generated")
     factors = datasets.load_factors("shapes", "test", limit=20)
     assert ds.images.shape == (20, 64, 64, 1) and ds.info.n == 20
     np.testing.assert_array_equal(ds.images[..., 0], Shapes("shapes").images(factors))
@@ -236,7 +236,7 @@ def test_load_arrays_full_grid_draws_only_the_limit():
 def test_load_errors():
     with pytest.raises(datasets.DataError, match="source='idx' cannot load shapes; it is only "
                                                  "'generated'"):
-        datasets.load_arrays("shapes", source="idx", limit=1)
+        datasets.load_dataset_arrays("shapes", source="idx", limit=1)
     with pytest.raises(datasets.DataError, match="dataset 'mnist' has no ground-truth factors"):
         datasets.load_factors("mnist")
     with pytest.raises(datasets.DataError, match="limit=0 must be None or a positive integer"):

@@ -39,7 +39,7 @@ def _dataset(quick: bool, limit: int | None = None):
     from vaecommon import datasets
 
     name = "fashion_mnist" if FASHION.exists() else "mnist5k"
-    images, labels, info = datasets.load_arrays(name, "train", limit=4000 if quick else limit)
+    images, labels, info = datasets.load_dataset_arrays(name, "train", limit=4000 if quick else limit)
     return images, info
 
 

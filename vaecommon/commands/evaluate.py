@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
         twin = _twins.twin_of(args.run)
         r = twin.restore(args.run, args.step)
-        data = twin.load_split(r.cfg, "test", dataset=args.dataset, data_source=args.data_source,
+        data = twin.load_run_dataset(r.cfg, "test", dataset=args.dataset, data_source=args.data_source,
                                data_dir=args.data_dir, limit=args.limit)
         C.say(f"evaluating {args.run} ({twin.FRAMEWORK}, {r.cfg.model}) at step {r.step} on "
               f"{len(data.labels)} {data.info.dataset} test examples, k = {args.nll_samples}")

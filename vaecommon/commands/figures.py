@@ -50,7 +50,7 @@ def main(argv=None) -> int:
 
         twin = _twins.twin_of(args.run)
         r = twin.restore(args.run, args.step)
-        data = twin.load_split(r.cfg, "test")
+        data = twin.load_run_dataset(r.cfg, "test")
         arrays = twin.run_figure_arrays(r, data, n_samples=args.samples,
                                         pair=(args.from_class, args.to_class))
         which = tuple(args.only or FIGURE_FILES)

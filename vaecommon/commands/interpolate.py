@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
         twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
-        data = twin.load_split(cfg, "test", dataset=args.dataset, data_source=args.data_source,
+        data = twin.load_run_dataset(cfg, "test", dataset=args.dataset, data_source=args.data_source,
                                data_dir=args.data_dir, limit=args.limit)
         a, b = pick_pair(data.labels, args.from_class, args.to_class, args.from_index, args.to_index)
         strip = twin.interpolate(model, data.images[a], data.images[b], steps=args.steps,

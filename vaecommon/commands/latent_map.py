@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
         twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
-        data = twin.load_split(cfg, "test", dataset=args.dataset, data_source=args.data_source,
+        data = twin.load_run_dataset(cfg, "test", dataset=args.dataset, data_source=args.data_source,
                                data_dir=args.data_dir, limit=args.limit)
         z = twin.encode_means(model, data.images)  # (N, D)
         what = "codes" if not spec.is_vae else "posterior means"

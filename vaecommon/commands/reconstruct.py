@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
         twin = _twins.twin_of(args.run)
         model, cfg, spec = twin.load_run(args.run, args.step)
-        data = twin.load_split(cfg, "test", dataset=args.dataset, data_source=args.data_source,
+        data = twin.load_run_dataset(cfg, "test", dataset=args.dataset, data_source=args.data_source,
                                data_dir=args.data_dir, limit=args.limit)
         n = len(data.labels)
         idx = np.asarray(args.indices, np.int64) if args.indices else pick(data.labels, args.n)
