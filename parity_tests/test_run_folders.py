@@ -184,9 +184,9 @@ def test_validation_early_stopping_and_the_best_state_are_what_the_test_record_r
     of the best-validation state (its epoch named), early stopping by the reference rule (rebuilt
     from the records), fixed binarization of validation and test, and a rerun that changes
     nothing."""
-    cfg = CFG.replace(model="exemplar_vae", epochs=8, batch_size=50, limit_train=600, limit_test=100,
-                      validation=200, early_stopping=1, kl_warmup_epochs=2, eval_every=0,
-                      eval_binarization="static", lr=3e-3, final_nll_samples=8,
+    cfg = CFG.replace(model="exemplar_vae", epochs=5, batch_size=50, limit_train=400, limit_test=100,
+                      validation=100, early_stopping=1, kl_warmup_epochs=2, eval_every=0,
+                      eval_binarization="static", lr=3e-3, final_nll_samples=4,
                       objective_params={"kl_estimate": "single_sample"},
                       model_overrides={"prior": "vampprior", "pseudo_inputs": 20})
     out = TRAIN[fw].train_and_evaluate(cfg, tmp_path, progress=False)
@@ -197,7 +197,7 @@ def test_validation_early_stopping_and_the_best_state_are_what_the_test_record_r
     best = min(val, key=lambda r: r["loss"])
     assert test["best_epoch"] == best["epoch"] == out["best_epoch"]
     stopper = lifecycle.EarlyStopping.from_records(recs, patience=1, warmup_epochs=2)
-    assert stopper.stopped == (len(val) < 8) and test["epochs_trained"] == len(val)
+    assert stopper.stopped == (len(val) < 5) and test["epochs_trained"] == len(val)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints" / "best").iterdir()
                    if p.name.isdigit()) if fw == "jax" else \
         [int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints" / "best").glob("step_*.pt")]
