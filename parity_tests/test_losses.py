@@ -554,7 +554,8 @@ def test_reconstruction_goldens(impl):
     v = evaluate(impl, values, x=x, xm=xm, m=m, one_zero=[[1.0, 0.0]], zero_one=[[0.0, 1.0]],
                  confident=[[30.0, -30.0]], zero=[[0.0]], big=[[1e4]], ln2=LN2, ln2s=np.full(4, LN2))
     # logit 0 <=> p = 1/2: ln 2 per pixel for any target in [0, 1]
-    assert_close(v["bernoulli(l=0)"], np.full(3, 5 * LN2), name=f"{impl}:bernoulli(l=0)", rtol=1e-6, atol=0)
+    assert_close(v["bernoulli(l=0)"], np.full(3, 5 * LN2), name=f"{impl}:bernoulli(l=0)", rtol=1e-6,
+                 atol=0)
     assert_close(v["bce(p=.5)"], np.full(3, 5 * LN2), name=f"{impl}:bce(p=.5)", rtol=1e-6, atol=0)
     # continuous Bernoulli with logit 0 is the uniform density on [0, 1]: NLL 0
     assert_close(v["cb(l=0)"], np.zeros(3), name=f"{impl}:cb(l=0)", rtol=0, atol=1e-7)
