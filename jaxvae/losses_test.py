@@ -10,6 +10,8 @@ parity_tests/test_losses.py.
 
 from __future__ import annotations
 
+import math
+
 import ast
 import functools
 from pathlib import Path
@@ -57,6 +59,8 @@ EXPECTED_TERMS = {
     "info_vae": {"mmd"},
     "iwae": {"iwae_bound", "elbo"},
 }
+
+LN2 = math.log(2.0)
 
 
 def make_batch(seed: int = 0, b: int = B):

@@ -46,7 +46,7 @@ def test_member_configs_reject_bad_sweeps(values, message):
 
 def _no_figures(monkeypatch):
     """Skip the PNGs (~4 s per run folder) where a test is not about them."""
-    from jaxvae import figures as jfig
+    from jaxvae import figure_data as jfig
     from vaecommon import plots
 
     monkeypatch.setattr(jfig, "write_run_figures", lambda *a, **k: None)

@@ -17,7 +17,7 @@ import pytest
 from jaxvae import checkpoint as ckpt_lib
 from jaxvae import train
 from vaecommon import runs
-from vaecommon.config import TrainConfig, resolve
+from vaecommon.config import ConfigError, TrainConfig, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,9 +212,10 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(KeyError, match="valid: .*beta_vae"):
+    # one ConfigError (a ValueError) listing the valid names, before anything is built
+    with pytest.raises(ConfigError, match="must be one of .*beta_vae.*got 'betavae'"):
         train.Trainer.create(SMALL.replace(objective="betavae"), 256)
-    with pytest.raises(KeyError, match="valid presets"):
+    with pytest.raises(ConfigError, match="valid presets"):
         train.Trainer.create(SMALL.replace(model="vae"), 256)
     with pytest.raises(ValueError, match="larger than the training set"):
         train.Trainer.create(SMALL.replace(batch_size=512), 256)

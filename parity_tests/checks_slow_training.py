@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxvae import figures as jfig
+from jaxvae import figure_data as jfig
 from jaxvae import train as jtrain
 from parity_tests.checks_training import Patches, no_figures, step_both, twin_trainers
 from parity_tests.twins import Measurement, flag, measure, seed_for
-from torchvae import figures as tfig
+from torchvae import figure_data as tfig
 from torchvae import train as ttrain
 from vaecommon import datasets, schedule
 from vaecommon.config import TrainConfig

@@ -413,8 +413,8 @@ def run_both_loops(cfg: TrainConfig, workdir: Path, *, weights: dict[str, np.nda
       data: (train, test) NHWC float32 arrays replacing the configured dataset (None: as configured).
     Figures are skipped (patched out): they are not what these checks are about, and cost seconds.
     """
-    from jaxvae import figures as jfig
-    from torchvae import figures as tfig
+    from jaxvae import figure_data as jfig
+    from torchvae import figure_data as tfig
 
     p = Patches()
     try:

@@ -57,6 +57,8 @@ EXPECTED_TERMS = {
     "iwae": {"iwae_bound", "elbo"},
 }
 
+LN2 = math.log(2.0)
+
 
 def t(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, np.float32))

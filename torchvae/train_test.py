@@ -11,7 +11,7 @@ import torch
 from torchvae import checkpoint as ckpt_lib
 from torchvae import train
 from vaecommon import runs
-from vaecommon.config import TrainConfig, resolve
+from vaecommon.config import ConfigError, TrainConfig, resolve
 
 SMALL = TrainConfig(model="pytorch_examples", dataset="mnist5k", limit_train=256, limit_test=100,
                     batch_size=32, epochs=2, final_nll_samples=8, eval_batch_size=64)
@@ -157,7 +157,8 @@ def test_optimizer_and_schedule_follow_the_config():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(KeyError, match="valid: .*beta_vae"):
+    # one ConfigError (a ValueError) listing the valid names, before anything is built
+    with pytest.raises(ConfigError, match="must be one of .*beta_vae.*got 'betavae'"):
         train.Trainer.create(SMALL.replace(objective="betavae"), 256)
     with pytest.raises(ValueError, match="larger than the training set"):
         train.Trainer.create(SMALL.replace(batch_size=512), 256)
