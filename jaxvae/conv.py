@@ -4,7 +4,7 @@ A Conv2d's gradients are convolutions too; JAX's transpose rules emit them in op
 (dim_labels f01b_i01o->01bf for the kernel gradient, an 01oi kernel for the input gradient) that
 XLA:CPU rewrites to its canonical NHWC/HWIO form for a lone jitted step, but not inside the
 `lax.scan` body the trainer compiles, where they fall to a slow generic emitter. Measured on the
-2-core Xeon of the README's benchmark, conv_vae, batch 128: 582 ms per scanned step against 40
+2-core Xeon of scripts/README.md's benchmark, conv_vae, batch 128: 582 ms per scanned step against 40
 ms for the same step jitted alone; kernel gradients took 250-270 ms each. Here both gradients
 are spelled out as convolutions already in canonical layout (custom VJPs), so the scanned step
 runs at the lone step's speed (40 ms):

@@ -1,6 +1,6 @@
 """Cross-framework parity report: run the parity checks, print max diffs per check, exit 1 on failure.
 
-    python scripts/parity.py                                       # all default checks (~2 min CPU)
+    python scripts/parity.py                                       # all default checks (the last line gives the wall time)
     python scripts/parity.py --presets conv_vae,resnet_vae --checks gradients
     python scripts/parity.py --json parity.json --markdown parity.md
     python scripts/parity.py --checks full_epoch,seed_statistics   # slow, real data (minutes)

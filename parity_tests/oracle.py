@@ -1,7 +1,7 @@
 """Float64 NumPy implementation of the loss specification: the only truth the parity tests use.
 
-Written from the formulas in the README's "Specification" section, not from either framework,
-and on purpose in a different form where one exists (softplus instead of log-sigmoid, the
+Written from the formulas of the specification in jaxvae/losses.py's docstring, not from either
+framework, and on purpose in a different form where one exists (softplus instead of log-sigmoid, the
 z-form of log q(z|x), explicit weight matrices for both TC estimators, np.cov for DIP), so a
 shared slip in `jaxvae.losses` / `torchvae.losses` cannot hide behind an identical oracle.
 Values only: oracle gradients come from central finite differences of these functions

@@ -42,7 +42,7 @@ from torchvae import losses as tlosses  # noqa: E402
 from torchvae import models as tmodels  # noqa: E402
 from vaecommon import presets  # noqa: E402
 
-# Overrides that keep every preset small enough for the default (< 2 min, 2 CPU cores) run:
+# Overrides that keep every preset small enough for the default run on 2 CPU cores:
 # the glasses VAE at 32 px has the book's layers with a 3x3x32 feature map (was 31x31x32).
 PARITY_OVERRIDES: dict[str, dict[str, Any]] = {"manning_glasses_vae": {"image_size": 32}}
 BATCH = 4  # > 1 so BatchNorm has a batch; small so a float32 ReLU-kink straddle stays unlikely

@@ -55,6 +55,15 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
+def _number_or_none(typ: type) -> Any:
+    """argparse type: 'none' -> None, else typ(text); its name makes argparse's error read
+    "invalid float value: 'abc'" (a lambda read "invalid <lambda> value")."""
+    def parse(text: str):
+        return None if text.lower() == "none" else typ(text)
+    parse.__name__ = typ.__name__
+    return parse
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One --option per TrainConfig field (dict fields become repeatable KEY=VALUE options)."""
     docs = field_docs(TrainConfig)
@@ -80,7 +89,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if choices:
             kwargs["choices"] = [c for c in choices if c is not None]
         if typ in (int, float):
-            kwargs["type"] = (lambda t: (lambda s: None if s.lower() == "none" else t(s)))(typ)
+            kwargs["type"] = _number_or_none(typ)
         group.add_argument(flag, **kwargs)
 
 

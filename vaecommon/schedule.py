@@ -18,7 +18,7 @@ NumPy SeedSequence; "perm" is the data order, drawn here with NumPy for both."""
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Full batches per epoch (the last partial batch is dropped; see README)."""
+    """Full batches per epoch (the last partial batch is dropped: every reported training average is then a mean over equal-sized batches)."""
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({n} examples)")
     return n // batch_size

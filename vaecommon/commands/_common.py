@@ -1,8 +1,8 @@
 """Argument groups and error reporting the commands share (nothing framework specific).
 
-Every command takes a run folder of either framework; `scripts/_twins.py` reads its
-config.json and imports the matching twin (`jaxvae.restore` / `torchvae.restore`) only when the
-command runs, so `--help` is instant and needs neither framework.
+Every command takes a run folder of either framework; `vaecommon.commands.twins` reads its
+config.json and imports the matching twin's command API (`<twin>.api`) only when the command
+runs, so `--help` is instant and needs neither framework.
 
 Bad input (not a run folder, no checkpoint, corrupt config, unknown preset, missing data, weights
 that do not fit) ends with one `error:` line and exit status 2, like argparse's own errors. Set

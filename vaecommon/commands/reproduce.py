@@ -9,7 +9,7 @@ settings into <out>/<dataset>/<preset>-<framework>-s<seed>, then the table (mean
 is printed and written to <out>/<dataset>/results.md, beside the sources' own reported numbers.
 Existing finished runs are reused (delete a run folder to redo it).
 
-    python scripts/reproduce.py --collect --out runs/repro    # the README's results table
+    python scripts/reproduce.py --collect --out runs/repro    # the results table of scripts/README.md
 
 `--collect` trains nothing: it gathers every finished run under <out> (all datasets) into one
 table, each row with the command that regenerates it.
