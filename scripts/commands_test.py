@@ -421,3 +421,22 @@ def test_twin_selection_errors():
 
     with pytest.raises(RunFolderError, match="unknown framework 'tf'"):
         _twins.twin("tf")
+
+
+def test_train_list_names_every_choice_without_importing_a_framework():
+    """`train.py --list`: every preset with its parameter count and source, every objective with
+    its parameters, every likelihood and dataset; it needs neither framework."""
+    from vaecommon import objectives, presets
+    from vaecommon.datasets import DATASETS
+
+    r = subprocess.run([sys.executable, "-c", "import sys\nfrom vaecommon.commands import train\n"
+                        "code = train.main(['--list'])\n"
+                        "assert not [m for m in ('jax', 'torch') if m in sys.modules]\n"
+                        "sys.exit(code)"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for name, spec in presets.PRESETS.items():
+        assert f"{spec.params:,} params" in next(line for line in r.stdout.splitlines()
+                                                 if line.strip().startswith(name + " "))
+    for name in (*objectives.OBJECTIVES, *objectives.LIKELIHOODS, *DATASETS):
+        assert name in r.stdout
+    assert "beta=4.0" in r.stdout and "--param sigma" in r.stdout

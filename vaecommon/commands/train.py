@@ -32,8 +32,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "the other), each into WORKDIR/member_<i>; NAME is seed, lr or a float "
                         "objective parameter (e.g. beta). Repeat to combine (zip).")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list", action="store_true",
+                   help="list the presets (source, parameters, output), the objectives with "
+                        "their parameters, the likelihoods and the datasets, then exit")
     add_config_arguments(p)
     return p
+
+
+def choices_text() -> str:
+    """What `--list` prints: every preset, objective, likelihood and dataset a run can use."""
+    from vaecommon import objectives, presets
+    from vaecommon.datasets import DATASETS
+
+    lines = ["presets (--model):"]
+    for name, spec in presets.PRESETS.items():
+        lines.append(f"  {name:<22} {spec.params:>11,} params  {spec.output:<6} {spec.source}")
+    lines.append("objectives (--objective; --param NAME=VALUE):")
+    for name, obj in objectives.OBJECTIVES.items():
+        params = ", ".join(f"{q.name}={q.default!r}" for q in obj.params if q.settable) or "-"
+        lines.append(f"  {name:<22} {params}")
+    lines.append("likelihoods (--likelihood):")
+    for name, lik in objectives.LIKELIHOODS.items():
+        params = ", ".join(q.name for q in lik.params if q.settable)
+        lines.append(f"  {name:<22} takes {lik.input_kind}" + (f"; --param {params}" if params else ""))
+    lines.append("datasets (--dataset): " + ", ".join(DATASETS))
+    return "\n".join(lines)
 
 
 def parse_sweep(items) -> dict[str, list] | None:
@@ -50,6 +73,9 @@ def parse_sweep(items) -> dict[str, list] | None:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    if args.list:
+        print(choices_text())
+        return 0
     with C.user_errors(p):
         cfg = config_from_args(args)
         workdir = args.workdir or f"runs/{cfg.model}-{args.framework}-s{cfg.seed}"
