@@ -28,17 +28,20 @@ class TrainConfig:
     """One training run. Fields left as None take the model preset's default (see `resolve`)."""
 
     model: str = "pytorch_examples"
-    """Model preset name (see `list_models()`)."""
+    """Model preset name (`train.py --list` names every preset with its source)."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """Overrides passed to `build_model` (latent_dim, hidden, reparam, image_size, ...)."""
     init: str = "default"
     """Parameter init: "default" (each framework's own) or "torch" (PyTorch's init in both)."""
     objective: str | None = None
-    """Objective name in `losses.OBJECTIVES` (elbo, beta_vae, ...); None: the preset's."""
+    """Objective (elbo, beta_vae, kl_warmup, iwae, ...: `train.py --list` names them all with their
+    parameters); None: the preset's."""
     objective_params: dict[str, Any] = field(default_factory=dict)
-    """Keyword parameters of the objective (beta, warmup_steps, capacity, ...)."""
+    """Keyword parameters of the objective (e.g. beta for beta_vae, warmup_steps for kl_warmup),
+    checked by name and range before training (`train.py --list` shows each objective's)."""
     likelihood: str | None = None
-    """Reconstruction term name in `losses.RECONSTRUCTION`; None: the preset's."""
+    """Reconstruction term (bernoulli, bce_probs, gaussian, ...: `train.py --list`); None: the
+    preset's."""
     reduction: str = "mean"
     """Batch reduction of the objective: "mean" (per-example loss averaged) or "sum" (notebooks)."""
     dataset: str = "mnist5k"
