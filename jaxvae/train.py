@@ -40,7 +40,7 @@ from . import losses
 from . import models
 from . import optim
 from jaxvae.streams import stream_key
-from vaecommon import lifecycle
+from vaecommon import lifecycle, runinfo
 from vaecommon.config import TrainConfig, check_resumable, resolve
 from vaecommon.datasets import binarized_view, hold_out
 from vaecommon.lifecycle import NonFiniteLossError
@@ -147,25 +147,6 @@ def prior_params(model) -> dict:
     return {"log_prior": model.log_prior} if model.spec.prior != "standard" else {}
 
 
-def objective_of(cfg: TrainConfig, steps_per_epoch: int) -> tuple[str, dict[str, Any]]:
-    """(objective name, its parameters) a run trains with: the config's, with
-    `kl_warmup_epochs` > 0 turned into kl_warmup's step parameters (derived, never written back).
-
-    Raises:
-      ValueError: a non-standard prior with an objective that assumes N(0, I) in closed form.
-    """
-    name, params = cfg.objective, dict(cfg.objective_params)
-    if cfg.kl_warmup_epochs:
-        name = "kl_warmup"
-        params.update(warmup_steps=cfg.kl_warmup_epochs * steps_per_epoch,
-                      epoch_steps=steps_per_epoch)
-    prior = get_spec(cfg.model, **cfg.model_overrides).prior
-    if prior != "standard" and name not in losses.PRIOR_OBJECTIVES:
-        raise ValueError(f"objective {name!r} assumes the standard normal prior; with prior "
-                         f"{prior!r} use one of {', '.join(losses.PRIOR_OBJECTIVES)}")
-    return name, params
-
-
 # --------------------------------------------------------------------------------------------
 # The trainer
 
@@ -211,7 +192,7 @@ class Trainer:
         hyper = {"lr": float(cfg.lr)}
         for k in sweep_keys:
             hyper[k] = float(cfg.objective_params[k])
-        objective, params = objective_of(cfg, spe)
+        objective, params = lifecycle.objective_of(cfg, spe)
         return cls(cfg, graphdef, tx, spe, model.spec.latent_dim, hyper, mesh, objective, params)
 
     # ---- state ---------------------------------------------------------------------------
@@ -496,10 +477,7 @@ def test_nll(trainer: Trainer, params, rest, images, root_key, *, k: int, epoch:
 def load_datasets(cfg: TrainConfig):
     """(train, test) datasets of a resolved config (dynamic binarization evaluates on grey
     values; the training batches are binarized inside the step)."""
-    kw = dict(source=cfg.data_source, data_dir=cfg.data_dir, binarization=cfg.binarization
-              if cfg.binarization != "dynamic" else "none")
-    if cfg.dataset == "image_folder":
-        kw["image_size"] = cfg.image_size
+    kw = runinfo.data_kwargs(cfg)
     train = data_lib.load_dataset(cfg.dataset, "train", limit=cfg.limit_train, **kw)
     test = data_lib.load_dataset(cfg.dataset, "test", limit=cfg.limit_test, **kw)
     return train, test
@@ -565,13 +543,6 @@ def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress) ->
 
 def _save_checkpoint(manager, state, *, epoch: int, root_key, cfg: TrainConfig) -> None:
     manager.save(state, epoch=epoch, root_key=root_key, config=dataclasses.asdict(cfg))
-
-
-def _newest_checkpoint(managers) -> str:
-    steps = [(m.latest_step(), m.directory) for m in managers if m.latest_step() is not None]
-    if not steps:
-        return "no checkpoint was saved before it (nothing non-finite is ever saved)"
-    return "the last good checkpoint is intact: " + ", ".join(f"{d}/{s}" for s, d in steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,9 +655,10 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 recs, trains[i] = lifecycle.epoch_records(
                     _member(terms, i, n), step=int(_member(state.step, i, n)), epoch=epoch,
                     batch_size=c.batch_size, seconds=seconds,
-                    last_checkpoint=_newest_checkpoint([managers[i]]), every=c.batch_log_every)
+                    last_checkpoint=lifecycle.newest_checkpoint([managers[i]]),
+                    every=c.batch_log_every)
                 lifecycle.check_finite(bool(np.all(finite)), "parameters", epoch, trains[i]["step"],
-                                       _newest_checkpoint(managers))
+                                       lifecycle.newest_checkpoint(managers))
                 records.append(recs)
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 s_i = _member(state, i, n)
@@ -696,7 +668,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                               **evaluate(trainer, s_i.params, s_i.rest, val_ds.images, roots[i],
                                          epoch=epoch + 1, timings=timings)}
                     lifecycle.check_finite(not record.get("nonfinite"), "validation metrics", epoch,
-                                           trains[i]["step"], _newest_checkpoint(managers))
+                                           trains[i]["step"], lifecycle.newest_checkpoint(managers))
                     records[i].append(record)
                     if stoppers[i].update(epoch + 1, record["loss"]):
                         with timings("checkpoints"):
@@ -709,7 +681,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                                            nll_samples=c.final_nll_samples if final else c.nll_samples,
                                            epoch=epoch + 1, timings=timings)}
                     lifecycle.check_finite(not tests[i].get("nonfinite"), "test metrics", epoch,
-                                           trains[i]["step"], _newest_checkpoint(managers))
+                                           trains[i]["step"], lifecycle.newest_checkpoint(managers))
                     records[i].append(tests[i])
                 f.append_metrics(records[i])
                 boards[i].records(records[i])

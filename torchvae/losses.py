@@ -54,7 +54,6 @@ __all__ = [
     "importance_sampled_nll",
     "elbo_terms",
     "KL_ESTIMATES",
-    "PRIOR_OBJECTIVES",
     "bits_per_dim",
     "warmup_beta",
     "cyclical_beta",
@@ -906,9 +905,6 @@ def iwae(x, out, *, likelihood, step=0, reduction="mean", decode=None, eps=None,
 KL_ESTIMATES = ("analytic", "single_sample")
 """How elbo/beta_vae/kl_warmup estimate KL(q || p): closed form (standard prior only), or
 log q(z|x) - log p(z) at the reparameterized sample."""
-
-PRIOR_OBJECTIVES = ("elbo", "beta_vae", "kl_warmup", "iwae")
-"""Objectives that accept a `log_prior` (any prior); the others assume N(0, I) in closed form."""
 
 OBJECTIVES: dict[str, Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {
     "reconstruction": reconstruction,

@@ -31,11 +31,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vaecommon import runs
+from vaecommon import objectives, presets, runs
 from vaecommon.config import TrainConfig, resolve
 
 __all__ = [
-    "NonFiniteLossError", "RunOwnershipError", "SWEEPABLE_CONFIG", "member_configs", "member_label",
+    "NonFiniteLossError", "RunOwnershipError", "SWEEPABLE_CONFIG", "member_configs", "member_label", "objective_of", "newest_checkpoint",
     "member_folders", "RunLock", "check_owner", "warn_skipped", "set_aside", "run_record", "due",
     "epoch_records",
     "pad_batches", "test_metrics", "EarlyStopping", "Timings", "announce_nll", "check_finite", "records", "last_record", "versions", "Interrupt", "Progress", "finish",
@@ -201,6 +201,29 @@ def set_aside(folder: runs.RunFolder) -> Path | None:
 
 
 # --------------------------------------------------------------------------------------------
+# What a run trains
+
+
+def objective_of(cfg: TrainConfig, steps_per_epoch: int) -> tuple[str, dict[str, Any]]:
+    """(objective name, its parameters) a run trains with: the config's, with
+    `kl_warmup_epochs` > 0 turned into kl_warmup's step parameters (derived, never written back).
+
+    Raises:
+      ValueError: a non-standard prior with an objective that assumes N(0, I) in closed form.
+    """
+    name, params = cfg.objective, dict(cfg.objective_params)
+    if cfg.kl_warmup_epochs:
+        name = "kl_warmup"
+        params.update(warmup_steps=cfg.kl_warmup_epochs * steps_per_epoch,
+                      epoch_steps=steps_per_epoch)
+    prior = presets.get_spec(cfg.model, **cfg.model_overrides).prior
+    if prior != "standard" and name not in objectives.PRIOR_OBJECTIVES:
+        raise ValueError(f"objective {name!r} assumes the standard normal prior; with prior "
+                         f"{prior!r} use one of {', '.join(objectives.PRIOR_OBJECTIVES)}")
+    return name, params
+
+
+# --------------------------------------------------------------------------------------------
 # Records
 
 
@@ -280,6 +303,15 @@ def test_metrics(sums: dict[str, Any], n: int) -> dict[str, Any]:
     if not all(np.isfinite(res[k]) for k in ("loss", "recon", "kl")):
         res["nonfinite"] = True
     return res
+
+
+def newest_checkpoint(managers) -> str:
+    """The newest intact checkpoint of each member's manager, for the divergence messages
+    (nothing non-finite is ever saved, so the newest one is finite)."""
+    steps = [(m.latest_step(), m.directory) for m in managers if m.latest_step() is not None]
+    if not steps:
+        return "no checkpoint was saved before it (nothing non-finite is ever saved)"
+    return "the last good checkpoint is intact: " + ", ".join(f"{d}/{s}" for s, d in steps)
 
 
 def check_finite(ok: bool, what: str, epoch: int, step: int, newest_checkpoint: str) -> None:

@@ -196,6 +196,11 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in [
     ObjectiveSpec("iwae", (_i("k", None, low=1, optional=True, none_means="5"), _LOG_PRIOR)),
 ]}
 
+PRIOR_OBJECTIVES = tuple(name for name, spec in OBJECTIVES.items()
+                         if any(p.name == "log_prior" for p in spec.params))
+"""Objectives that take the model's prior density (`log_prior`); the others assume N(0, I) in
+closed form."""
+
 LIKELIHOODS: dict[str, LikelihoodSpec] = {s.name: s for s in [
     LikelihoodSpec("bernoulli", "logits", unit_interval=True),
     LikelihoodSpec("bce_probs", "probs", unit_interval=True),
