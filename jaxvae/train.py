@@ -637,6 +637,14 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
         t_start, timings = time.time(), lifecycle.Timings()
         interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
+        pending: list[tuple | None] = [None] * n  # (best state, epoch) not yet on disk
+
+        def flush_best(i: int, c: TrainConfig) -> None:
+            if pending[i] is not None:
+                best_state, best_epoch = pending[i]
+                _save_checkpoint(bests[i], best_state, epoch=best_epoch, root_key=roots[i], cfg=c)
+                pending[i] = None
+
         for epoch in range(start_epoch, base.epochs if not finished else start_epoch):
             t0 = time.time()
             idx = _stack([jnp.asarray(epoch_batches(c.seed, epoch, train_ds.images.shape[0],
@@ -671,8 +679,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                                            trains[i]["step"], lifecycle.newest_checkpoint(managers))
                     records[i].append(record)
                     if stoppers[i].update(epoch + 1, record["loss"]):
-                        with timings("checkpoints"):
-                            _save_checkpoint(bests[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
+                        # kept on the device and written with the next regular checkpoint: on a GPU
+                        # one Orbax save costs more than an epoch, and validation improves often.
+                        # A resume truncates the records to that checkpoint, so the best on disk
+                        # always matches the records' best.
+                        pending[i] = (jax.tree.map(jnp.copy, s_i) if n == 1 else s_i, epoch + 1)
                 if lifecycle.due(c.eval_every, epoch, final) and not (final and val_ds is not None):
                     lifecycle.announce_nll(bar, c.final_nll_samples if final else c.nll_samples,
                                            len(test_ds.images), c.nll_limit, final)
@@ -688,6 +699,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 if (lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested
                         or stoppers[i].stopped != stopped_before):
                     with timings("checkpoints"):
+                        flush_best(i, c)
                         _save_checkpoint(managers[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
                 if lifecycle.due(c.figures_every, epoch, final) and not (final and val_ds is not None):
                     with timings("figures"):
@@ -705,8 +717,10 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 break
         if val_ds is not None and not interrupt.requested:  # the final test is the best state's
             for i, (f, c) in enumerate(zip(folders, cfgs)):
-                if tests[i].get("best_epoch"):
-                    continue  # done before a kill
+                if tests[i].get("best_epoch") and tests[i].get("epochs_trained") == trains[i].get("epoch"):
+                    continue  # done before a kill (a run extended by --epochs is tested again)
+                with timings("checkpoints"):
+                    flush_best(i, c)
                 best, meta, _ = bests[i].restore_latest_intact(trainer.init_state(roots[i]))
                 lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
                 tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": int(best.step),

@@ -206,3 +206,23 @@ def test_validation_early_stopping_and_the_best_state_are_what_the_test_record_r
     before = _files(tmp_path)
     TRAIN[fw].train_and_evaluate(cfg, tmp_path, progress=False)
     assert _files(tmp_path) == before
+
+
+@FWS
+def test_a_run_extended_by_epochs_tests_its_new_best_state(tmp_path, fw):
+    """A finished validation run extended with a larger --epochs trains on, and its final test
+    record is the new best state's (not the first run's, which stays in the history); the best
+    checkpoint on disk is the best validation epoch's, even though it is written lazily."""
+    cfg = CFG.replace(model="exemplar_vae", epochs=2, batch_size=50, limit_train=400, limit_test=100,
+                      validation=100, early_stopping=50, eval_every=0, eval_binarization="static",
+                      lr=3e-3, final_nll_samples=2, checkpoint_every=10,
+                      objective_params={"kl_estimate": "single_sample"})
+    TRAIN[fw].train_and_evaluate(cfg, tmp_path, progress=False)
+    out = TRAIN[fw].train_and_evaluate(cfg.replace(epochs=4), tmp_path, progress=False)
+    recs = runs.read_metrics(tmp_path)
+    tests = [r for r in recs if r["type"] == "test"]
+    val = [r for r in recs if r["type"] == "validation"]
+    best = min(val, key=lambda r: r["loss"])
+    assert [t["epochs_trained"] for t in tests] == [2, 4]
+    assert tests[-1]["best_epoch"] == best["epoch"] == out["best_epoch"]
+    assert tests[-1]["step"] == best["step"]

@@ -561,8 +561,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 break
         if val_ds is not None and not interrupt.requested:  # the final test is the best state's
             for i, (f, c) in enumerate(zip(folders, cfgs)):
-                if tests[i].get("best_epoch"):
-                    continue  # done before a kill
+                if tests[i].get("best_epoch") and tests[i].get("epochs_trained") == trains[i].get("epoch"):
+                    continue  # done before a kill (a run extended by --epochs is tested again)
                 meta, _ = bests[i].restore_latest_intact(trainers[i], generators[i])
                 lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
                 tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": trainers[i].step,
