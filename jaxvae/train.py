@@ -419,18 +419,27 @@ def _test_nll_record(trainer: Trainer, params, rest, images, root_key, *, nll_sa
     """The NLL keys of a test record (on the first `nll_limit` test examples)."""
     cfg = trainer.cfg
     sub = images[: cfg.nll_limit] if cfg.nll_limit else images
-    nll = test_nll(trainer, params, rest, sub, root_key, k=nll_samples, epoch=epoch, chunk=chunk)
-    return {"nll": nll, "nll_samples": int(nll_samples), "nll_examples": int(sub.shape[0]),
+    nll, stderr = test_nll_stats(trainer, params, rest, sub, root_key, k=nll_samples, epoch=epoch,
+                                 chunk=chunk)
+    return {"nll": nll, "nll_stderr": stderr, "nll_samples": int(nll_samples), "nll_examples": int(sub.shape[0]),
             "nll_bits_per_dim": losses.bits_per_dim(nll, int(np.prod(sub.shape[1:])))}
 
 
 def test_nll(trainer: Trainer, params, rest, images, root_key, *, k: int, epoch: int = 0,
              chunk: int = 256, batch: int = 100) -> float:
+    """Mean over test examples of -log p(x) with k importance samples (`test_nll_stats`)."""
+    return test_nll_stats(trainer, params, rest, images, root_key, k=k, epoch=epoch, chunk=chunk,
+                          batch=batch)[0]
+
+
+def test_nll_stats(trainer: Trainer, params, rest, images, root_key, *, k: int, epoch: int = 0,
+                   chunk: int = 256, batch: int = 100) -> tuple[float, float]:
     """Mean over test examples of -log p(x), estimated with k importance samples (Burda et al.;
     `losses.importance_sampled_nll` is the per-example estimator).
 
     The k samples are processed in chunks of `chunk` and combined with a running log-sum-exp,
     and the test set in batches of `batch`, so memory stays bounded for k = 5000.
+    Returns (mean, standard error of the mean over the test examples).
     """
     images = np.asarray(images)
     n = images.shape[0]
@@ -463,11 +472,11 @@ def test_nll(trainer: Trainer, params, rest, images, root_key, *, k: int, epoch:
         return one_batch
 
     one_batch = trainer._compiled(f"test_nll/{k}/{chunk}/{batch}", build)
-    total = 0.0
+    per_example = []
     for i in range(xs.shape[0]):
         nll = np.asarray(one_batch(params, rest, jnp.asarray(xs[i]), jax.random.fold_in(key, i)))
-        total += float(np.sum(nll * masks[i]))
-    return total / n
+        per_example.append(nll[masks[i] > 0])
+    return lifecycle.mean_and_stderr(np.concatenate(per_example))
 
 
 # --------------------------------------------------------------------------------------------
@@ -717,14 +726,15 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 break
         if val_ds is not None and not interrupt.requested:  # the final test is the best state's
             for i, (f, c) in enumerate(zip(folders, cfgs)):
-                if tests[i].get("best_epoch") and tests[i].get("epochs_trained") == trains[i].get("epoch"):
+                trained = stoppers[i].epochs_trained(trains[i])
+                if tests[i].get("best_epoch") and tests[i].get("epochs_trained") == trained:
                     continue  # done before a kill (a run extended by --epochs is tested again)
                 with timings("checkpoints"):
                     flush_best(i, c)
                 best, meta, _ = bests[i].restore_latest_intact(trainer.init_state(roots[i]))
                 lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
                 tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": int(best.step),
-                            "best_epoch": int(meta["epoch"]), "epochs_trained": trains[i]["epoch"],
+                            "best_epoch": int(meta["epoch"]), "epochs_trained": trained,
                             **evaluate(trainer, best.params, best.rest, test_ds.images, roots[i],
                                        nll_samples=c.final_nll_samples, epoch=int(meta["epoch"]),
                                        timings=timings)}

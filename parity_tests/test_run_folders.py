@@ -203,6 +203,7 @@ def test_validation_early_stopping_and_the_best_state_are_what_the_test_record_r
         [int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints" / "best").glob("step_*.pt")]
     assert steps == [best["step"]] == [test["step"]]
     assert out["nll"] <= out["loss"] + 1.0  # the k-sample bound is the tighter one
+    assert 0 < test["nll_stderr"] < 50  # the error bar of the test mean over 100 images
     before = _files(tmp_path)
     TRAIN[fw].train_and_evaluate(cfg, tmp_path, progress=False)
     assert _files(tmp_path) == before

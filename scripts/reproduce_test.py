@@ -93,3 +93,6 @@ def test_the_same_command_runs_on_full_mnist_from_an_idx_folder(tmp_path):
     collected = reproduce.collect(tmp_path / "out")
     assert "--dataset mnist --presets pytorch_examples --frameworks torch --seeds 0 --epochs 1" in collected
     assert "--data-dir DIR" in collected
+    # BCE on grey pixels: the NLL column says it is no likelihood
+    assert "\u2020 (k=4, 10)" in collected and \
+        "\u2020 not a normalised likelihood (grey pixels under a Bernoulli decoder)" in collected

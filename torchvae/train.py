@@ -313,19 +313,26 @@ def _test_nll_record(trainer: Trainer, images: torch.Tensor, *, seed: int, nll_s
     """The NLL keys of a test record (on the first `nll_limit` test examples)."""
     cfg = trainer.cfg
     sub = images[: cfg.nll_limit] if cfg.nll_limit else images
-    nll = test_nll(trainer, sub, seed=seed, k=nll_samples, epoch=epoch)
-    return {"nll": nll, "nll_samples": int(nll_samples), "nll_examples": int(sub.shape[0]),
+    nll, stderr = test_nll_stats(trainer, sub, seed=seed, k=nll_samples, epoch=epoch)
+    return {"nll": nll, "nll_stderr": stderr, "nll_samples": int(nll_samples), "nll_examples": int(sub.shape[0]),
             "nll_bits_per_dim": losses.bits_per_dim(nll, int(np.prod(sub.shape[1:])))}
 
 
-@torch.no_grad()
 def test_nll(trainer: Trainer, images: torch.Tensor, *, seed: int, k: int, epoch: int = 0,
              chunk: int = 256, batch: int = 100) -> float:
+    """Mean over test examples of -log p(x) with k importance samples (`test_nll_stats`)."""
+    return test_nll_stats(trainer, images, seed=seed, k=k, epoch=epoch, chunk=chunk, batch=batch)[0]
+
+
+@torch.no_grad()
+def test_nll_stats(trainer: Trainer, images: torch.Tensor, *, seed: int, k: int, epoch: int = 0,
+                   chunk: int = 256, batch: int = 100) -> tuple[float, float]:
     """Mean over test examples of -log p(x), estimated with k importance samples (Burda et al.;
     `losses.importance_sampled_nll` is the per-example estimator).
 
     The k samples are processed in chunks of `chunk` and combined with a running log-sum-exp,
     and the test set in batches of `batch`, so memory stays bounded for k = 5000.
+    Returns (mean, standard error of the mean over the test examples).
     """
     images = images.numpy()
     n = images.shape[0]
@@ -349,12 +356,9 @@ def test_nll(trainer: Trainer, images: torch.Tensor, *, seed: int, k: int, epoch
             acc = torch.logaddexp(acc, torch.logsumexp(lw, dim=0))
         return -(acc - math.log(k))
 
-    total = 0.0
-    for i in range(xs.shape[0]):
-        m = masks[i]
-        nll = one_batch(torch.from_numpy(xs[i][: int(m.sum())])).double().numpy()  # no padding needed
-        total += float(np.sum(nll * m[: len(nll)]))
-    return total / n
+    per_example = [one_batch(torch.from_numpy(xs[i][: int(masks[i].sum())])).double().numpy()
+                   for i in range(xs.shape[0])]  # eager torch needs no padding
+    return lifecycle.mean_and_stderr(np.concatenate(per_example))
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,12 +565,13 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 break
         if val_ds is not None and not interrupt.requested:  # the final test is the best state's
             for i, (f, c) in enumerate(zip(folders, cfgs)):
-                if tests[i].get("best_epoch") and tests[i].get("epochs_trained") == trains[i].get("epoch"):
+                trained = stoppers[i].epochs_trained(trains[i])
+                if tests[i].get("best_epoch") and tests[i].get("epochs_trained") == trained:
                     continue  # done before a kill (a run extended by --epochs is tested again)
                 meta, _ = bests[i].restore_latest_intact(trainers[i], generators[i])
                 lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
                 tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": trainers[i].step,
-                            "best_epoch": int(meta["epoch"]), "epochs_trained": trains[i]["epoch"],
+                            "best_epoch": int(meta["epoch"]), "epochs_trained": trained,
                             **evaluate(trainers[i], test_ds.images, seed=c.seed,
                                        nll_samples=c.final_nll_samples, epoch=int(meta["epoch"]),
                                        timings=timings)}

@@ -269,3 +269,19 @@ def test_objective_params_are_refused_by_name_before_anything_compiles(cfg, mess
     with pytest.raises(ConfigError) as e:
         resolve(TrainConfig(**cfg))
     assert str(e.value) == message
+
+
+def test_an_nll_is_called_a_likelihood_only_on_binary_pixels():
+    from vaecommon.objectives import nll_meaning, nll_meaning_of
+
+    assert nll_meaning("bernoulli", "fashion_mnist", "dynamic", "static")[0]  # the VampPrior protocol
+    assert nll_meaning("bernoulli", "mnist5k", "static")[0]
+    assert nll_meaning("bce_probs", "shapes_small", "none")[0]  # binary by construction
+    grey = nll_meaning("bce_probs", "fashion_mnist", "none")  # pytorch/examples' VAE
+    assert grey == (False, "not a normalised likelihood (grey pixels under a Bernoulli decoder)")
+    assert not nll_meaning("bernoulli", "fashion_mnist", "dynamic", "none")[0]  # grey test images
+    assert nll_meaning("gaussian", "mnist5k", "none") == (
+        False, "continuous density (not comparable with a binary-pixel NLL)")
+    assert not nll_meaning("mse_sum", "mnist5k", "static")[0]
+    assert nll_meaning_of({"likelihood": "bernoulli", "dataset": "mnist5k",
+                           "binarization": "static", "eval_binarization": "none"})[0]

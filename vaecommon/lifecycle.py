@@ -22,12 +22,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 import numpy as np
 
@@ -340,6 +343,14 @@ def last_record(folder: runs.RunFolder, kind: str) -> dict[str, Any]:
     return recs[-1] if recs else {}
 
 
+def mean_and_stderr(values) -> tuple[float, float]:
+    """(mean, standard error of the mean) of per-example values, in float64: the error bar of a
+    test-set average such as the IS-NLL (sample standard deviation / sqrt(n); 0 for n = 1)."""
+    v = np.asarray(values, np.float64).ravel()
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+    return float(v.mean()), se
+
+
 class EarlyStopping:
     """Early stopping on the validation -ELBO, the VampPrior / Exemplar VAE code's rule.
 
@@ -353,6 +364,7 @@ class EarlyStopping:
     def __init__(self, patience: int, warmup_epochs: int = 0):
         self.patience, self.warmup_epochs = int(patience), int(warmup_epochs)
         self.best, self.best_epoch, self.bad, self.stopped = float("inf"), 0, 0, False
+        self.stop_epoch = 0  # the epoch after which training stopped (0: not stopped)
 
     def update(self, epoch: int, loss: float) -> bool:
         """Record 1-based `epoch`'s validation loss; True when it is the new best."""
@@ -363,8 +375,13 @@ class EarlyStopping:
         if epoch < self.warmup_epochs:
             self.bad = 0
         if self.patience and self.bad > self.patience:
-            self.stopped = True
+            self.stopped, self.stop_epoch = True, int(epoch)
         return False
+
+    def epochs_trained(self, last_train: dict) -> int | None:
+        """Epochs this member trained: its stop epoch, or the run's last (a sweep's stopped
+        members run on inside the shared program, but their results are not kept)."""
+        return self.stop_epoch or last_train.get("epoch")
 
     @classmethod
     def from_records(cls, records: Sequence[dict], patience: int, warmup_epochs: int = 0

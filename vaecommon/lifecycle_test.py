@@ -20,11 +20,21 @@ def test_early_stopping_is_the_reference_rule():
     assert not s.update(3, 11.0) and s.bad == 1
     assert not s.update(4, 12.0) and s.bad == 2 and not s.stopped
     assert not s.update(5, 10.5) and s.stopped  # 3 > 2
-    assert (s.best, s.best_epoch) == (10.0, 1)
+    assert (s.best, s.best_epoch, s.stop_epoch) == (10.0, 1, 5)
+    # a stopped sweep member trained 5 epochs, whatever the shared program ran on to
+    assert s.epochs_trained({"epoch": 9}) == 5
+    assert lifecycle.EarlyStopping(patience=2).epochs_trained({"epoch": 9}) == 9
     never = lifecycle.EarlyStopping(patience=0)
     for e in range(1, 50):
         never.update(e, 1.0 + e)
     assert not never.stopped
+
+
+def test_mean_and_stderr_by_hand():
+    """values 1, 2, 3, 4: mean 2.5, sample variance 5/3, standard error sqrt(5/3)/2."""
+    mean, se = lifecycle.mean_and_stderr([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5 and se == pytest.approx((5 / 3) ** 0.5 / 2, rel=1e-12)
+    assert lifecycle.mean_and_stderr([7.0]) == (7.0, 0.0)
 
 
 def test_early_stopping_rebuilds_from_records():

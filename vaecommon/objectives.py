@@ -19,7 +19,8 @@ from typing import Any
 
 __all__ = [
     "REQUIRED", "Param", "ObjectiveSpec", "LikelihoodSpec", "OBJECTIVES", "LIKELIHOODS",
-    "OBJECTIVE_ARGS", "settable_params",
+    "OBJECTIVE_ARGS", "settable_params", "nll_meaning", "nll_meaning_of", "BINARY_DATASETS",
+    "BERNOULLI_LIKELIHOODS",
 ]
 
 
@@ -213,6 +214,43 @@ LIKELIHOODS: dict[str, LikelihoodSpec] = {s.name: s for s in [
     )),
     LikelihoodSpec("continuous_bernoulli", "logits", unit_interval=True),
 ]}
+
+
+BINARY_DATASETS = ("shapes", "shapes_small")
+"""Datasets whose pixels are 0/1 by construction."""
+
+BERNOULLI_LIKELIHOODS = ("bernoulli", "bce_probs")
+"""Likelihoods that are a normalised probability only on binary pixels."""
+
+
+def nll_meaning(likelihood: str, dataset: str, binarization: str, eval_binarization: str = "none"
+                ) -> tuple[bool, str]:
+    """(is a likelihood, what the test NLL column means) for a run's decoder and test data.
+
+    A Bernoulli decoder's -log p(x) is a normalised likelihood only on binary pixels: on grey
+    values it is a cross-entropy, smaller than any discrete NLL and not comparable to published
+    binarized-MNIST numbers. The test images are binary when the dataset is, when they are
+    binarized once (`static`), or, for dynamically binarized training, when `eval_binarization`
+    is `static`. Gaussian and continuous-Bernoulli decoders give densities on [0, 1] pixels (nats
+    of a continuous density: comparable among themselves, not with a binary NLL); MSE is no
+    likelihood. bits/dim is reported for every kind alike.
+    """
+    binary = (dataset in BINARY_DATASETS or binarization == "static"
+              or (binarization == "dynamic" and eval_binarization == "static"))
+    if likelihood in BERNOULLI_LIKELIHOODS:
+        if binary:
+            return True, "likelihood (binary pixels)"
+        return False, "not a normalised likelihood (grey pixels under a Bernoulli decoder)"
+    if likelihood.startswith("mse"):
+        return False, "not a likelihood (squared error)"
+    return False, "continuous density (not comparable with a binary-pixel NLL)"
+
+
+def nll_meaning_of(config: dict) -> tuple[bool, str]:
+    """`nll_meaning` of a run's resolved config (config.json's "config", or TrainConfig fields)."""
+    return nll_meaning(config.get("likelihood") or "bernoulli", config.get("dataset") or "",
+                       config.get("binarization") or "none",
+                       config.get("eval_binarization") or "none")
 
 
 def settable_params(objective: str, likelihood: str) -> dict[str, Param]:

@@ -408,6 +408,8 @@ def sweep_table(runs: Mapping[str, Records]) -> str:
         nll = "\u2014"
         if te is not None and te.get("nll") is not None:
             nll = _fmt(te["nll"])
+            if te.get("nll_stderr") is not None:
+                nll += f" \u00b1 {te['nll_stderr']:.2f}"
             if te.get("nll_samples"):
                 nll += f" (k={int(te['nll_samples'])})"
         au = "\u2014"

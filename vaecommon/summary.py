@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vaecommon.objectives import nll_meaning_of
+
 __all__ = ["render_summary"]
 
 
@@ -45,10 +47,12 @@ def render_summary(*, framework: str, cfg: dict, spec: dict, data: dict, train: 
     for k in ("epoch", "loss", "recon", "kl", "examples_per_s"):
         if k in train:
             lines.append(f"| train {k} | {_fmt(train[k])} |")
-    for k in ("loss", "recon", "kl", "bits_per_dim", "nll", "nll_samples", "nll_bits_per_dim",
-              "active_units"):
+    for k in ("best_epoch", "epochs_trained", "loss", "recon", "kl", "bits_per_dim", "nll",
+              "nll_stderr", "nll_samples", "nll_bits_per_dim", "active_units"):
         if k in test:
             name = "test -ELBO (nats/example)" if k == "loss" else f"test {k}"
+            if k == "nll":
+                name += f" ({nll_meaning_of(cfg)[1]})"
             lines.append(f"| {name} | {_fmt(test[k])} |")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
     return "\n".join(lines)
