@@ -246,6 +246,7 @@ __all__ = [
     "capacity_schedule",
     "log_importance_weight_matrix",
     "tc_decomposition",
+    "posterior_diagnostics",
     "dip_penalties",
     "mmd",
     "reconstruction",
@@ -862,6 +863,25 @@ def tc_decomposition(
         "log_prod_qzi": log_prod,
         "log_pz": jnp.sum(log_normal_pdf(z, zeros, zeros), axis=-1),
     }
+
+
+def posterior_diagnostics(z: jax.Array, mean: jax.Array, logvar: jax.Array, *, dataset_size
+                          ) -> dict[str, jax.Array]:
+    """Posterior-collapse diagnostics of one batch (not differentiated; every VAE run tracks them).
+
+    kl_per_dim: (D,) batch mean of KL(q(z_d|x) || N(0, 1)); mean_sum, mean_sq: (D,) sums of the
+    posterior means and their squares over the batch (an epoch's Var_x E_q[z_d] follows, hence
+    the active units of Burda et al.); mutual_info: the minibatch estimate of I(x; z) =
+    E[log q(z|x) - log q(z)] and total_correlation: E[log q(z) - log prod_d q(z_d)], both with
+    `tc_decomposition`'s stratified (mss) estimator, which gives 0 for identical posteriors
+    (a collapsed encoder). dataset_size: N of the training set.
+    """
+    z, mean, logvar = (jax.lax.stop_gradient(a) for a in (z, mean, logvar))
+    d = tc_decomposition(z, mean, logvar, dataset_size=dataset_size, sampling="mss")
+    return {"kl_per_dim": jnp.mean(kl_normal_per_dim(mean, logvar), axis=0),
+            "mean_sum": jnp.sum(mean, axis=0), "mean_sq": jnp.sum(jnp.square(mean), axis=0),
+            "mutual_info": jnp.mean(d["log_qz_x"] - d["log_qz"]),
+            "total_correlation": jnp.mean(d["log_qz"] - d["log_prod_qzi"])}
 
 
 def dip_penalties(cov: jax.Array) -> tuple[jax.Array, jax.Array]:

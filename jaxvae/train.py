@@ -249,6 +249,9 @@ class Trainer:
             decode=lambda z: model.decode_logits(z.astype(x_in.dtype)).astype(jnp.float32),
             eps=extra, **params_obj,
         )
+        if out.logvar is not None:  # posterior-collapse diagnostics, tracked in every VAE run
+            terms = {**terms, **losses.posterior_diagnostics(
+                out.z, out.mean, out.logvar, dataset_size=self.steps_per_epoch * cfg.batch_size)}
         new_rest = nnx.state(model, nnx.Not(nnx.Param))
         return loss.astype(jnp.float32), (terms, new_rest)
 

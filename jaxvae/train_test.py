@@ -16,7 +16,7 @@ import pytest
 
 from jaxvae import checkpoint as ckpt_lib
 from jaxvae import train
-from vaecommon import runs
+from vaecommon import lifecycle, runs
 from vaecommon.config import ConfigError, TrainConfig, resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,9 +45,11 @@ def test_apply_update_contract():
     eps, extra = tr.draw_noise(jax.random.key(1), 32)
     new, terms = jax.jit(tr.apply_update)(state, x, eps, extra)
     assert set(terms) >= {"loss", "recon", "kl", "grad_norm"}
+    vectors = set(lifecycle.DIAGNOSTIC_VECTORS)  # the collapse diagnostics, (D,) per step
+    assert vectors <= set(terms) and {"mutual_info", "total_correlation"} <= set(terms)
     for k, v in terms.items():
-        assert v.shape == () and v.dtype == jnp.float32, k
-        assert np.isfinite(v), k
+        assert v.shape == ((20,) if k in vectors else ()) and v.dtype == jnp.float32, k
+        assert np.all(np.isfinite(v)), k
     assert int(new.step) == 1
     before, after = _leaves(state.params), _leaves(new.params)
     assert len(before) == 10  # fc1, fc21, fc22, fc3, fc4 kernels and biases
@@ -299,7 +301,7 @@ def test_every_objective_trains(objective):
         assert extra is not None and extra.shape[-1] == 20
     new, terms = jax.jit(tr.apply_update)(state, _batch(), eps, extra)
     assert {"loss", "recon", "kl"} <= set(terms)
-    assert all(np.isfinite(v) for v in terms.values()), terms
+    assert all(np.isfinite(v).all() for v in terms.values()), terms
     assert not np.array_equal(_leaves(new.params)[0], _leaves(state.params)[0])
 
 

@@ -227,3 +227,24 @@ def test_a_run_extended_by_epochs_tests_its_new_best_state(tmp_path, fw):
     assert [t["epochs_trained"] for t in tests] == [2, 4]
     assert tests[-1]["best_epoch"] == best["epoch"] == out["best_epoch"]
     assert tests[-1]["step"] == best["step"]
+
+
+@FWS
+def test_posterior_collapse_is_flagged_and_a_healthy_run_is_not(tmp_path, fw, capsys):
+    """The collapse diagnostics tracked inside every epoch: beta-VAE with beta = 500 collapses
+    every unit within two epochs, and both the progress output and summary.md say so; the same
+    run with the plain ELBO keeps its units and is not flagged."""
+    base = CFG.replace(epochs=3, limit_train=256, lr=3e-3)
+    TRAIN[fw].train_and_evaluate(base.replace(objective="beta_vae", objective_params={"beta": 500.0}),
+                                 tmp_path / "collapsed", progress=False)
+    err = capsys.readouterr().err
+    train = [r for r in runs.read_metrics(tmp_path / "collapsed") if r["type"] == "train"][-1]
+    assert train["active_units"] == 0 and len(train["inactive_units"]) == 20
+    assert abs(train["mutual_info"]) < 0.05 and len(train["kl_per_dim"]) == 20
+    assert "posterior collapse: none of the 20 latent units is active" in err
+    assert "posterior collapse" in (tmp_path / "collapsed" / "summary.md").read_text()
+    TRAIN[fw].train_and_evaluate(base, tmp_path / "healthy", progress=False)
+    train = [r for r in runs.read_metrics(tmp_path / "healthy") if r["type"] == "train"][-1]
+    assert train["active_units"] >= 15 and train["mutual_info"] > 0.2
+    assert "posterior collapse" not in capsys.readouterr().err
+    assert "posterior collapse" not in (tmp_path / "healthy" / "summary.md").read_text()

@@ -60,6 +60,7 @@ __all__ = [
     "capacity_schedule",
     "log_importance_weight_matrix",
     "tc_decomposition",
+    "posterior_diagnostics",
     "dip_penalties",
     "mmd",
     "reconstruction",
@@ -657,6 +658,26 @@ def tc_decomposition(
         "log_prod_qzi": log_prod,
         "log_pz": log_normal_pdf(z, zeros, zeros).sum(dim=-1),
     }
+
+
+@torch.no_grad()
+def posterior_diagnostics(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, *,
+                          dataset_size) -> dict[str, torch.Tensor]:
+    """Posterior-collapse diagnostics of one batch (not differentiated; every VAE run tracks them).
+
+    kl_per_dim: (D,) batch mean of KL(q(z_d|x) || N(0, 1)); mean_sum, mean_sq: (D,) sums of the
+    posterior means and their squares over the batch (an epoch's Var_x E_q[z_d] follows, hence
+    the active units of Burda et al.); mutual_info: the minibatch estimate of I(x; z) =
+    E[log q(z|x) - log q(z)] and total_correlation: E[log q(z) - log prod_d q(z_d)], both with
+    `tc_decomposition`'s stratified (mss) estimator, which gives 0 for identical posteriors
+    (a collapsed encoder). dataset_size: N of the training set.
+    """
+    z, mean, logvar = z.detach(), mean.detach(), logvar.detach()
+    d = tc_decomposition(z, mean, logvar, dataset_size=dataset_size, sampling="mss")
+    return {"kl_per_dim": kl_normal_per_dim(mean, logvar).mean(0),
+            "mean_sum": mean.sum(0), "mean_sq": mean.square().sum(0),
+            "mutual_info": (d["log_qz_x"] - d["log_qz"]).mean(),
+            "total_correlation": (d["log_qz"] - d["log_prod_qzi"]).mean()}
 
 
 def dip_penalties(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -183,11 +183,15 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         out = forward(self.model, x, eps, cfg.logvar_clamp)
-        return losses.OBJECTIVES[self.objective](
+        loss, terms = losses.OBJECTIVES[self.objective](
             x, out, likelihood=cfg.likelihood, step=self.step, reduction=cfg.reduction,
             decode=self.model.decode_logits, eps=extra,
             **self.objective_params, **likelihood_params(self.model), **prior_params(self.model),
         )
+        if out.logvar is not None:  # posterior-collapse diagnostics, tracked in every VAE run
+            terms = {**terms, **losses.posterior_diagnostics(
+                out.z, out.mean, out.logvar, dataset_size=self.steps_per_epoch * cfg.batch_size)}
+        return loss, terms
 
     def apply_update(self, x: torch.Tensor, eps: torch.Tensor,
                      extra: torch.Tensor | None = None) -> dict[str, float]:
@@ -210,7 +214,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        out = {k: float(v.detach()) for k, v in terms.items()}
+        out = {k: float(v.detach()) if v.ndim == 0 else v.detach().numpy() for k, v in terms.items()}
         out["loss"] = float(loss.detach())  # the value actually optimized (the NaN guard watches it)
         out["grad_norm"] = float(grad_norm)
         return out

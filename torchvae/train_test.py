@@ -10,7 +10,7 @@ import torch
 
 from torchvae import checkpoint as ckpt_lib
 from torchvae import train
-from vaecommon import runs
+from vaecommon import lifecycle, runs
 from vaecommon.config import ConfigError, TrainConfig, resolve
 
 SMALL = TrainConfig(model="pytorch_examples", dataset="mnist5k", limit_train=256, limit_test=100,
@@ -32,7 +32,10 @@ def test_apply_update_contract():
     eps, extra = tr.draw_noise(torch.Generator().manual_seed(1), 32)
     terms = tr.apply_update(_batch(), eps, extra)
     assert set(terms) >= {"loss", "recon", "kl", "grad_norm"}
-    assert all(isinstance(v, float) and math.isfinite(v) for v in terms.values())
+    vectors = set(lifecycle.DIAGNOSTIC_VECTORS)  # the collapse diagnostics, (D,) per step
+    assert vectors <= set(terms) and {"mutual_info", "total_correlation"} <= set(terms)
+    assert all(isinstance(v, float) and math.isfinite(v) for k, v in terms.items() if k not in vectors)
+    assert all(terms[k].shape == (20,) and np.isfinite(terms[k]).all() for k in vectors)
     assert tr.step == 1
     after = _params(tr)
     assert len(after) == 10
@@ -176,7 +179,7 @@ def test_every_objective_trains(objective):
     before = _params(tr)
     terms = tr.apply_update(_batch(), *tr.draw_noise(torch.Generator().manual_seed(1), 32))
     assert {"loss", "recon", "kl"} <= set(terms)
-    assert all(math.isfinite(v) for v in terms.values()), terms
+    assert all(np.isfinite(v).all() for v in terms.values()), terms
     assert not torch.equal(_params(tr)[0], before[0])
 
 

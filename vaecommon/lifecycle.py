@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from vaecommon.summary import ACTIVE_THRESHOLD, collapse_note
+
 import numpy as np
 
 from vaecommon import objectives, presets, runs
@@ -260,6 +262,8 @@ def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_
     Raises:
       NonFiniteLossError: naming the first non-finite step; nothing of the epoch is written.
     """
+    terms = dict(terms)
+    vectors = {k: np.asarray(terms.pop(k), np.float64) for k in DIAGNOSTIC_VECTORS if k in terms}
     loss = np.asarray(terms["loss"], np.float64)
     n = len(loss)
     first = step - n + 1
@@ -274,7 +278,24 @@ def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_
     train_record = {"type": "train", "epoch": epoch + 1, "step": step,
                     **{k: float(np.mean(v)) for k, v in terms.items()},
                     "time_s": seconds, "examples_per_s": n * batch_size / max(seconds, 1e-9)}
+    if vectors:
+        train_record.update(units_summary(vectors, n * batch_size))
     return records + [train_record], train_record
+
+
+DIAGNOSTIC_VECTORS = ("kl_per_dim", "mean_sum", "mean_sq")
+"""Per-step (D,) terms of `losses.posterior_diagnostics`: summarised per epoch, not per batch."""
+
+
+def units_summary(vectors: dict[str, np.ndarray], n_examples: int) -> dict[str, Any]:
+    """An epoch's latent units from its per-step diagnostics ((steps, D) each): the mean KL per
+    dimension, Var_x E_q[z_d] over the epoch's examples, the active count and the inactive ones."""
+    mean = vectors["mean_sum"].sum(0) / n_examples
+    var = np.maximum(vectors["mean_sq"].sum(0) / n_examples - mean**2, 0.0)
+    active = var > ACTIVE_THRESHOLD
+    return {"kl_per_dim": [float(v) for v in vectors["kl_per_dim"].mean(0)],
+            "active_units": int(active.sum()),
+            "inactive_units": [int(i) for i in np.flatnonzero(~active)]}
 
 
 def pad_batches(images: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -466,6 +487,7 @@ class Progress:
     def __init__(self, enabled: bool, *, total: int, initial: int):
         self.bar = None
         self.last = initial
+        self._inactive: dict[int, int] = {}  # member -> inactive latent units last noted
         if enabled:
             from tqdm.auto import tqdm
 
@@ -483,6 +505,12 @@ class Progress:
         self.bar.set_postfix(loss=f"{float(np.mean(loss)):.3f}", refresh=False)
 
     def epoch_done(self, epoch: int, trains: Sequence[dict], tests: Sequence[dict]) -> None:
+        for i, t in enumerate(trains):  # a line when units collapse (or more of them do)
+            inactive = len(t.get("kl_per_dim") or ()) - t.get("active_units", 0)
+            if inactive > self._inactive.get(i, 0) and (note := collapse_note(t)):
+                who = f"member {i}: " if len(trains) > 1 else ""
+                self.note(f"epoch {epoch}: {who}{note}")
+            self._inactive[i] = inactive
         if self.bar is None:
             return
         self.step(max(t["step"] for t in trains), [t["loss"] for t in trains])

@@ -9,7 +9,26 @@ from typing import Any
 
 from vaecommon.objectives import nll_meaning_of
 
-__all__ = ["render_summary"]
+__all__ = ["render_summary", "collapse_note", "ACTIVE_THRESHOLD"]
+
+ACTIVE_THRESHOLD = 0.01
+"""A latent unit is active when Var_x E_q[z_d] exceeds this (Burda et al. 2016)."""
+
+
+def collapse_note(record: dict) -> str | None:
+    """One line when latent units have collapsed in a record with `active_units` and
+    `kl_per_dim` (train, validation or test), None when every unit is active."""
+    if record.get("active_units") is None or not record.get("kl_per_dim"):
+        return None
+    d, active = len(record["kl_per_dim"]), int(record["active_units"])
+    mi = record.get("mutual_info")
+    info = f"; I(x;z) ~ {mi:.2f} nats" if mi is not None else ""
+    if active == 0:
+        return (f"posterior collapse: none of the {d} latent units is active "
+                f"(Var_x E[z] <= {ACTIVE_THRESHOLD}){info}")
+    if active < d:
+        return f"{d - active} of {d} latent units inactive (Var_x E[z] <= {ACTIVE_THRESHOLD}){info}"
+    return None
 
 
 def _fmt(v: Any) -> str:
@@ -44,7 +63,8 @@ def render_summary(*, framework: str, cfg: dict, spec: dict, data: dict, train: 
         "| metric | value |",
         "|---|---|",
     ]
-    for k in ("epoch", "loss", "recon", "kl", "examples_per_s"):
+    for k in ("epoch", "loss", "recon", "kl", "mutual_info", "total_correlation", "active_units",
+              "examples_per_s"):
         if k in train:
             lines.append(f"| train {k} | {_fmt(train[k])} |")
     for k in ("best_epoch", "epochs_trained", "loss", "recon", "kl", "bits_per_dim", "nll",
@@ -54,5 +74,11 @@ def render_summary(*, framework: str, cfg: dict, spec: dict, data: dict, train: 
             if k == "nll":
                 name += f" ({nll_meaning_of(cfg)[1]})"
             lines.append(f"| {name} | {_fmt(test[k])} |")
+    units = test if test.get("active_units") is not None else train
+    if units.get("kl_per_dim"):
+        d = len(units["kl_per_dim"])
+        lines += ["", f"Latent units ({'test' if units is test else 'last training epoch'}): "
+                      f"{units['active_units']} of {d} active (Var_x E[z] > 0.01)."
+                  + (f" **{collapse_note(units)}**" if collapse_note(units) else "")]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
     return "\n".join(lines)
