@@ -7,6 +7,8 @@ twins return the same numbers; this module adds the tfds library source, the con
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import urllib.parse
 
@@ -77,9 +79,11 @@ def _library(name: str, split: str, data_dir, limit):
     except ImportError as e:
         raise datasets.SourceUnavailable(f"tensorflow-datasets is not installed ({e})") from e
     tfds_name = _LIBRARY_NAMES[name]
-    builder = tfds.builder(tfds_name, data_dir=None if data_dir is None else os.fspath(data_dir))
+    with _quiet_absl():
+        builder = tfds.builder(tfds_name, data_dir=None if data_dir is None else os.fspath(data_dir))
+        prepared = builder.is_prepared()
     where = f"tfds {tfds_name!r} in {builder.data_dir}"
-    if not builder.is_prepared():
+    if not prepared:
         url = getattr(builder, "URL", "https://storage.googleapis.com/")
         if not datasets.can_reach(url):
             raise datasets.SourceUnavailable(
@@ -98,3 +102,16 @@ def _library(name: str, split: str, data_dir, limit):
     images = np.stack([np.asarray(ex["image"], np.uint8) for ex in examples])  # (N, 28, 28, 1)
     labels = np.asarray([ex["label"] for ex in examples], np.int64)
     return images, labels, str(builder.data_dir), f"tfds {tfds_name} {builder.version}"
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Looking for a dataset that is not there makes tfds log absl warnings ("Variant folder ...
+    has no dataset_info.json"); the one-line `SourceUnavailable` already says what is missing."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -76,10 +76,9 @@ def test_tfds_offline_not_prepared(tmp_path, no_defaults, offline):
     assert str(err.value) == (f"tfds 'mnist' in {tmp_path}/mnist/3.0.1 is not prepared and "
                               "storage.googleapis.com is unreachable (offline)")
     assert offline == ["https://storage.googleapis.com/cvdf-datasets/mnist/"]
-    # auto then falls back to the embedded digits, saying why in one line
-    with pytest.warns(datasets.DataWarning, match="library: tfds 'mnist' in .* is not prepared"):
-        ds = data.load_dataset("mnist", "train", data_dir=tmp_path)
-    assert ds.info[:2] == ("mnist5k", "embedded") and ds.images.shape == (4000, 28, 28, 1)
+    # auto then says, in one line, what it tried (no substitute data)
+    with pytest.raises(data.DataError, match="library: tfds 'mnist' in .* is not prepared .*--dataset mnist5k$"):
+        data.load_dataset("mnist", "train", data_dir=tmp_path)
     with pytest.raises(data.DataError, match="library: tfds 'fashion_mnist' in .* unreachable"):
         data.load_dataset("fashion_mnist", "test", data_dir=tmp_path)
 

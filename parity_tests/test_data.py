@@ -76,14 +76,22 @@ def test_mnist5k(binarization):
     assert j.info.n == 4000
 
 
-def test_mnist_fallback(tmp_path):
-    with pytest.warns(datasets.DataWarning):
-        j = jdata.load_dataset("mnist", "test", data_dir=tmp_path, limit=50)
-    with pytest.warns(datasets.DataWarning):
-        t = tdata.load_dataset("mnist", "test", data_dir=tmp_path, limit=50)
-    # the warning names each framework's library, so only the arrays and the source agree
-    assert_twins_equal(j, t, same_info=False)
-    assert j.info[:5] == t.info[:5] == (j.info.dataset, "embedded", j.info.path, "test", 50)
+def test_mnist_not_found_is_the_same_error_in_both_twins(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "DEFAULT_DATA_DIRS", (str(tmp_path / "nowhere"),))
+    monkeypatch.setattr(datasets, "can_reach", lambda url, timeout=3.0: False)  # offline
+    msgs = {}
+    for name, twin in (("jax", jdata), ("torch", tdata)):
+        with pytest.raises(datasets.DataError) as err:
+            twin.load_dataset("mnist", "test", data_dir=tmp_path, limit=50)
+        assert not isinstance(err.value, datasets.SourceUnavailable)
+        msgs[name] = str(err.value)
+    # one message from vaecommon: only the clause naming each framework's library differs
+    head = f"mnist test not found; tried idx: no t10k-images-idx3-ubyte[.gz] in {tmp_path}, "
+    tail = (" Put the IDX files in one of those folders or pass --data-dir, or train on the "
+            "5,000 digits that ship with the install: --dataset mnist5k")
+    for name, lib in (("jax", "tfds 'mnist'"), ("torch", "torchvision MNIST")):
+        assert msgs[name].startswith(head) and msgs[name].endswith(tail), msgs[name]
+        assert f"; library: {lib} in " in msgs[name] and "\n" not in msgs[name]
 
 
 @needs_debian_fashion

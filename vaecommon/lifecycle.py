@@ -322,7 +322,8 @@ def test_metrics(sums: dict[str, Any], n: int) -> dict[str, Any]:
     res: dict[str, Any] = {k: float(sums[k]) / n for k in ("loss", "recon", "kl")}
     res["kl_per_dim"] = [float(v) for v in np.asarray(sums["kl_per_dim"], np.float64) / n]
     mean = np.asarray(sums["mean_sum"], np.float64) / n
-    var = np.asarray(sums["mean_sq"], np.float64) / n - mean**2
+    with np.errstate(invalid="ignore", over="ignore"):  # a diverged run: inf - inf is reported
+        var = np.asarray(sums["mean_sq"], np.float64) / n - mean**2  # below, not warned about
     res["active_units"] = int(np.sum(var > 0.01))
     if not all(np.isfinite(res[k]) for k in ("loss", "recon", "kl")):
         res["nonfinite"] = True

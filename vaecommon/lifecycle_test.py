@@ -3,6 +3,8 @@ records, timings, members; and the validation split / fixed binarization of vaec
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,14 @@ def test_fixed_binarization_is_deterministic_per_split_and_layout_free():
     assert binarize_fixed(np.ones((2, 3)), "test").sum() == 6
     view = binarized_view(Dataset(x, np.zeros(50), DataInfo("d", "s", "p", "test", 50)))
     assert np.array_equal(view.images, a) and "fixed seed" in view.info.note
+
+
+def test_test_metrics_of_a_diverged_run_are_flagged_without_a_numpy_warning():
+    # the divergence guard then ends the run with one error line: no RuntimeWarning before it
+    inf = np.full(3, np.inf)
+    sums = {"loss": np.inf, "recon": np.inf, "kl": 1.0, "kl_per_dim": inf, "mean_sum": inf,
+            "mean_sq": inf}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = lifecycle.test_metrics(sums, 4)
+    assert res["nonfinite"] and res["active_units"] == 0

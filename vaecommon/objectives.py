@@ -115,6 +115,7 @@ class ObjectiveSpec:
 
     Attributes:
       name: the registry name.
+      summary: what it minimises, in one short line (`train.py --help` and `--list` print it).
       params: its own keyword parameters (after the arguments in `OBJECTIVE_ARGS`), in
         signature order.
       needs_vae: False only for "reconstruction" (the others need a VAE's mean and logvar).
@@ -122,6 +123,7 @@ class ObjectiveSpec:
     """
 
     name: str
+    summary: str
     params: tuple[Param, ...] = ()
     needs_vae: bool = True
     one_of: tuple[str, ...] = ()
@@ -133,12 +135,14 @@ class LikelihoodSpec:
 
     Attributes:
       name: the registry name.
+      summary: the per-example negative log-likelihood, in one short line (`train.py --help`).
       input_kind: "logits" (gets the decoder's raw output) or "probs" (its sigmoid).
       params: keyword-only parameters (after `x` and the decoder output), in signature order.
       unit_interval: the targets must lie in [0, 1] (Bernoulli-type terms).
     """
 
     name: str
+    summary: str
     input_kind: str
     params: tuple[Param, ...] = ()
     unit_interval: bool = False
@@ -167,34 +171,42 @@ _LOG_PRIOR = Param("log_prior", None, "float", optional=True, settable=False)
 _KL_ESTIMATE = _s("kl_estimate", "analytic", ("analytic", "single_sample"))
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in [
-    ObjectiveSpec("reconstruction", needs_vae=False),
-    ObjectiveSpec("elbo", (_LOG_PRIOR, _KL_ESTIMATE)),
-    ObjectiveSpec("beta_vae", (_f("beta", 4.0, **_WEIGHT), _LOG_PRIOR, _KL_ESTIMATE)),
-    ObjectiveSpec("kl_warmup", (_i("warmup_steps", 10000, low=0), _i("epoch_steps", 0, low=0),
-                                _LOG_PRIOR, _KL_ESTIMATE)),
-    ObjectiveSpec("cyclical", (
+    ObjectiveSpec("reconstruction", "recon only (autoencoders); KL reported, not trained",
+                  needs_vae=False),
+    ObjectiveSpec("elbo", "the negative ELBO: recon + KL", (_LOG_PRIOR, _KL_ESTIMATE)),
+    ObjectiveSpec("beta_vae", "recon + beta KL (Higgins et al. 2017)",
+                  (_f("beta", 4.0, **_WEIGHT), _LOG_PRIOR, _KL_ESTIMATE)),
+    ObjectiveSpec("kl_warmup", "recon + beta(t) KL, beta rising linearly from 0 to 1",
+                  (_i("warmup_steps", 10000, low=0), _i("epoch_steps", 0, low=0),
+                   _LOG_PRIOR, _KL_ESTIMATE)),
+    ObjectiveSpec("cyclical", "recon + beta(t) KL, beta ramped up each cycle (Fu et al. 2019)", (
         _i("cycle_steps", None, low=1, optional=True, none_means="total_steps / n_cycles"),
         _i("n_cycles", 4, low=1),
         _i("total_steps", None, low=1, optional=True, none_means="use cycle_steps"),
         _f("ratio", 0.5, low=0.0, low_open=True, high=1.0),
     ), one_of=("cycle_steps", "total_steps")),
-    ObjectiveSpec("capacity", (_f("gamma", 1000.0, **_WEIGHT), _f("c_max", 25.0, low=0.0),
-                               _i("c_steps", 100000, low=0))),
-    ObjectiveSpec("free_bits", (_f("lam", 0.5, low=0.0),)),
-    ObjectiveSpec("beta_tcvae", (
+    ObjectiveSpec("capacity", "recon + gamma |KL - C(t)|, C rising to c_max (Burgess et al. 2018)",
+                  (_f("gamma", 1000.0, **_WEIGHT), _f("c_max", 25.0, low=0.0),
+                   _i("c_steps", 100000, low=0))),
+    ObjectiveSpec("free_bits", "recon + KL of at least lam nats per latent (Kingma et al. 2016)",
+                  (_f("lam", 0.5, low=0.0),)),
+    ObjectiveSpec("beta_tcvae", "recon + alpha MI + beta TC + gamma dwKL (Chen et al. 2018)", (
         _i("dataset_size", REQUIRED, low=1), _f("alpha", 1.0, **_WEIGHT),
         _f("beta", 6.0, **_WEIGHT), _f("gamma", 1.0, **_WEIGHT),
         _s("sampling", "mws", ("mws", "mss")),
     )),
-    ObjectiveSpec("dip_vae_i", (_f("lambda_od", 10.0, **_WEIGHT), _f("lambda_d", 100.0, **_WEIGHT))),
-    ObjectiveSpec("dip_vae_ii", (_f("lambda_od", 10.0, **_WEIGHT), _f("lambda_d", 10.0, **_WEIGHT))),
-    ObjectiveSpec("info_vae", (
+    ObjectiveSpec("dip_vae_i", "recon + KL + covariance penalty on the means (Kumar et al. 2018)",
+                  (_f("lambda_od", 10.0, **_WEIGHT), _f("lambda_d", 100.0, **_WEIGHT))),
+    ObjectiveSpec("dip_vae_ii", "as dip_vae_i, on the covariance of q(z) (means and variances)",
+                  (_f("lambda_od", 10.0, **_WEIGHT), _f("lambda_d", 10.0, **_WEIGHT))),
+    ObjectiveSpec("info_vae", "recon + (1 - alpha) KL + weighted MMD (Zhao et al. 2019)", (
         _f("alpha", 1.0), _f("lam", 1000.0, low=0.0, low_open=True),
         _s("kernel", "rbf", ("rbf", "imq")),
         _f("kernel_scale", None, low=0.0, low_open=True, optional=True, none_means="2 * latent_dim"),
         _i("prior_samples", None, low=1, optional=True, none_means="the batch size"),
     )),
-    ObjectiveSpec("iwae", (_i("k", None, low=1, optional=True, none_means="5"), _LOG_PRIOR)),
+    ObjectiveSpec("iwae", "importance-weighted bound with k samples (Burda et al. 2016)",
+                  (_i("k", None, low=1, optional=True, none_means="5"), _LOG_PRIOR)),
 ]}
 
 PRIOR_OBJECTIVES = tuple(name for name, spec in OBJECTIVES.items()
@@ -203,16 +215,21 @@ PRIOR_OBJECTIVES = tuple(name for name, spec in OBJECTIVES.items()
 closed form."""
 
 LIKELIHOODS: dict[str, LikelihoodSpec] = {s.name: s for s in [
-    LikelihoodSpec("bernoulli", "logits", unit_interval=True),
-    LikelihoodSpec("bce_probs", "probs", unit_interval=True),
-    LikelihoodSpec("mse_sum", "probs"),
-    LikelihoodSpec("mse_mean", "probs"),
-    LikelihoodSpec("gaussian", "probs", (_f("sigma", 1.0, low=0.0, low_open=True),)),
-    LikelihoodSpec("gaussian_learned", "probs", (Param("log_sigma", REQUIRED, "float", settable=False),)),
-    LikelihoodSpec("gaussian_calibrated", "probs", (
-        _s("calibration", "batch", ("batch", "example")), _f("min_log_sigma", -6.0),
-    )),
-    LikelihoodSpec("continuous_bernoulli", "logits", unit_interval=True),
+    LikelihoodSpec("bernoulli", "binary cross-entropy on logits; targets in [0, 1]", "logits",
+                   unit_interval=True),
+    LikelihoodSpec("bce_probs", "binary cross-entropy on probabilities, as the sources", "probs",
+                   unit_interval=True),
+    LikelihoodSpec("mse_sum", "squared error summed over pixels", "probs"),
+    LikelihoodSpec("mse_mean", "squared error averaged over pixels (nn.MSELoss)", "probs"),
+    LikelihoodSpec("gaussian", "Gaussian NLL with a fixed sigma", "probs",
+                   (_f("sigma", 1.0, low=0.0, low_open=True),)),
+    LikelihoodSpec("gaussian_learned", "Gaussian NLL with one trained sigma", "probs",
+                   (Param("log_sigma", REQUIRED, "float", settable=False),)),
+    LikelihoodSpec("gaussian_calibrated", "Gaussian NLL, optimal sigma (Rybkin et al. 2021)",
+                   "probs", (_s("calibration", "batch", ("batch", "example")),
+                             _f("min_log_sigma", -6.0))),
+    LikelihoodSpec("continuous_bernoulli", "continuous Bernoulli on logits; targets in [0, 1]",
+                   "logits", unit_interval=True),
 ]}
 
 

@@ -16,10 +16,12 @@ import sys
 
 from vaecommon.commands import _common as C
 from vaecommon.cli import add_config_arguments, config_from_args, parse_value
+from vaecommon.config import TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=choices_text(params=False),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--framework", choices=("jax", "torch"), default="jax", help="which twin trains")
     p.add_argument("--workdir", default=None, help="run folder (default: runs/<model>-<framework>-s<seed>)")
     p.add_argument("--no-resume", action="store_true",
@@ -39,23 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def choices_text() -> str:
-    """What `--list` prints: every preset, objective, likelihood and dataset a run can use."""
+def choices_text(params: bool = True) -> str:
+    """Every preset, objective, likelihood and dataset a run can use, one line each, from their
+    tables (`vaecommon.presets`, `vaecommon.objectives`, `vaecommon.datasets`): `--help` ends
+    with it, and `--list` prints it with each objective's parameters (`params`) added."""
     from vaecommon import objectives, presets
-    from vaecommon.datasets import DATASETS
+    from vaecommon.datasets import DATASET_SUMMARIES
 
-    lines = ["presets (--model):"]
+    lines = ["presets (--model; parameters, decoder output, source):"]
     for name, spec in presets.PRESETS.items():
-        lines.append(f"  {name:<22} {spec.params:>11,} params  {spec.output:<6} {spec.source}")
-    lines.append("objectives (--objective; --param NAME=VALUE):")
+        lines.append(f"  {name:<21} {spec.params:>10,}  {spec.output:<6} {spec.source}")
+    lines.append("objectives (--objective; default: the preset's):")
     for name, obj in objectives.OBJECTIVES.items():
-        params = ", ".join(f"{q.name}={q.default!r}" for q in obj.params if q.settable) or "-"
-        lines.append(f"  {name:<22} {params}")
-    lines.append("likelihoods (--likelihood):")
+        lines.append(f"  {name:<21} {obj.summary}")
+        settable = [f"{q.name}={q.default!r}" for q in obj.params if q.settable]
+        if params and settable:
+            lines.append(f"  {'':<21}   --param " + ", ".join(settable))
+    lines.append("likelihoods (--likelihood; default: the preset's):")
     for name, lik in objectives.LIKELIHOODS.items():
-        params = ", ".join(q.name for q in lik.params if q.settable)
-        lines.append(f"  {name:<22} takes {lik.input_kind}" + (f"; --param {params}" if params else ""))
-    lines.append("datasets (--dataset): " + ", ".join(DATASETS))
+        settable = ", ".join(f"{q.name}={q.default!r}" for q in lik.params if q.settable)
+        lines.append(f"  {name:<21} {lik.summary}" + (f"; --param {settable}" if settable else ""))
+    lines.append(f"datasets (--dataset; default: {TrainConfig.dataset}):")
+    lines += [f"  {name:<21} {text}" for name, text in DATASET_SUMMARIES.items()]
+    if not params:
+        lines.append("--list prints these lists with each objective's parameters and defaults.")
     return "\n".join(lines)
 
 
