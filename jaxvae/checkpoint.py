@@ -160,7 +160,8 @@ class CheckpointManager:
         except Exception as e:  # noqa: BLE001 - re-raised with the path and the likely cause
             raise CheckpointError(
                 f"cannot restore checkpoint step {step} from {self.directory}: {type(e).__name__}: "
-                f"{str(e)[:500]} (is it from a different preset, framework or a truncated write?)"
+                f"{str(e).split('. ')[0][:300]} (is it from a different preset, framework or a "
+                "truncated write?)"
             ) from e
         tree, meta = restored["state"], restored["meta"]
         if meta.get("framework") != "jax":

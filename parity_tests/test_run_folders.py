@@ -273,3 +273,20 @@ def test_an_explicit_dataset_that_is_not_found_is_one_error_line_and_no_folder(t
                                f"{data}/mnist; library: ")
     assert r.stderr.rstrip().endswith("--dataset mnist5k")
     assert not work.exists()
+
+
+@FWS
+def test_a_checkpoint_that_does_not_fit_the_config_is_one_error_line(tmp_path, fw):
+    """config.json edited to another latent size after training: `evaluate` exits 2 with one
+    line naming the checkpoint and the shapes, and nothing after it (no library tracebacks from
+    the failed read at exit)."""
+    TRAIN[fw].train_and_evaluate(CFG.replace(epochs=1), tmp_path, progress=False)
+    record = json.loads((tmp_path / "config.json").read_text())
+    record["config"]["model_overrides"] = {"latent_dim": 2}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    r = subprocess.run([sys.executable, "scripts/evaluate.py", str(tmp_path), "--nll-samples", "0"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-3000:]
+    assert r.stderr.startswith("evaluate: error: ") and "checkpoint" in r.stderr
+    assert "2" in r.stderr and "20" in r.stderr and "shape" in r.stderr  # the two shapes

@@ -89,9 +89,12 @@ def restore(run_dir: str | Path, step: int | None = None) -> Restored:
     try:
         payload = manager.restore(trainer, {}, step)  # {}: the RNG streams are not needed here
     except (ValueError, RuntimeError, KeyError) as e:  # load_state_dict raises RuntimeError
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        first = next((line for line in lines[1:] if "mismatch" in line or "key" in line.lower()),
+                     lines[0] if lines else type(e).__name__)  # torch lists every mismatch
         raise runinfo.RunFolderError(
-            f"cannot restore checkpoint step {step} from {manager.directory}: {str(e)[:500]} (is "
-            "it from a different preset, or a truncated write?)") from None
+            f"cannot restore checkpoint step {step} from {manager.directory}: {first[:300]} (is "
+            "it from a different preset, framework or a truncated write?)") from None
     trainer.model.eval()
     return Restored(trainer.model, cfg, spec, int(trainer.step), int(payload.get("epoch", 0)),
                     record, trainer, None)

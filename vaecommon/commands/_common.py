@@ -105,6 +105,9 @@ def user_errors(p: argparse.ArgumentParser) -> Iterator[None]:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split()) if len(str(msg)) < 2000 else str(msg)[:2000]
         print(f"{p.prog}: error: {msg}", file=sys.stderr)  # one line: no usage for a bad value
+        # A failed Orbax restore leaves read coroutines that would print "Exception ignored"
+        # tracebacks while the interpreter exits; the error line above already says it all.
+        sys.unraisablehook = lambda unraisable: None
         sys.exit(2)
 
 
