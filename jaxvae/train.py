@@ -34,6 +34,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from . import checkpoint as ckpt_lib
+from . import convert
 from . import data as data_lib
 from . import figure_data as figures_lib
 from . import losses
@@ -46,8 +47,9 @@ from vaecommon.datasets import binarized_view, hold_out
 from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
 from vaecommon.tensorboard import Board
-from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
+from vaecommon.schedule import epoch_batches, lr_factor, shared_epoch_noise, steps_per_epoch
 from vaecommon.validate import check_training_images
+from vaecommon.weights import shared_torch_init
 
 __all__ = [
     "Trainer", "make_optimizer", "learning_rate_factor", "train_and_evaluate",
@@ -197,11 +199,15 @@ class Trainer:
 
     # ---- state ---------------------------------------------------------------------------
 
-    def init_state(self, root_key: jax.Array) -> TrainState:
+    def init_state(self, root_key: jax.Array, seed: int | None = None) -> TrainState:
+        """A fresh state; with TrainConfig.noise "shared" (which needs the run's `seed`) its
+        weights are `vaecommon.weights.shared_torch_init`'s, the torch twin's too."""
         model = models.build_model(
             self.cfg.model, key=stream_key(root_key, "init", 0), init=self.cfg.init,
             **self.cfg.model_overrides,
         )
+        if self.cfg.noise == "shared" and seed is not None:
+            convert.load_canonical_into(model, shared_torch_init(convert.to_canonical(model), seed))
         attach_likelihood_params(model, self.cfg)
         model.train()
         _, params, rest = nnx.split(model, nnx.Param, ...)
@@ -287,7 +293,7 @@ class Trainer:
         return epoch_batches(self.cfg.seed, epoch, n, self.cfg.batch_size)
 
     def train_epoch(self, state: TrainState, images: jax.Array, idx: jax.Array, root_key: jax.Array,
-                    hyper=None, progress: Callable | None = None):
+                    hyper=None, progress: Callable | None = None, shared: dict | None = None):
         """Scan `apply_update` over one epoch.
 
         Args:
@@ -295,6 +301,8 @@ class Trainer:
           images: (N, H, W, C) the device-resident training set.
           idx: (steps, B) int32 example indices (`batch_indices`).
           root_key: the run's root key (eps and binarization keys are folded from the step).
+          shared: with TrainConfig.noise "shared", the epoch's `shared_epoch_noise` arrays
+            (eps, extra, uniform), used instead of the keys' streams.
         Returns:
           (state, terms): terms stacked per step, each (steps,).
         """
@@ -304,17 +312,22 @@ class Trainer:
         # one per step (on CPU, a per-step threefry loop over 128 x 20 values cost ~6% of an
         # MLP epoch). vmap over the step keys gives the same values as drawing inside each step.
         one_step = jax.eval_shape(lambda: self.step_noise(root_key, state.step, batch))
-        predraw = steps * sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(one_step)) \
-            <= _PREDRAW_BYTES
+        predraw = shared is None and steps * sum(
+            a.size * a.dtype.itemsize for a in jax.tree.leaves(one_step)) <= _PREDRAW_BYTES
 
         def body(state, xs):
-            ids, noise = xs
+            ids, noise, sh = xs
             x = images[ids]  # (B, H, W, C), gathered on device
             if self.mesh is not None:
                 x = jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P("data")))
-            if dynamic:
+            if dynamic and sh is not None:
+                x = (sh["uniform"] < x).astype(x.dtype)  # the framework-neutral draw
+            elif dynamic:
                 x = data_lib.binarize(x, stream_key(root_key, "binarize", state.step))
-            eps, extra = noise if predraw else self.step_noise(root_key, state.step, batch)
+            if sh is not None:
+                eps, extra = sh["eps"], sh.get("extra")
+            else:
+                eps, extra = noise if predraw else self.step_noise(root_key, state.step, batch)
             if self.mesh is not None:
                 eps = jax.lax.with_sharding_constraint(eps, NamedSharding(self.mesh, P("data")))
             state, terms = self.apply_update(state, x, eps, extra, hyper)
@@ -331,7 +344,18 @@ class Trainer:
         if predraw:
             step_ids = state.step + jnp.arange(steps, dtype=jnp.asarray(state.step).dtype)
             noise = jax.vmap(lambda s: self.step_noise(root_key, s, batch))(step_ids)
-        return jax.lax.scan(body, state, (idx, noise))
+        return jax.lax.scan(body, state, (idx, noise, shared))
+
+    def shared_noise(self, seed: int, epoch: int, image_shape) -> dict[str, jax.Array]:
+        """The epoch's framework-neutral noise (`vaecommon.schedule.shared_epoch_noise`), on the
+        device: image_shape is (H, W, C)."""
+        cfg, batch = self.cfg, self.cfg.batch_size
+        noise = shared_epoch_noise(
+            seed, epoch, self.steps_per_epoch, batch, self.latent_dim,
+            extra_shape=losses.extra_noise_shape(cfg.objective, batch, self.latent_dim,
+                                                 **cfg.objective_params),
+            image_shape=tuple(image_shape) if cfg.binarization == "dynamic" else None)
+        return {k: jnp.asarray(v) for k, v in noise.items()}
 
     def step_noise(self, root_key: jax.Array, step, batch: int) -> tuple[jax.Array, jax.Array | None]:
         """The (eps, extra) noise of optimizer step `step` (see `draw_noise`)."""
@@ -540,12 +564,13 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress) -> Callable:
-    """The epoch of all members: (state, idx, keys, hyper) -> (state, terms, all parameters
-    finite), in one compiled program."""
+    """The epoch of all members: (state, idx, keys, hyper, shared noise or None) -> (state,
+    terms, all parameters finite), in one compiled program."""
     callback = bar.step if bar.bar is not None else None
 
-    def one(state, idx, key, hyper):
-        state, terms = trainer.train_epoch(state, images, idx, key, hyper, progress=callback)
+    def one(state, idx, key, hyper, shared):
+        state, terms = trainer.train_epoch(state, images, idx, key, hyper, progress=callback,
+                                           shared=shared)
         return state, terms, _all_finite(state.params)
 
     if n > 1:
@@ -601,7 +626,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                     for f, c in zip(folders, cfgs)]
         bests = [ckpt_lib.CheckpointManager(f.checkpoints / "best", keep=1) if val_ds else None
                  for f in folders]  # the best-validation state
-        states = [trainer.init_state(r) for r in roots]
+        states = [trainer.init_state(r, c.seed) for r, c in zip(roots, cfgs)]
         start_epoch = 0
         if any(m.latest_step() is not None for m in managers):
             restored = [m.restore_latest_intact(s) for m, s in zip(managers, states)]
@@ -661,12 +686,14 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             t0 = time.time()
             idx = _stack([jnp.asarray(epoch_batches(c.seed, epoch, train_ds.images.shape[0],
                                                     c.batch_size)) for c in cfgs])
+            shared = None if base.noise != "shared" else _stack(
+                [trainer.shared_noise(c.seed, epoch, train_ds.images.shape[1:]) for c in cfgs])
             if epoch == start_epoch:  # compile ahead of time, so the time is its own
                 with timings("compile"):
-                    epoch_fn = epoch_fn.lower(state, idx, keys, hyper).compile()
+                    epoch_fn = epoch_fn.lower(state, idx, keys, hyper, shared).compile()
                 t0 = time.time()
             with timings("train"):
-                state, terms, finite = epoch_fn(state, idx, keys, hyper)
+                state, terms, finite = epoch_fn(state, idx, keys, hyper, shared)
                 terms, finite = jax.device_get((terms, finite))
             seconds = time.time() - t0
             final = epoch + 1 == base.epochs

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt_lib
+from . import convert
 from . import data as data_lib
 from . import figure_data as figures_lib
 from . import losses
@@ -42,8 +43,9 @@ from vaecommon.datasets import binarized_view, hold_out
 from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
 from vaecommon.tensorboard import Board
-from vaecommon.schedule import epoch_batches, lr_factor, steps_per_epoch
+from vaecommon.schedule import epoch_batches, lr_factor, shared_epoch_noise, steps_per_epoch
 from vaecommon.validate import check_training_images
+from vaecommon.weights import shared_torch_init
 
 __all__ = [
     "Trainer", "make_optimizer", "learning_rate_factor", "train_and_evaluate",
@@ -152,6 +154,8 @@ class Trainer:
             )
         model = models.build_model(cfg.model, generator=stream_generator(cfg.seed, "init"),
                                    init=cfg.init, **cfg.model_overrides)
+        if cfg.noise == "shared":  # the JAX twin starts from the same NumPy draw
+            convert.load_canonical_into(model, shared_torch_init(convert.to_canonical(model), cfg.seed))
         attach_likelihood_params(model, cfg)
         spe = steps_per_epoch(n_train, cfg.batch_size)
         opt, sched = make_optimizer(cfg, model.parameters(), spe * cfg.epochs)
@@ -225,23 +229,46 @@ class Trainer:
         """(steps_per_epoch, B) example indices of `epoch`: the order both frameworks share."""
         return epoch_batches(self.cfg.seed, epoch, n, self.cfg.batch_size)
 
+    def shared_noise(self, seed: int, epoch: int) -> dict[str, np.ndarray]:
+        """The epoch's framework-neutral noise (`vaecommon.schedule.shared_epoch_noise`); the
+        binarization uniforms are drawn in the (H, W, C) layout both frameworks share."""
+        cfg, batch = self.cfg, self.cfg.batch_size
+        c, h, w = self.model.spec.input_shape
+        return shared_epoch_noise(
+            seed, epoch, self.steps_per_epoch, batch, self.latent_dim,
+            extra_shape=losses.extra_noise_shape(cfg.objective, batch, self.latent_dim,
+                                                 **cfg.objective_params),
+            image_shape=(h, w, c) if cfg.binarization == "dynamic" else None)
+
     def train_epoch(self, images: torch.Tensor, idx: np.ndarray, generators: dict,
-                    progress: Callable | None = None) -> dict[str, np.ndarray]:
+                    progress: Callable | None = None, shared: dict | None = None
+                    ) -> dict[str, np.ndarray]:
         """`apply_update` over one epoch, one step at a time.
 
         Args:
           images: (N, C, H, W) the resident training set.
           idx: (steps, B) int32 example indices (`batch_indices`).
           generators: the run's eps and binarization streams (`init_state`).
+          shared: with TrainConfig.noise "shared", the epoch's `shared_noise` arrays, used
+            instead of the generators.
         Returns:
           terms: stacked per step, each (steps,).
         """
         steps = []
-        for ids in torch.from_numpy(idx.astype(np.int64)):
+        for i, ids in enumerate(torch.from_numpy(idx.astype(np.int64))):
             x = images[ids]
-            if self.cfg.binarization == "dynamic":
+            if self.cfg.binarization == "dynamic" and shared is not None:
+                u = torch.from_numpy(shared["uniform"][i]).permute(0, 3, 1, 2)  # NHWC -> NCHW
+                x = (u < x).to(x.dtype)
+            elif self.cfg.binarization == "dynamic":
                 x = data_lib.binarize(x, generators["binarize"])
-            steps.append(self.apply_update(x, *self.draw_noise(generators["eps"], x.shape[0])))
+            if shared is not None:
+                extra = shared.get("extra")
+                noise = (torch.from_numpy(shared["eps"][i]),
+                         None if extra is None else torch.from_numpy(extra[i]))
+            else:
+                noise = self.draw_noise(generators["eps"], x.shape[0])
+            steps.append(self.apply_update(x, *noise))
             if not math.isfinite(steps[-1]["loss"]):
                 break  # the epoch's records stop here and name this step (lifecycle.epoch_records)
             if progress is not None and self.step % max(1, self.steps_per_epoch // 20) == 0:
@@ -410,13 +437,13 @@ def _all_finite(model: torch.nn.Module) -> bool:
 
 def _epoch_program(trainers: list[Trainer], images, generators: list[dict],
                    bar: lifecycle.Progress) -> Callable:
-    """The epoch of all members: (idx) -> (terms, all parameters finite), one member after the
-    other."""
+    """The epoch of all members: (idx, shared noise or None per member) -> (terms, all
+    parameters finite), one member after the other."""
     callback = bar.step if bar.bar is not None else None
 
-    def run(idx):
-        terms = [t.train_epoch(images, i, g, progress=callback)
-                 for t, i, g in zip(trainers, idx, generators)]
+    def run(idx, shared):
+        terms = [t.train_epoch(images, i, g, progress=callback, shared=sh)
+                 for t, i, g, sh in zip(trainers, idx, generators, shared)]
         return terms, all(_all_finite(t.model) for t in trainers)
     return run
 
@@ -510,8 +537,10 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         for epoch in range(start_epoch, base.epochs if not finished else start_epoch):
             t0 = time.time()
             idx = [epoch_batches(c.seed, epoch, images.shape[0], c.batch_size) for c in cfgs]
+            shared = [t.shared_noise(c.seed, epoch) if c.noise == "shared" else None
+                      for t, c in zip(trainers, cfgs)]
             with timings("train"):
-                terms, finite = epoch_fn(idx)
+                terms, finite = epoch_fn(idx, shared)
             seconds = time.time() - t0
             final = epoch + 1 == base.epochs
             records = []

@@ -120,6 +120,13 @@ class TrainConfig:
     evaluated. none: grey values; static: binarized once, with a fixed seed per split (the
     VampPrior / Exemplar VAE protocol)."""
 
+    noise: str = "native"
+    """Where the training noise (the reparameterization eps, the objective's extra samples, the
+    dynamic binarization) comes from. native: each framework's own random streams (fast, on the
+    device); shared: one NumPy stream both frameworks read (`vaecommon.schedule.
+    shared_epoch_noise`), so a JAX run and a torch run of one config follow the same trajectory
+    (costs a host draw and a host-to-device copy of the epoch's noise)."""
+
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
@@ -127,6 +134,7 @@ class TrainConfig:
 _CHOICES = {
     "optimizer": (None, "adam", "adamw", "sgd", "adam_norm_grad"),
     "eval_binarization": ("none", "static"),
+    "noise": ("native", "shared"),
     "schedule": ("constant", "cosine"),
     "reduction": ("mean", "sum"),
     "precision": ("float32", "bfloat16"),
@@ -236,6 +244,9 @@ def validate(cfg: TrainConfig, *, framework: str | None = None) -> None:
         raise _fail("data_dir", "a non-empty path, or None (the documented default)", cfg.data_dir)
     for name, p in _FIELDS.items():
         _check(name, p, getattr(cfg, name))
+    if cfg.noise == "shared" and cfg.init != "torch":
+        raise _fail("init", "'torch' with noise 'shared' (both frameworks then start from one "
+                    "NumPy draw of PyTorch's default init; pass --init torch)", cfg.init)
     objective = cfg.objective or spec.objective
     if objectives.OBJECTIVES[objective].needs_vae and not spec.is_vae:
         raise _fail("objective", f"'reconstruction' for the autoencoder preset {spec.name!r} "

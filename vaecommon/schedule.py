@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["STREAMS", "epoch_batches", "steps_per_epoch", "lr_factor"]
+__all__ = ["STREAMS", "epoch_batches", "steps_per_epoch", "lr_factor", "shared_epoch_noise"]
 
 STREAMS = {"init": 0, "perm": 1, "eps": 2, "binarize": 3, "eval": 4, "nll": 5, "figures": 6}
 """The run's independent random streams. Both twins derive each stream from (seed, STREAMS[name],
@@ -33,6 +33,30 @@ def epoch_batches(seed: int, epoch: int, n: int, batch_size: int) -> np.ndarray:
     rng = np.random.default_rng([int(seed), STREAMS["perm"], int(epoch)])
     perm = rng.permutation(n)
     return perm[: nb * batch_size].reshape(nb, batch_size).astype(np.int32)
+
+
+def shared_epoch_noise(seed: int, epoch: int, steps: int, batch: int, latent_dim: int, *,
+                       extra_shape: tuple[int, ...] | None = None,
+                       image_shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+    """One epoch's training noise from NumPy, the same in both frameworks (TrainConfig.noise
+    "shared"): a JAX run and a torch run of one config then see the same eps and the same
+    binarized batches, so their curves differ only by float arithmetic.
+
+    Drawn with PCG64 from (seed, STREAMS[stream], epoch), a function of the epoch alone, so a
+    resumed run continues exactly. Returns float32 arrays: "eps" (steps, B, D) standard normal;
+    "extra" (steps, *extra_shape) standard normal when the objective needs more noise (IWAE's
+    samples, InfoVAE's prior draws); "uniform" (steps, B, *image_shape) in [0, 1) for dynamic
+    binarization (a pixel p becomes 1 where uniform < p; image_shape is (H, W, C): torch
+    transposes it to its (C, H, W) layout).
+    """
+    rng = np.random.default_rng([int(seed), STREAMS["eps"], int(epoch)])
+    out = {"eps": rng.standard_normal((steps, batch, latent_dim), dtype=np.float32)}
+    if extra_shape is not None:
+        out["extra"] = rng.standard_normal((steps, *extra_shape), dtype=np.float32)
+    if image_shape is not None:
+        bits = np.random.default_rng([int(seed), STREAMS["binarize"], int(epoch)])
+        out["uniform"] = bits.random((steps, batch, *image_shape), dtype=np.float32)
+    return out
 
 
 def lr_factor(step, *, warmup_steps: int, schedule: str, total_steps: int, xp=np):

@@ -22,9 +22,39 @@ import numpy as np
 
 __all__ = [
     "WeightsFileError", "WeightsMismatchError", "save_weights", "load_weights", "check_weights",
+    "shared_torch_init",
 ]
 
 _META_KEY = "__metadata__"
+
+
+def shared_torch_init(canonical: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """PyTorch's default initialisation drawn with NumPy, for canonical weights (PyTorch's names
+    and layouts): the same initial weights in both frameworks (TrainConfig.noise "shared").
+
+    Every weight of two or more dimensions is U(-b, b) with b = 1 / sqrt(fan_in) and fan_in =
+    shape[1] * prod(shape[2:]) (torch's `kaiming_uniform_(a=sqrt(5))` rule, also for
+    ConvTranspose's (in, out, kH, kW) weights); the bias beside it uses the same bound;
+    BatchNorm's affine parameters and running statistics, and parameters with no weight beside
+    them, keep the values given (their init is deterministic). Drawn in sorted-name order from
+    PCG64 seeded by (seed, STREAMS["init"]).
+    """
+    from vaecommon.schedule import STREAMS
+
+    rng = np.random.default_rng([int(seed), STREAMS["init"], 1])
+    out = {k: np.array(v, copy=True) for k, v in canonical.items()}
+    for name in sorted(canonical):
+        prefix, _, leaf = name.rpartition(".")
+        if f"{prefix}.running_mean" in canonical:
+            continue  # BatchNorm
+        owner = canonical.get(f"{prefix}.weight") if leaf == "bias" else canonical[name]
+        if leaf not in ("weight", "bias") or owner is None or np.ndim(owner) < 2:
+            continue
+        shape = np.shape(owner)
+        bound = 1.0 / np.sqrt(shape[1] * int(np.prod(shape[2:], dtype=np.int64)))
+        out[name] = rng.uniform(-bound, bound, np.shape(canonical[name])).astype(
+            np.asarray(canonical[name]).dtype)
+    return out
 
 
 class WeightsFileError(ValueError):
