@@ -40,6 +40,7 @@ def _median_epochs(run_epoch, reps: int) -> dict[str, Any]:
 def epoch_timing(cfg: TrainConfig, images: torch.Tensor, *, reps: int = 3) -> dict[str, Any]:
     """The reference trainer's update over pre-shuffled batches of a pre-loaded tensor."""
     cfg = resolve(cfg)
+    train.set_threads()
     n = images.shape[0]
     trainer = train.Trainer.create(cfg, n)
     gen = streams.stream_generator(cfg.seed, "eps")
@@ -58,6 +59,7 @@ def epoch_timing(cfg: TrainConfig, images: torch.Tensor, *, reps: int = 3) -> di
 def epoch_timing_minimal(cfg: TrainConfig, images: torch.Tensor, *, reps: int = 3) -> dict[str, Any]:
     """The bare notebook loop (no metric bookkeeping) over the same pre-loaded batches."""
     cfg = resolve(cfg)
+    train.set_threads()
     n = images.shape[0]
     trainer = train.Trainer.create(cfg, n)
     model, opt = trainer.model, trainer.optimizer

@@ -435,6 +435,16 @@ def _all_finite(model: torch.nn.Module) -> bool:
                if p.is_floating_point())
 
 
+def set_threads() -> int:
+    """Set torch's intra-op threads to the cores available to this process
+    (`vaecommon.runinfo.available_cores`: OMP_NUM_THREADS, else the affinity mask) and return
+    the count. torch's own default counts the machine's cores, which oversubscribes a process
+    confined to fewer (a container, taskset) or sharing them with other busy processes."""
+    n = runinfo.available_cores()
+    torch.set_num_threads(n)
+    return n
+
+
 def _epoch_program(trainers: list[Trainer], images, generators: list[dict],
                    bar: lifecycle.Progress) -> Callable:
     """The epoch of all members: (idx, shared noise or None per member) -> (terms, all
@@ -513,7 +523,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         else:
             for f in folders:
                 f.metrics_path.unlink(missing_ok=True)  # records without a checkpoint: a killed start
-        devices = ["cpu"]
+        devices = [f"cpu ({set_threads()} threads)"]
         stoppers = [lifecycle.EarlyStopping.from_records(lifecycle.records(f), c.early_stopping,
                                                          c.kl_warmup_epochs) for f, c in zip(folders, cfgs)]
         # a rerun of a finished (or early-stopped) run rewrites nothing

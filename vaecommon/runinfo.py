@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ WEIGHT_SUFFIXES = (".safetensors", ".npz")
 
 class RunFolderError(ValueError):
     """The input is not a usable run folder / checkpoint; the message says why and what to do."""
+
+
+def available_cores() -> int:
+    """The CPU threads a process should use: OMP_NUM_THREADS when set, else the cores this
+    process may run on (its affinity mask), else os.cpu_count()."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
