@@ -35,7 +35,7 @@ from vaecommon.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("evaluate", "sample", "reconstruct", "interpolate", "latent_map", "convert",
-            "compare", "figures")
+            "compare", "figures", "study")
 FRAMEWORKS = ("jax", "torch")
 TINY = TrainConfig(model="pytorch_examples", limit_train=256, limit_test=100, batch_size=32,
                    epochs=1, final_nll_samples=8)

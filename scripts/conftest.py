@@ -21,6 +21,10 @@ INTEGRATION: dict[str, dict[str, str]] = {
         "test_the_same_command_runs_on_full_mnist_from_an_idx_folder": "training runs of both "
                                                                        "frameworks",
     },
+    "study_test.py": {
+        "test_a_study_writes_the_table_and_figures_and_a_rerun_changes_nothing": "two sweeps per "
+            "framework, restored and encoded for the metrics",
+    },
 }
 # fixture -> why every test requesting it is an integration test
 INTEGRATION_FIXTURES: dict[str, str] = {

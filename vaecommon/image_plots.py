@@ -15,6 +15,7 @@ arrays in [0, 1], shape (N, H, W) or (N, H, W, C) with C in (1, 3):
 | latent interpolation strip    | `plot_interpolation` (+ `latent.lerp`, `latent.slerp`)   |
 | test latents by label         | `plot_latent_scatter` (+ `latent.pca_2d`)                |
 | decoded 2-D latent grid       | `plot_latent_manifold` (+ `latent.manifold_grid`)        |
+| one unit varied per row       | `plot_latent_traversal` (scripts/study.py)               |
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "plot_interpolation",
     "plot_latent_scatter",
     "plot_latent_manifold",
+    "plot_latent_traversal",
 ]
 
 # Inches per image cell in image grids (a 28 px digit shows about 3x magnified at DPI 110).
@@ -366,4 +368,46 @@ def plot_latent_manifold(images: Any, path: PathLike, *, latent_dim: int = 2, lo
     ax.set_ylabel("z$_2$ (normal quantiles)")
     ax.set_title(title or f"Decoded 2-D latent grid ({n} x {n}, quantiles {lo:g} to {hi:g} "
                  "of N(0, 1))")
+    return plot_style.save(fig, path)
+
+
+@plot_style.styled
+def plot_latent_traversal(images: Any, values: Sequence[float], path: PathLike, *,
+                          row_labels: Sequence[str] | None = None,
+                          title: str | None = None) -> Path:
+    """Latent traversals: row r decodes one latent unit set to each of `values`, the other
+    units held at one image's posterior mean.
+
+    Args:
+      images: (R, S, H, W[, C]) in [0, 1]: R units (rows) by S values (columns).
+      values: the S values the unit takes (the column ticks).
+      row_labels: R labels (default "z0", "z1", ...).
+      title: figure title (default "Latent traversals").
+
+    Returns:
+      path. Width 1.6 + S * 0.8 * W/H inches, height 0.9 + R * 0.8 inches.
+
+    Raises:
+      ValueError: wrong ndim, values outside [0, 1], or values/labels of the wrong length.
+    """
+    a = np.asarray(images)
+    if a.ndim not in (4, 5):
+        raise ValueError(f"images must be (R, S, H, W[, C]), got shape {a.shape}")
+    r, s = a.shape[:2]
+    if len(values) != s:
+        raise ValueError(f"{s} columns but {len(values)} values")
+    labels = list(row_labels) if row_labels is not None else [f"z{i}" for i in range(r)]
+    if len(labels) != r:
+        raise ValueError(f"{r} rows but {len(labels)} row labels")
+    flat = _as_images(a.reshape((r * s,) + a.shape[2:]))
+    h, w = flat.shape[1:3]
+    fig = plot_style.figure(1.6 + s * _cell_width(flat), 0.9 + r * _CELL_IN)
+    ax = fig.subplots()
+    _show(ax, image_grid(flat, s))
+    ax.set_xticks([_PAD_PX + k * (w + _PAD_PX) + (w - 1) / 2 for k in range(s)])
+    ax.set_xticklabels([f"{v:+.1f}" for v in values], fontsize=8)
+    ax.set_yticks([_PAD_PX + k * (h + _PAD_PX) + (h - 1) / 2 for k in range(r)])
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.tick_params(length=0)
+    plot_style.suptitle(fig, title or "Latent traversals")
     return plot_style.save(fig, path)

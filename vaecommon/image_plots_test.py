@@ -156,3 +156,18 @@ def test_latent_scatter_bad_inputs(tmp_path):
         image_plots.plot_latent_scatter(np.zeros((2, 3, 4)), np.zeros(2), tmp_path / "s.png")
     with pytest.raises(ValueError, match="NaN"):
         image_plots.plot_latent_scatter(np.full((3, 2), np.nan), np.zeros(3), tmp_path / "s.png")
+
+
+def test_latent_traversal(tmp_path, captured):
+    rows = np.stack([lerp(np.zeros((28, 28)), np.ones((28, 28)), 5) for _ in range(3)])  # (3, 5, ..)
+    values = [-2, -1, 0, 1, 2]
+    out = image_plots.plot_latent_traversal(rows, values, tmp_path / "t.png",
+                                            row_labels=["z4", "z0", "z1"])
+    _assert_png(out, (1.6 + 5 * 0.8, 0.9 + 3 * 0.8))
+    ax = captured[-1].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["z4", "z0", "z1"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["-2.0", "-1.0", "+0.0", "+1.0", "+2.0"]
+    with pytest.raises(ValueError, match="5 columns but 2 values"):
+        image_plots.plot_latent_traversal(rows, [0, 1], tmp_path / "t.png")
+    with pytest.raises(ValueError, match="3 rows but 1 row labels"):
+        image_plots.plot_latent_traversal(rows, values, tmp_path / "t.png", row_labels=["z0"])

@@ -10,6 +10,7 @@ writes one PNG (see `vaecommon.plot_style`) and returns its path; `sweep_table` 
 | KL per latent dimension       | `plot_kl_per_dim`                  |
 | sweep members overlaid        | `plot_sweep_curves`, `sweep_table` |
 | runs side by side             | `plot_compare_runs`                |
+| latent units against factors  | `plot_unit_factor_matrix`          |
 
 Image figures are in `vaecommon.image_plots`, teaching diagrams in `vaecommon.diagrams`.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "plot_sweep_curves",
     "sweep_table",
     "plot_compare_runs",
+    "plot_unit_factor_matrix",
 ]
 
 _TRAIN, _TEST = "C0", "C1"
@@ -465,4 +467,54 @@ def plot_compare_runs(runs: Mapping[str, Records], path: PathLike, *, title: str
                 Line2D([], [], color="0.3", ls="--", marker="s", ms=3.5, label="test")]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     plot_style.suptitle(fig, title or "Runs compared: " + ", ".join(recs))
+    return plot_style.save(fig, path)
+
+
+@plot_style.styled
+def plot_unit_factor_matrix(panels: Mapping[str, tuple[Any, Any]], factor_names: Sequence[str],
+                            path: PathLike, *, title: str | None = None) -> Path:
+    """Per latent unit: its KL and its normalised mutual information with each factor, one
+    heatmap per panel (e.g. one per seed: units are not aligned across seeds).
+
+    Rows are the units sorted by KL, largest first, each labelled with its KL; a cell is
+    I(z_d; factor_f) / H(factor_f) in [0, 1] (1: the unit determines the factor).
+
+    Args:
+      panels: {panel title: (kl_per_dim (D,), matrix (D, F))}.
+      factor_names: the F column labels.
+      title: figure title (default "Latent units against the factors").
+
+    Returns:
+      path. Width 0.6 + panels * (1.4 + 0.55 F) inches, height 1.4 + 0.3 D inches.
+
+    Raises:
+      ValueError: no panels, or shapes that do not match.
+    """
+    if not panels:
+        raise ValueError("no panels given")
+    items = []
+    for name, (kl, matrix) in panels.items():
+        kl = np.vectorize(_num, otypes=[np.float64])(np.asarray(kl, dtype=object))
+        m = np.asarray(matrix, np.float64)
+        if m.ndim != 2 or kl.shape != (m.shape[0],) or m.shape[1] != len(factor_names):
+            raise ValueError(f"panel {name!r}: kl_per_dim {kl.shape} and matrix {m.shape} do not "
+                             f"fit {len(factor_names)} factors")
+        items.append((name, kl, m))
+    d = max(m.shape[0] for _, _, m in items)
+    f = len(factor_names)
+    fig = plot_style.figure(0.6 + len(items) * (1.4 + 0.55 * f), 1.4 + 0.3 * d)
+    axes = np.atleast_1d(fig.subplots(1, len(items)))
+    image = None
+    for ax, (name, kl, m) in zip(axes, items):
+        order = np.argsort(-np.nan_to_num(kl, nan=-np.inf), kind="stable")
+        image = ax.imshow(m[order], vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto",
+                          interpolation="nearest")
+        ax.set_xticks(range(f))
+        ax.set_xticklabels(factor_names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(order)))
+        ax.set_yticklabels([f"z{i} KL {kl[i]:.2f}" for i in order], fontsize=8)
+        ax.grid(False)
+        ax.set_title(name, fontsize=10)
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="I(z; factor) / H(factor)")
+    plot_style.suptitle(fig, title or "Latent units against the factors")
     return plot_style.save(fig, path)

@@ -153,3 +153,20 @@ def test_compare_runs(tmp_path, captured):
     fig = captured[-1]
     assert "torch" in fig.get_suptitle() and "jax" in fig.get_suptitle()
     assert [ax.get_title() for ax in fig.axes] == ["loss", "reconstruction term", "KL divergence"]
+
+
+def test_unit_factor_matrix(tmp_path, captured):
+    kl = [0.1, 3.0, "nan", 1.0]
+    m = np.linspace(0, 1, 4 * 5).reshape(4, 5)
+    names = ["shape", "scale", "orientation", "x", "y"]
+    out = plots.plot_unit_factor_matrix({"seed 0": (kl, m), "seed 1": (kl, m)}, names,
+                                        tmp_path / "f.png")
+    _assert_png(out, (0.6 + 2 * (1.4 + 0.55 * 5), 1.4 + 0.3 * 4))
+    ax = captured[-1].axes[0]
+    # units by KL, largest first; a NaN KL goes last
+    assert [t.get_text() for t in ax.get_yticklabels()] == \
+        ["z1 KL 3.00", "z3 KL 1.00", "z0 KL 0.10", "z2 KL nan"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    np.testing.assert_array_equal(ax.images[0].get_array(), m[[1, 3, 0, 2]])
+    with pytest.raises(ValueError, match="do not fit 5 factors"):
+        plots.plot_unit_factor_matrix({"s": (kl[:3], m)}, names, tmp_path / "f.png")
