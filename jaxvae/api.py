@@ -152,7 +152,7 @@ def evaluate_run(restored: Restored, data: Dataset, *, nll_samples: int = 0,
         trainer = dataclasses.replace(trainer, cfg=r.cfg.replace(nll_limit=nll_limit or None))
     return train_lib.evaluate(trainer, r.state.params, r.state.rest, data.images,
                               jax.random.key(r.cfg.seed), nll_samples=int(nll_samples),
-                              epoch=r.epoch)
+                              epoch=r.epoch, seed=r.cfg.seed)
 
 
 def encode_means(model, images: np.ndarray, *, batch: int = 500) -> np.ndarray:

@@ -47,7 +47,8 @@ from vaecommon.datasets import binarized_view, hold_out
 from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
 from vaecommon.tensorboard import Board
-from vaecommon.schedule import epoch_batches, lr_factor, shared_epoch_noise, steps_per_epoch
+from vaecommon.schedule import (epoch_batches, lr_factor, shared_epoch_noise, shared_eval_noise,
+                                steps_per_epoch)
 from vaecommon.validate import check_training_images
 from vaecommon.weights import shared_torch_init
 
@@ -389,9 +390,10 @@ class Trainer:
 
 
 def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: int = 0,
-             epoch: int = 0, nll_chunk: int = 256, timings: lifecycle.Timings | None = None
-             ) -> dict[str, Any]:
-    """Test-set metrics, every example counted exactly once (padding masked).
+             epoch: int = 0, nll_chunk: int = 256, timings: lifecycle.Timings | None = None,
+             seed: int | None = None) -> dict[str, Any]:
+    """Test-set metrics, every example counted exactly once (padding masked). `seed`: the
+    run's, for TrainConfig.noise "shared" (the -ELBO's eps are then the torch twin's too).
 
     Returns a dict: loss (-ELBO, nats/example), recon, kl, bits_per_dim, kl_per_dim (list),
     active_units (Burda et al.: Var_x E_q[z_d] > 0.01), and nll/nll_samples when requested.
@@ -399,7 +401,7 @@ def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: i
     """
     timings = timings or lifecycle.Timings()
     with timings("evaluation"):
-        res = _test_elbo(trainer, params, rest, images, root_key, epoch=epoch)
+        res = _test_elbo(trainer, params, rest, images, root_key, epoch=epoch, seed=seed)
     if nll_samples and get_spec(trainer.cfg.model, **trainer.cfg.model_overrides).is_vae:
         with timings("nll"):
             res.update(_test_nll_record(trainer, params, rest, images, root_key,
@@ -407,20 +409,26 @@ def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: i
     return res
 
 
-def _test_elbo(trainer: Trainer, params, rest, images, root_key, *, epoch: int) -> dict[str, Any]:
-    """The -ELBO part of `evaluate` (one compiled scan over the padded test batches)."""
+def _test_elbo(trainer: Trainer, params, rest, images, root_key, *, epoch: int,
+               seed: int | None = None) -> dict[str, Any]:
+    """The -ELBO part of `evaluate` (one compiled scan over the padded test batches); with
+    TrainConfig.noise "shared" and the run's `seed`, the eps are `shared_eval_noise`'s."""
     cfg = trainer.cfg
     images = np.asarray(images)
     n = images.shape[0]
     bs = min(cfg.eval_batch_size, n)
     xs, masks = lifecycle.pad_batches(images, bs)
     d = trainer.latent_dim
+    shared = None
+    if cfg.noise == "shared" and seed is not None:
+        shared, _ = lifecycle.pad_batches(shared_eval_noise(seed, epoch, n, d), bs)
 
     def build():
-        def run(params, rest, xs, masks, key):
+        def run(params, rest, xs, masks, key, shared):
             def body(carry, inp):
-                i, x, m = inp
-                eps = jax.random.normal(jax.random.fold_in(key, i), (x.shape[0], d))
+                i, x, m, sh = inp
+                eps = sh if sh is not None else jax.random.normal(jax.random.fold_in(key, i),
+                                                                   (x.shape[0], d))
                 terms, mean, kl_dim = trainer.eval_batch(params, rest, x, eps)
                 sums = {k: jnp.sum(v * m) for k, v in terms.items()}
                 sums["kl_per_dim"] = jnp.sum(kl_dim * m[:, None], axis=0)
@@ -430,11 +438,12 @@ def _test_elbo(trainer: Trainer, params, rest, images, root_key, *, epoch: int) 
 
             zero = {k: jnp.float32(0) for k in ("loss", "recon", "kl")}
             zero.update({k: jnp.zeros((d,), jnp.float32) for k in ("kl_per_dim", "mean_sum", "mean_sq")})
-            return jax.lax.scan(body, zero, (jnp.arange(xs.shape[0]), xs, masks))[0]
+            return jax.lax.scan(body, zero, (jnp.arange(xs.shape[0]), xs, masks, shared))[0]
         return run
 
     sums = jax.device_get(trainer._compiled("evaluate", build)(
-        params, rest, jnp.asarray(xs), jnp.asarray(masks), stream_key(root_key, "eval", epoch)))
+        params, rest, jnp.asarray(xs), jnp.asarray(masks), stream_key(root_key, "eval", epoch),
+        None if shared is None else jnp.asarray(shared)))
     input_dim = int(np.prod(images.shape[1:]))
     res = lifecycle.test_metrics(sums, n)
     res["bits_per_dim"] = losses.bits_per_dim(res["loss"], input_dim)
@@ -712,7 +721,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 stopped_before = stoppers[i].stopped
                 if val_ds is not None and not stopped_before:
                     record = {"type": "validation", "epoch": epoch + 1, "step": trains[i]["step"],
-                              **evaluate(trainer, s_i.params, s_i.rest, val_ds.images, roots[i],
+                              **evaluate(trainer, s_i.params, s_i.rest, val_ds.images, roots[i], seed=c.seed,
                                          epoch=epoch + 1, timings=timings)}
                     lifecycle.check_finite(not record.get("nonfinite"), "validation metrics", epoch,
                                            trains[i]["step"], lifecycle.newest_checkpoint(managers))
@@ -727,7 +736,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                     lifecycle.announce_nll(bar, c.final_nll_samples if final else c.nll_samples,
                                            len(test_ds.images), c.nll_limit, final)
                     tests[i] = {"type": "test", "epoch": epoch + 1, "step": trains[i]["step"],
-                                **evaluate(trainer, s_i.params, s_i.rest, test_ds.images, roots[i],
+                                **evaluate(trainer, s_i.params, s_i.rest, test_ds.images, roots[i], seed=c.seed,
                                            nll_samples=c.final_nll_samples if final else c.nll_samples,
                                            epoch=epoch + 1, timings=timings)}
                     lifecycle.check_finite(not tests[i].get("nonfinite"), "test metrics", epoch,
@@ -765,7 +774,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
                 tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": int(best.step),
                             "best_epoch": int(meta["epoch"]), "epochs_trained": trained,
-                            **evaluate(trainer, best.params, best.rest, test_ds.images, roots[i],
+                            **evaluate(trainer, best.params, best.rest, test_ds.images, roots[i], seed=c.seed,
                                        nll_samples=c.final_nll_samples, epoch=int(meta["epoch"]),
                                        timings=timings)}
                 f.append_metrics([tests[i]])

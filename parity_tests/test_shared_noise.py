@@ -36,6 +36,10 @@ def test_jax_and_torch_follow_one_trajectory(tmp_path, model):
     assert len(jax_curve) == len(torch_curve) == 16
     # independent streams would differ by percents from the first step (different weights)
     np.testing.assert_allclose(jax_curve, torch_curve, rtol=1e-4)
+    # the test -ELBO shares its Monte Carlo eps too (vaecommon.schedule.shared_eval_noise)
+    tests = [[r["loss"] for r in runs.read_metrics(tmp_path / fw) if r["type"] == "test"]
+             for fw in TRAIN]
+    np.testing.assert_allclose(tests[0], tests[1], rtol=1e-4)
 
 
 def test_native_streams_differ_and_shared_needs_the_torch_init(tmp_path):

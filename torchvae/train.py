@@ -43,7 +43,8 @@ from vaecommon.datasets import binarized_view, hold_out
 from vaecommon.lifecycle import NonFiniteLossError
 from vaecommon.presets import get_spec
 from vaecommon.tensorboard import Board
-from vaecommon.schedule import epoch_batches, lr_factor, shared_epoch_noise, steps_per_epoch
+from vaecommon.schedule import (epoch_batches, lr_factor, shared_epoch_noise, shared_eval_noise,
+                                steps_per_epoch)
 from vaecommon.validate import check_training_images
 from vaecommon.weights import shared_torch_init
 
@@ -322,11 +323,17 @@ def _test_elbo(trainer: Trainer, images: torch.Tensor, *, seed: int, epoch: int)
     xs, masks = lifecycle.pad_batches(images.numpy(), bs)
     d = trainer.latent_dim
     gen = stream_generator(seed, "eval", epoch)
+    shared = shared_eval_noise(seed, epoch, n, d) if cfg.noise == "shared" else None
+    start = 0
     sums: dict[str, Any] = {k: torch.zeros((), dtype=torch.float64) for k in ("loss", "recon", "kl")}
     sums.update({k: torch.zeros((d,), dtype=torch.float64) for k in ("kl_per_dim", "mean_sum", "mean_sq")})
     for x, m in zip(torch.from_numpy(xs), torch.from_numpy(masks).double()):
         x = x[: int(m.sum())]  # eager torch needs no padding: same numbers, less work
-        eps = torch.randn((x.shape[0], d), generator=gen)
+        if shared is not None:  # the JAX twin's eps for the same examples
+            eps = torch.from_numpy(shared[start: start + x.shape[0]])
+        else:
+            eps = torch.randn((x.shape[0], d), generator=gen)
+        start += x.shape[0]
         terms, mean, kl_dim = trainer.eval_batch(x, eps)
         batch = {k: v.double().sum() for k, v in terms.items()}
         batch["kl_per_dim"] = kl_dim.double().sum(0)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["STREAMS", "epoch_batches", "steps_per_epoch", "lr_factor", "shared_epoch_noise"]
+__all__ = ["STREAMS", "epoch_batches", "steps_per_epoch", "lr_factor", "shared_epoch_noise",
+           "shared_eval_noise"]
 
 STREAMS = {"init": 0, "perm": 1, "eps": 2, "binarize": 3, "eval": 4, "nll": 5, "figures": 6}
 """The run's independent random streams. Both twins derive each stream from (seed, STREAMS[name],
@@ -57,6 +58,14 @@ def shared_epoch_noise(seed: int, epoch: int, steps: int, batch: int, latent_dim
         bits = np.random.default_rng([int(seed), STREAMS["binarize"], int(epoch)])
         out["uniform"] = bits.random((steps, batch, *image_shape), dtype=np.float32)
     return out
+
+
+def shared_eval_noise(seed: int, epoch: int, n: int, latent_dim: int) -> np.ndarray:
+    """(n, D) float32 standard normal eps of an evaluation at `epoch` with TrainConfig.noise
+    "shared": one eps per evaluated example in both frameworks, so their -ELBO estimates share
+    the Monte Carlo draw (PCG64 from (seed, STREAMS["eval"], epoch))."""
+    rng = np.random.default_rng([int(seed), STREAMS["eval"], int(epoch)])
+    return rng.standard_normal((n, latent_dim), dtype=np.float32)
 
 
 def lr_factor(step, *, warmup_steps: int, schedule: str, total_steps: int, xp=np):
