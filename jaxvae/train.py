@@ -377,7 +377,8 @@ class Trainer:
         return self.objective_params.get("kl_estimate", "analytic")
 
     def eval_batch(self, params, rest, x, eps):
-        """Per-example {"loss","recon","kl"} (B,) and the posterior mean (B, D)."""
+        """Per-example {"loss","recon","kl"} (B,), the posterior mean (B, D), the KL per
+        dimension (B, D) and the forward pass (its z and logvar feed the collapse diagnostics)."""
         model = self.model_from(params, rest, train=False)
         out = forward(model, x, eps, self.cfg.logvar_clamp)
         terms = losses.elbo_terms(x, out, self.cfg.likelihood, **likelihood_params(model),
@@ -386,7 +387,7 @@ class Trainer:
             kl_dim = losses.kl_normal_per_dim(out.mean, out.logvar)
         else:
             kl_dim = jnp.zeros_like(out.mean)
-        return terms, out.mean, kl_dim
+        return terms, out.mean, kl_dim, out
 
 
 def evaluate(trainer: Trainer, params, rest, images, root_key, *, nll_samples: int = 0,
@@ -422,6 +423,7 @@ def _test_elbo(trainer: Trainer, params, rest, images, root_key, *, epoch: int,
     shared = None
     if cfg.noise == "shared" and seed is not None:
         shared, _ = lifecycle.pad_batches(shared_eval_noise(seed, epoch, n, d), bs)
+    vae = get_spec(cfg.model, **cfg.model_overrides).is_vae
 
     def build():
         def run(params, rest, xs, masks, key, shared):
@@ -429,14 +431,22 @@ def _test_elbo(trainer: Trainer, params, rest, images, root_key, *, epoch: int,
                 i, x, m, sh = inp
                 eps = sh if sh is not None else jax.random.normal(jax.random.fold_in(key, i),
                                                                    (x.shape[0], d))
-                terms, mean, kl_dim = trainer.eval_batch(params, rest, x, eps)
+                terms, mean, kl_dim, out = trainer.eval_batch(params, rest, x, eps)
                 sums = {k: jnp.sum(v * m) for k, v in terms.items()}
                 sums["kl_per_dim"] = jnp.sum(kl_dim * m[:, None], axis=0)
                 sums["mean_sum"] = jnp.sum(mean * m[:, None], axis=0)
                 sums["mean_sq"] = jnp.sum(mean**2 * m[:, None], axis=0)
+                if out.logvar is not None:  # minibatch I(x;z) and TC of the whole batches only
+                    diag = losses.posterior_diagnostics(out.z, out.mean, out.logvar, dataset_size=n)
+                    full = (jnp.sum(m) == m.shape[0]).astype(jnp.float32)
+                    sums.update(full_batches=full, mutual_info=diag["mutual_info"] * full,
+                                total_correlation=diag["total_correlation"] * full)
                 return jax.tree.map(jnp.add, carry, sums), None
 
             zero = {k: jnp.float32(0) for k in ("loss", "recon", "kl")}
+            if vae:
+                zero.update({k: jnp.float32(0) for k in
+                             ("full_batches", "mutual_info", "total_correlation")})
             zero.update({k: jnp.zeros((d,), jnp.float32) for k in ("kl_per_dim", "mean_sum", "mean_sq")})
             return jax.lax.scan(body, zero, (jnp.arange(xs.shape[0]), xs, masks, shared))[0]
         return run

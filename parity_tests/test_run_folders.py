@@ -243,9 +243,13 @@ def test_posterior_collapse_is_flagged_and_a_healthy_run_is_not(tmp_path, fw, ca
     assert abs(train["mutual_info"]) < 0.05 and len(train["kl_per_dim"]) == 20
     assert "posterior collapse: none of the 20 latent units is active" in err
     assert "posterior collapse" in (tmp_path / "collapsed" / "summary.md").read_text()
+    test = [r for r in runs.read_metrics(tmp_path / "collapsed") if r["type"] == "test"][-1]
+    assert test["active_units"] == 0 and abs(test["mutual_info"]) < 0.05
     TRAIN[fw].train_and_evaluate(base, tmp_path / "healthy", progress=False)
     train = [r for r in runs.read_metrics(tmp_path / "healthy") if r["type"] == "train"][-1]
     assert train["active_units"] >= 15 and train["mutual_info"] > 0.2
+    test = [r for r in runs.read_metrics(tmp_path / "healthy") if r["type"] == "test"][-1]
+    assert test["mutual_info"] > 0.2 and "total_correlation" in test
     assert "posterior collapse" not in capsys.readouterr().err
     assert "posterior collapse" not in (tmp_path / "healthy" / "summary.md").read_text()
 

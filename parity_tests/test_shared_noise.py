@@ -40,6 +40,10 @@ def test_jax_and_torch_follow_one_trajectory(tmp_path, model):
     tests = [[r["loss"] for r in runs.read_metrics(tmp_path / fw) if r["type"] == "test"]
              for fw in TRAIN]
     np.testing.assert_allclose(tests[0], tests[1], rtol=1e-4)
+    jt, tt = ([r for r in runs.read_metrics(tmp_path / fw) if r["type"] == "test"][-1]
+              for fw in TRAIN)
+    for k in ("mutual_info", "total_correlation"):  # the test set's collapse diagnostics
+        assert abs(jt[k] - tt[k]) <= 1e-3 * max(1.0, abs(tt[k])), (k, jt[k], tt[k])
 
 
 def test_native_streams_differ_and_shared_needs_the_torch_init(tmp_path):

@@ -284,7 +284,8 @@ class Trainer:
         return self.objective_params.get("kl_estimate", "analytic")
 
     def eval_batch(self, x: torch.Tensor, eps: torch.Tensor):
-        """Per-example {"loss","recon","kl"} (B,) and the posterior mean (B, D)."""
+        """Per-example {"loss","recon","kl"} (B,), the posterior mean (B, D), the KL per
+        dimension (B, D) and the forward pass (its z and logvar feed the collapse diagnostics)."""
         model = self.model
         out = forward(model, x, eps, self.cfg.logvar_clamp)
         terms = losses.elbo_terms(x, out, self.cfg.likelihood, **likelihood_params(model),
@@ -293,7 +294,7 @@ class Trainer:
             kl_dim = losses.kl_normal_per_dim(out.mean, out.logvar)
         else:
             kl_dim = torch.zeros_like(out.mean)
-        return terms, out.mean, kl_dim
+        return terms, out.mean, kl_dim, out
 
 
 @torch.no_grad()
@@ -334,11 +335,19 @@ def _test_elbo(trainer: Trainer, images: torch.Tensor, *, seed: int, epoch: int)
         else:
             eps = torch.randn((x.shape[0], d), generator=gen)
         start += x.shape[0]
-        terms, mean, kl_dim = trainer.eval_batch(x, eps)
+        terms, mean, kl_dim, out = trainer.eval_batch(x, eps)
         batch = {k: v.double().sum() for k, v in terms.items()}
         batch["kl_per_dim"] = kl_dim.double().sum(0)
         batch["mean_sum"] = mean.double().sum(0)
         batch["mean_sq"] = (mean.double() ** 2).sum(0)
+        if out.logvar is not None:  # minibatch I(x;z) and TC of the whole batches only
+            diag = losses.posterior_diagnostics(out.z, out.mean, out.logvar, dataset_size=n)
+            full = float(x.shape[0] == bs)
+            batch.update(full_batches=torch.tensor(full, dtype=torch.float64),
+                         mutual_info=diag["mutual_info"].double() * full,
+                         total_correlation=diag["total_correlation"].double() * full)
+            for k in ("full_batches", "mutual_info", "total_correlation"):
+                sums.setdefault(k, torch.zeros((), dtype=torch.float64))
         sums = {k: sums[k] + batch[k] for k in sums}
     input_dim = int(np.prod(images.shape[1:]))
     res = lifecycle.test_metrics({k: np.asarray(v) for k, v in sums.items()}, n)

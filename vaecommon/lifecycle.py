@@ -317,7 +317,8 @@ def test_metrics(sums: dict[str, Any], n: int) -> dict[str, Any]:
     `sums` holds "loss", "recon", "kl" (sums over examples), and (D,) sums "kl_per_dim",
     "mean_sum" and "mean_sq" of the per-dimension KL and of the posterior mean and its square.
     Returns loss (-ELBO, nats/example), recon, kl, kl_per_dim (list) and active_units (Burda et
-    al.: Var_x E_q[z_d] > 0.01).
+    al.: Var_x E_q[z_d] > 0.01); with "full_batches" (the count of whole evaluation batches) and
+    the sums of their "mutual_info" and "total_correlation" estimates, their means.
     """
     res: dict[str, Any] = {k: float(sums[k]) / n for k in ("loss", "recon", "kl")}
     res["kl_per_dim"] = [float(v) for v in np.asarray(sums["kl_per_dim"], np.float64) / n]
@@ -325,6 +326,9 @@ def test_metrics(sums: dict[str, Any], n: int) -> dict[str, Any]:
     with np.errstate(invalid="ignore", over="ignore"):  # a diverged run: inf - inf is reported
         var = np.asarray(sums["mean_sq"], np.float64) / n - mean**2  # below, not warned about
     res["active_units"] = int(np.sum(var > 0.01))
+    if float(sums.get("full_batches", 0)) > 0:  # the minibatch I(x;z) / TC of the whole batches
+        for k in ("mutual_info", "total_correlation"):
+            res[k] = float(sums[k]) / float(sums["full_batches"])
     if not all(np.isfinite(res[k]) for k in ("loss", "recon", "kl")):
         res["nonfinite"] = True
     return res
