@@ -12,8 +12,10 @@ directories are cleaned up the next time a manager opens the folder.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,23 @@ def _quiet_orbax():
         yield
     finally:
         logger.removeFilter(f)
+
+
+def _collect_abandoned_reads() -> None:
+    """Collect the read tasks a failed Orbax restore leaves behind, quietly: each would log
+    "Task exception was never retrieved" with a traceback when collected later, burying the
+    one-line CheckpointError raised instead."""
+    import gc
+
+    log, hook = logging.getLogger("asyncio"), sys.unraisablehook
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        log.setLevel(level)
+        sys.unraisablehook = hook
 
 
 class CheckpointManager:
@@ -150,6 +169,7 @@ class CheckpointManager:
             "step": template.step,
         }
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        self._check_shapes(step, abstract)
         try:
             restored = self._mgr.restore(
                 step,
@@ -158,6 +178,7 @@ class CheckpointManager:
                 ),
             )
         except Exception as e:  # noqa: BLE001 - re-raised with the path and the likely cause
+            _collect_abandoned_reads()
             raise CheckpointError(
                 f"cannot restore checkpoint step {step} from {self.directory}: {type(e).__name__}: "
                 f"{str(e).split('. ')[0][:300]} (is it from a different preset, framework or a "
@@ -175,6 +196,35 @@ class CheckpointManager:
         nnx.replace_by_pure_dict(rest, tree["rest"])
         state = type(template)(params, rest, tree["opt_state"], jnp.asarray(tree["step"]))
         return state, meta
+
+    def _check_shapes(self, step: int, abstract) -> None:
+        """Compare the stored array shapes (Orbax's `write_shape` in state/_METADATA) with the
+        model's before reading anything: a mismatch is one CheckpointError naming the leaf, and
+        Orbax never starts the reads that would fail (and print tracebacks as they are
+        collected). A checkpoint without that metadata is left to the restore itself."""
+        try:
+            stored = json.loads((self.directory / str(step) / "state" / "_METADATA").read_text())
+            stored = stored["tree_metadata"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+
+        def name(entry) -> str:
+            for attr in ("key", "idx", "name"):
+                if hasattr(entry, attr):
+                    return str(getattr(entry, attr))
+            return str(entry)
+
+        leaves = [(tuple(name(e) for e in path), leaf)
+                  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]]
+        for keys, leaf in sorted(leaves, key=lambda kl: (kl[0][:1] != ("params",), kl[0])):
+            meta = stored.get(str(keys), {}).get("value_metadata", {})
+            shape = meta.get("write_shape")
+            if shape is not None and tuple(shape) != tuple(leaf.shape):
+                raise CheckpointError(
+                    f"cannot restore checkpoint step {step} from {self.directory}: "
+                    f"{'/'.join(keys)} is stored with shape {tuple(shape)}, the model of the run's "
+                    f"config has {tuple(leaf.shape)} (is it from a different preset, framework or "
+                    "a truncated write?)")
 
     def restore_latest_intact(self, template) -> tuple[Any, dict, list[str]]:
         """`restore` of the newest checkpoint that restores intact, trying older ones when the

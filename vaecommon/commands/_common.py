@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -105,9 +106,11 @@ def user_errors(p: argparse.ArgumentParser) -> Iterator[None]:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split()) if len(str(msg)) < 2000 else str(msg)[:2000]
         print(f"{p.prog}: error: {msg}", file=sys.stderr)  # one line: no usage for a bad value
-        # A failed Orbax restore leaves read coroutines that would print "Exception ignored"
-        # tracebacks while the interpreter exits; the error line above already says it all.
+        # A failed Orbax restore leaves read tasks and coroutines that would print "Task
+        # exception was never retrieved" / "Exception ignored" tracebacks when they are collected
+        # as the interpreter exits; the error line above already says it all.
         sys.unraisablehook = lambda unraisable: None
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
         sys.exit(2)
 
 
