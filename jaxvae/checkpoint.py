@@ -219,7 +219,10 @@ class CheckpointManager:
         for keys, leaf in sorted(leaves, key=lambda kl: (kl[0][:1] != ("params",), kl[0])):
             meta = stored.get(str(keys), {}).get("value_metadata", {})
             shape = meta.get("write_shape")
-            if shape is not None and tuple(shape) != tuple(leaf.shape):
+            # write_shape is the chunk one process wrote: the global shape, or a divisor of it
+            # when the array was written in shards (a multi-device run)
+            if shape is not None and (len(shape) != len(leaf.shape) or any(
+                    w == 0 and g != 0 or w and (w > g or g % w) for w, g in zip(shape, leaf.shape))):
                 raise CheckpointError(
                     f"cannot restore checkpoint step {step} from {self.directory}: "
                     f"{'/'.join(keys)} is stored with shape {tuple(shape)}, the model of the run's "
