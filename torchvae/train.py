@@ -328,6 +328,9 @@ def _test_elbo(trainer: Trainer, images: torch.Tensor, *, seed: int, epoch: int)
     start = 0
     sums: dict[str, Any] = {k: torch.zeros((), dtype=torch.float64) for k in ("loss", "recon", "kl")}
     sums.update({k: torch.zeros((d,), dtype=torch.float64) for k in ("kl_per_dim", "mean_sum", "mean_sq")})
+    if get_spec(cfg.model, **cfg.model_overrides).is_vae:  # the collapse diagnostics' sums
+        sums.update({k: torch.zeros((), dtype=torch.float64)
+                     for k in ("full_batches", "mutual_info", "total_correlation")})
     for x, m in zip(torch.from_numpy(xs), torch.from_numpy(masks).double()):
         x = x[: int(m.sum())]  # eager torch needs no padding: same numbers, less work
         if shared is not None:  # the JAX twin's eps for the same examples
@@ -346,8 +349,6 @@ def _test_elbo(trainer: Trainer, images: torch.Tensor, *, seed: int, epoch: int)
             batch.update(full_batches=torch.tensor(full, dtype=torch.float64),
                          mutual_info=diag["mutual_info"].double() * full,
                          total_correlation=diag["total_correlation"].double() * full)
-            for k in ("full_batches", "mutual_info", "total_correlation"):
-                sums.setdefault(k, torch.zeros((), dtype=torch.float64))
         sums = {k: sums[k] + batch[k] for k in sums}
     input_dim = int(np.prod(images.shape[1:]))
     res = lifecycle.test_metrics({k: np.asarray(v) for k, v in sums.items()}, n)

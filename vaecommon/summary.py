@@ -77,8 +77,9 @@ def render_summary(*, framework: str, cfg: dict, spec: dict, data: dict, train: 
     units = test if test.get("active_units") is not None else train
     if units.get("kl_per_dim"):
         d = len(units["kl_per_dim"])
+        note = collapse_note(units)
         lines += ["", f"Latent units ({'test' if units is test else 'last training epoch'}): "
-                      f"{units['active_units']} of {d} active (Var_x E[z] > 0.01)."
-                  + (f" **{collapse_note(units)}**" if collapse_note(units) else "")]
+                      f"{units['active_units']} of {d} active (Var_x E[z] > {ACTIVE_THRESHOLD})."
+                  + (f" **{note}**" if note else "")]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
     return "\n".join(lines)
