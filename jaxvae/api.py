@@ -38,7 +38,7 @@ from vaecommon.validate import check_api_images
 __all__ = [
     "FRAMEWORK", "Restored", "restore", "load_run", "load_run_dataset", "evaluate_run", "encode_means",
     "reconstruct", "sample", "interpolate", "decode", "run_figure_arrays", "canonical_weights",
-    "model_from_weights", "write_run_folder",
+    "model_from_weights", "write_run_folder", "load_linen_file",
 ]
 
 FRAMEWORK = "jax"
@@ -240,3 +240,16 @@ def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str
     run.write_summary(runinfo.converted_summary(cfg, framework=FRAMEWORK,
                                                  converted_from=converted_from))
     return run.root
+
+
+def load_linen_file(path: str | Path, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """Canonical weights of the preset of `cfg` from a Flax Linen params tree: a
+    `flax.serialization` msgpack file or an Orbax checkpoint folder (`jaxvae.convert.load_linen_file`).
+
+    JAX only, like torch's `load_torch_file` (no torch twin).
+
+    Raises:
+      WeightsFileError: not a msgpack file / Orbax checkpoint; WeightsMismatchError: the tree
+        does not fit the preset (each leaf named), or the preset has no Linen layout.
+    """
+    return convert.load_linen_file(path, cfg.model, **cfg.model_overrides)

@@ -27,10 +27,17 @@ Conventions (torch -> JAX):
 All maps are exact (transposes, reshapes, renames): canonical -> JAX -> canonical returns the same
 bits, and so does JAX -> canonical -> JAX. Missing or unexpected tensors and shape mismatches
 raise `vaecommon.weights.WeightsMismatchError` naming the tensors.
+
+Flax Linen params trees (JAX only, no torch twin): `linen_to_canonical` maps the params tree of
+a Linen model onto canonical weights with the explicit table `_LINEN_LAYOUTS` (preset -> the
+Linen `nn.Dense` paths, each kernel (in, out) -> `<path>.weight` (out, in), bias -> `<path>.bias`),
+and `load_linen_file` reads that tree from a `flax.serialization` msgpack file or an Orbax
+checkpoint folder. Every leaf is checked by path before anything is mapped.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -41,9 +48,10 @@ from flax import nnx
 from jaxvae import models
 from jaxvae.conv import ConvTranspose
 from vaecommon import presets
-from vaecommon.weights import WeightsMismatchError, check_weights
+from vaecommon.weights import WeightsFileError, WeightsMismatchError, check_weights
 
-__all__ = ["canonical_shapes", "to_canonical", "load_canonical_into", "from_canonical"]
+__all__ = ["canonical_shapes", "to_canonical", "load_canonical_into", "from_canonical",
+           "linen_to_canonical", "load_linen_file"]
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -276,3 +284,212 @@ def from_canonical(model_or_name: nnx.Module | str, weights: Mapping[str, np.nda
     if overrides:
         raise TypeError("overrides apply only when building from a preset name")
     return load_canonical_into(model_or_name, weights)
+
+
+# ---- Flax Linen params trees (JAX only) -----------------------------------------------------------
+# preset -> {Linen module path in the params tree: canonical (torch) module name}. Each entry is a
+# Linen `nn.Dense`, whose `kernel` (in, out) and `bias` (out,) have the layouts of the NNX layer
+# at that canonical name, so the layer's rule in `_LAYER_TABLE` maps them (kernel -> weight is the
+# transpose).
+#
+# flax_examples: google/flax examples/vae/models.py. `VAE.setup` makes `encoder = Encoder(latents)`
+# (Dense(500, name='fc1') -> relu -> Dense(latents, name='fc2_mean') and Dense(latents,
+# name='fc2_logvar')) and `decoder = Decoder()` (Dense(500, name='fc1') -> relu -> Dense(784,
+# name='fc2')), so `VAE(...).init(...)['params']` is {'encoder': {'fc1': {'kernel', 'bias'},
+# 'fc2_mean': ..., 'fc2_logvar': ...}, 'decoder': {'fc1': ..., 'fc2': ...}}.
+_LINEN_LAYOUTS: dict[str, dict[str, str]] = {
+    "flax_examples": {
+        "encoder/fc1": "encoder.fc1",
+        "encoder/fc2_mean": "encoder.fc2_mean",
+        "encoder/fc2_logvar": "encoder.fc2_logvar",
+        "decoder/fc1": "decoder.fc1",
+        "decoder/fc2": "decoder.fc2",
+    },
+}
+
+_LIST_AT_MOST = 8  # leaves named in one error line before "... and N more"
+
+
+def _linen_leaves(model_name: str, overrides: Mapping[str, Any]) -> dict[str, tuple[str, _Entry]]:
+    """Linen leaf path ('encoder/fc1/kernel') -> (canonical name, the NNX entry) for a preset."""
+    layout = _LINEN_LAYOUTS.get(model_name)
+    if layout is None:
+        raise WeightsMismatchError(
+            f"no Linen layout for preset {model_name!r}: Linen params trees are read for "
+            f"{', '.join(sorted(_LINEN_LAYOUTS))} (pass --model with one of them)")
+    model = nnx.eval_shape(lambda: models.build_model(model_name, key=0, **overrides))
+    entries = _entries(model)
+    by_module = {v: k for k, v in layout.items()}
+    out: dict[str, tuple[str, _Entry]] = {}
+    for name, e in entries.items():
+        module, _, _ = name.rpartition(".")
+        if module not in by_module:  # the table must cover the whole model
+            raise TypeError(f"_LINEN_LAYOUTS[{model_name!r}] has no Linen path for {name}")
+        out[f"{by_module[module]}/{e.rule.jax_attr}"] = (name, e)
+    return out
+
+
+def _short(names: list[str]) -> str:
+    more = len(names) - _LIST_AT_MOST
+    return "[" + ", ".join(names[:_LIST_AT_MOST]) + (f", ... and {more} more" if more > 0 else "") + "]"
+
+
+def _linen_flat(tree: Any, where: str) -> tuple[dict[str, Any], str]:
+    """({'encoder/fc1/kernel': leaf, ...}, prefix): the leaves of a params tree by path; a
+    {'params': tree} wrapper is unwrapped and its prefix "params/" returned for the messages."""
+    if not isinstance(tree, Mapping):
+        raise WeightsFileError(f"{where} does not hold a Linen params tree: its top level is a "
+                               f"{type(tree).__name__}, not a dict")
+    prefix = ""
+    if set(tree) == {"params"} and isinstance(tree["params"], Mapping):
+        tree, prefix = tree["params"], "params/"
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping, path: str) -> None:
+        for k, v in node.items():
+            p = f"{path}{k}"
+            if isinstance(v, Mapping):
+                walk(v, p + "/")
+            else:
+                flat[p] = v
+
+    walk(tree, "")
+    return flat, prefix
+
+
+def _check_linen(expected: Mapping[str, tuple[str, _Entry]], shapes: Mapping[str, tuple],
+                 prefix: str, *, where: str, model_name: str) -> None:
+    """One WeightsMismatchError naming every missing, unexpected or mis-shaped leaf."""
+    missing = [prefix + k for k in expected if k not in shapes]
+    unexpected = [prefix + k for k in shapes if k not in expected]
+    bad = [f"{prefix}{k}: preset needs {tuple(e.var.shape)}, got {tuple(shapes[k])}"
+           for k, (_, e) in expected.items()
+           if k in shapes and tuple(shapes[k]) != tuple(e.var.shape)]
+    if not (missing or unexpected or bad):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing leaves {_short(missing)}")
+    if unexpected:
+        hint = ""
+        if not prefix and "params" in {k.split("/")[0] for k in shapes}:
+            hint = (" (the tree holds more than the params: save state.params, or "
+                    "{'params': state.params})")
+        parts.append(f"unexpected leaves {_short(unexpected)}{hint}")
+    if bad:
+        parts.append("shape mismatches: " + "; ".join(bad[:_LIST_AT_MOST])
+                     + (f"; ... and {len(bad) - _LIST_AT_MOST} more" if len(bad) > _LIST_AT_MOST else ""))
+    raise WeightsMismatchError(f"{where}: the Linen params tree does not fit preset "
+                               f"{model_name!r}: " + " | ".join(parts))
+
+
+def linen_to_canonical(tree: Mapping[str, Any], model_name: str, *, where: str = "Linen params",
+                       **overrides: Any) -> dict[str, np.ndarray]:
+    """Canonical weights of a preset from a Flax Linen params tree (`_LINEN_LAYOUTS`).
+
+    Args:
+      tree: the Linen params, nested dicts of arrays: `variables['params']`, or the variables
+        `{'params': ...}` themselves (e.g. google/flax examples/vae's
+        `{'encoder': {'fc1': {'kernel': (784, 500), 'bias': (500,)}, ...}, 'decoder': ...}`).
+      model_name: the preset (one with a Linen layout: flax_examples).
+      where: how to call the tree in error messages (the file).
+      **overrides: preset overrides (e.g. latent_dim=2), which set the expected shapes.
+    Returns:
+      dict name -> float32 np.ndarray in PyTorch naming and layout (kernel (in, out) -> weight
+      (out, in)); floating leaves of other precisions are cast to float32, the model's dtype.
+    Raises:
+      WeightsMismatchError: a preset without a Linen layout; missing, unexpected or mis-shaped
+        leaves (each named by its path in the tree), or a leaf that is not floating point.
+      WeightsFileError: `tree` is not a dict.
+    """
+    expected = _linen_leaves(model_name, overrides)
+    flat, prefix = _linen_flat(tree, where)
+    _check_linen(expected, {k: np.shape(v) for k, v in flat.items()}, prefix, where=where,
+                 model_name=model_name)
+    out: dict[str, np.ndarray] = {}
+    for leaf, (name, e) in expected.items():
+        a = np.asarray(flat[leaf])
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise WeightsMismatchError(f"{where}: {prefix}{leaf} is {a.dtype}, expected a floating "
+                                       "point array")
+        out[name] = np.array(e.rule.to_torch(a.astype(np.float32)), order="C")
+    return out
+
+
+def _read_msgpack(path: Path) -> Any:
+    from flax import serialization
+
+    try:
+        return serialization.msgpack_restore(path.read_bytes())
+    except Exception as e:  # noqa: BLE001 - msgpack raises ValueError, ExtraData, TypeError...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsFileError(f"{path} is not a flax.serialization msgpack file "
+                               f"({type(e).__name__}: {first[:200]})") from None
+
+
+def _orbax_item(path: Path) -> Path:
+    """The folder holding the tree's _METADATA: `path` itself (a StandardCheckpointer /
+    PyTreeCheckpointer save) or its one item folder (a CheckpointManager step, e.g. <step>/default)."""
+    if (path / "_METADATA").is_file():
+        return path
+    items = sorted(c for c in path.iterdir() if c.is_dir() and (c / "_METADATA").is_file())
+    if len(items) == 1:
+        return items[0]
+    found = f"items {[c.name for c in items]}: pass one of them" if items else "no _METADATA"
+    raise WeightsFileError(f"{path} is not an Orbax checkpoint of a params tree ({found})")
+
+
+def _read_orbax(path: Path, check: Callable[[dict[str, tuple], str], None]) -> Any:
+    """The tree of an Orbax checkpoint as NumPy arrays; `check(shapes by leaf path, prefix)` runs
+    on the stored metadata first, so a tree that does not fit fails before any array is read."""
+    import orbax.checkpoint as ocp
+
+    item = _orbax_item(path)
+    ckptr = ocp.PyTreeCheckpointer()
+    try:
+        meta = ckptr.metadata(item.absolute())
+        meta = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
+    except Exception as e:  # noqa: BLE001 - corrupt or foreign metadata
+        raise WeightsFileError(f"{item}: cannot read the Orbax checkpoint's metadata "
+                               f"({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(meta, Mapping):
+        raise WeightsFileError(f"{item}: the Orbax checkpoint does not hold a tree of named arrays")
+    flat, prefix = _linen_flat(meta, str(path))
+    check({k: tuple(getattr(v, "shape", ())) for k, v in flat.items()}, prefix)
+    try:
+        return ckptr.restore(item.absolute(), restore_args=jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta))
+    except Exception as e:  # noqa: BLE001 - a truncated or damaged write
+        from jaxvae.checkpoint import _collect_abandoned_reads
+
+        _collect_abandoned_reads()
+        raise WeightsFileError(f"{item}: cannot read the Orbax checkpoint ({type(e).__name__}: "
+                               f"{str(e).split('. ')[0][:200]})") from None
+
+
+def load_linen_file(path: str | Path, model_name: str, **overrides: Any) -> dict[str, np.ndarray]:
+    """Canonical weights of a preset from a Flax Linen params tree on disk.
+
+    Reads a `flax.serialization` msgpack file (`flax.serialization.to_bytes(params)` or of
+    `{'params': params}`) or an Orbax checkpoint folder (`StandardCheckpointer` /
+    `PyTreeCheckpointer().save(dir, params)`, with or without the 'params' wrapper; a
+    CheckpointManager step with one item works too), then `linen_to_canonical`. An Orbax tree's
+    leaf paths and shapes are checked from its metadata before any array is read.
+
+    Returns:
+      canonical weights (float32, PyTorch naming and layout).
+    Raises:
+      FileNotFoundError: nothing at `path`.
+      WeightsFileError: not a msgpack file / not an Orbax checkpoint, or unreadable.
+      WeightsMismatchError: the tree does not fit the preset (each leaf named).
+    """
+    p = Path(path)
+    if p.is_dir():
+        expected = _linen_leaves(model_name, overrides)
+        tree = _read_orbax(p, lambda shapes, prefix: _check_linen(
+            expected, shapes, prefix, where=str(p), model_name=model_name))
+    elif p.is_file():
+        tree = _read_msgpack(p)
+    else:
+        raise FileNotFoundError(f"no Linen checkpoint at {p}")
+    return linen_to_canonical(tree, model_name, where=str(p), **overrides)

@@ -50,6 +50,20 @@ FRAMEWORK_ONLY: dict[tuple[str, str], dict[str, str]] = {
     ("convert", "torch"): {
         "load_torch_file": "reads a notebook's torch.save checkpoint (a torch-only file format)",
     },
+    ("convert", "jax"): {
+        "linen_to_canonical": "maps a Flax Linen params tree (a JAX-only model format) onto "
+                              "canonical weights",
+        "load_linen_file": "reads a Linen params tree from flax.serialization msgpack or Orbax "
+                           "(JAX-only file formats)",
+    },
+    ("api", "jax"): {
+        "load_linen_file": "the command API's reader of Flax Linen params trees (JAX-only formats)",
+    },
+    ("api", "torch"): {
+        "load_torch_file": "the command API's reader of torch.save files (a torch-only format)",
+        "save_torch_file": "writes a torch state_dict file (a torch-only format); the JAX side's "
+                           "weights file is the framework-free canonical one",
+    },
     ("streams", "jax"): {"stream_key": "a stream is a folded PRNG key in JAX"},
     ("streams", "torch"): {"stream_generator": "a stream is a seeded torch.Generator in torch"},
     ("optim", "jax"): {

@@ -12,7 +12,8 @@ from parity_tests.twins import assert_all
 from vaecommon import presets
 
 
-@pytest.mark.parametrize("module", ["models", "train", "convert", "figure_data", "streams", "optim"])
+@pytest.mark.parametrize("module", ["models", "train", "convert", "figure_data", "streams", "optim",
+                                    "api"])
 def test_public_names_mirror(module):
     assert_all(check_public_names(module))
 

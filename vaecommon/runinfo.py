@@ -24,7 +24,8 @@ from vaecommon.config import TrainConfig
 from vaecommon.runs import RunFolder
 
 __all__ = [
-    "RunFolderError", "FRAMEWORKS", "TORCH_SUFFIXES", "WEIGHT_SUFFIXES",
+    "RunFolderError", "FRAMEWORKS", "TORCH_SUFFIXES", "WEIGHT_SUFFIXES", "LINEN_SUFFIXES",
+    "ORBAX_MARKERS",
     # run folders
     "read_run_config", "train_config", "spec_of", "framework_of", "n_train", "data_kwargs",
     "data_config", "check_input_shape", "pick_step", "run_label",
@@ -42,6 +43,10 @@ TORCH_SUFFIXES = (".pt", ".pth")
 """torch.save files (a state_dict, read with weights_only=True)."""
 WEIGHT_SUFFIXES = (".safetensors", ".npz")
 """Canonical weights files (`vaecommon.weights`): PyTorch naming and layout, NumPy only."""
+LINEN_SUFFIXES = (".msgpack",)
+"""`flax.serialization` msgpack files of a Flax Linen params tree (read by `jaxvae.convert`)."""
+ORBAX_MARKERS = ("_METADATA", "_CHECKPOINT_METADATA", "manifest.ocdbt")
+"""Files that make a folder (outside a run folder) an Orbax checkpoint of a Linen params tree."""
 
 
 class RunFolderError(ValueError):
@@ -74,7 +79,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         raise RunFolderError(f"{root} does not exist; pass a run folder written by scripts/train.py")
     if not root.is_dir():
         hint = ""
-        if root.suffix in TORCH_SUFFIXES + WEIGHT_SUFFIXES:
+        if root.suffix in TORCH_SUFFIXES + WEIGHT_SUFFIXES + LINEN_SUFFIXES:
             hint = (f"; to use a weights file, make a run folder from it first: "
                     f"python scripts/convert.py {root} --model PRESET --to-run-folder DIR")
         raise RunFolderError(f"{root} is a file, not a run folder (config.json + checkpoints/)"
@@ -199,7 +204,8 @@ def run_label(run_dir: str | Path) -> str:
 
 def input_kind(path: str | Path) -> str:
     """What `scripts/convert.py` was given: "run" (a run folder, or an Orbax step folder inside
-    one), "torch" (.pt/.pth) or "canonical" (.safetensors/.npz).
+    one), "torch" (.pt/.pth), "canonical" (.safetensors/.npz) or "linen" (a Flax Linen params
+    tree: a .msgpack file, or an Orbax checkpoint folder outside a run folder).
 
     Raises:
       RunFolderError: nothing there, or a kind of file no converter reads.
@@ -210,14 +216,26 @@ def input_kind(path: str | Path) -> str:
     if p.is_dir():
         if (p / "config.json").exists() or run_of_step_dir(p) is not None:
             return "run"
+        if (run_step := run_of_step_dir(p.parent)) is not None:
+            run, step = run_step
+            raise RunFolderError(f"{p} is one item of a run's checkpoint; pass the run folder "
+                                 f"{run} (with --step {step}) or {p.parent}")
+        if any((p / m).exists() for m in ORBAX_MARKERS) or any(
+                (c / "_METADATA").exists() for c in p.iterdir() if c.is_dir()):
+            return "linen"
         raise RunFolderError(f"{p} is a directory without config.json: not a run folder (nor a "
-                             "checkpoints/<step> folder of one)")
+                             "checkpoints/<step> folder of one), nor an Orbax checkpoint "
+                             f"(no {'/'.join(ORBAX_MARKERS)})")
     if p.suffix in TORCH_SUFFIXES:
         return "torch"
     if p.suffix in WEIGHT_SUFFIXES:
         return "canonical"
+    if p.suffix in LINEN_SUFFIXES:
+        return "linen"
     raise RunFolderError(f"{p}: unknown weights file type {p.suffix!r}; expected a torch state_dict "
-                         f"{TORCH_SUFFIXES}, canonical weights {WEIGHT_SUFFIXES} or a run folder")
+                         f"{TORCH_SUFFIXES}, canonical weights {WEIGHT_SUFFIXES}, a Flax Linen "
+                         f"params msgpack {LINEN_SUFFIXES}, a run folder or an Orbax checkpoint "
+                         "folder")
 
 
 def run_of_step_dir(path: str | Path) -> tuple[Path, int] | None:

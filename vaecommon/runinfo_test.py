@@ -80,7 +80,7 @@ def test_input_kind(tmp_path):
     assert runinfo.input_kind(run / "checkpoints" / "8") == "run"
     assert runinfo.run_of_step_dir(run / "checkpoints" / "8") == (run, 8)
     for name, kind in [("a.pt", "torch"), ("a.pth", "torch"), ("a.safetensors", "canonical"),
-                       ("a.npz", "canonical")]:
+                       ("a.npz", "canonical"), ("a.msgpack", "linen")]:
         (tmp_path / name).write_bytes(b"x")
         assert runinfo.input_kind(tmp_path / name) == kind
     (tmp_path / "a.bin").write_bytes(b"x")
@@ -89,6 +89,18 @@ def test_input_kind(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(RunFolderError, match="without config.json"):
         runinfo.input_kind(tmp_path / "plain")
+    # Orbax checkpoints of a Linen tree: a saved folder, or a manager step with one item
+    for marker in ("orbax/_METADATA", "step/default/_METADATA"):
+        (tmp_path / marker).parent.mkdir(parents=True)
+        (tmp_path / marker).write_text("{}")
+    assert runinfo.input_kind(tmp_path / "orbax") == "linen"
+    assert runinfo.input_kind(tmp_path / "step") == "linen"
+    # an item of a run's own checkpoint points at the run
+    (run / "checkpoints" / "8" / "state").mkdir()
+    (run / "checkpoints" / "8" / "state" / "_METADATA").write_text("{}")
+    with pytest.raises(RunFolderError, match=r"one item of a run's checkpoint; pass the run folder "
+                                             r".* \(with --step 8\)"):
+        runinfo.input_kind(run / "checkpoints" / "8" / "state")
 
 
 def test_config_for_weights():

@@ -5,11 +5,17 @@
     python scripts/convert.py vae.safetensors --out vae.pt                      # -> torch
     python scripts/convert.py runs/pe                                           # JAX run -> .pt
     python scripts/convert.py runs/pe-torch --to-run-folder runs/pe-as-jax      # torch run -> JAX run
+    python scripts/convert.py variables.msgpack --model flax_examples            # Linen -> .safetensors
+    python scripts/convert.py linen_ckpt/ --model flax_examples --to-run-folder runs/fx  # Orbax Linen
 
 Inputs: a torch `.pt`/`.pth` state_dict (also a training checkpoint holding one under "model" or
 "state_dict"; always read with torch.load(weights_only=True), never unpickled code), a canonical
 weights file `.safetensors`/`.npz`, or a run folder of either framework (its latest checkpoint, or
---step; a `<run>/checkpoints/<step>` folder works too).
+--step; a `<run>/checkpoints/<step>` folder works too), or a Flax Linen params tree of a preset
+with a Linen layout (flax_examples: google/flax examples/vae's `encoder`/`decoder` tree): a
+`flax.serialization` msgpack file `.msgpack` (`to_bytes(params)` or of `{'params': params}`) or
+an Orbax checkpoint folder (StandardCheckpointer / PyTreeCheckpointer save of either tree), read
+by `jaxvae.convert.load_linen_file`, which names any missing, unexpected or mis-shaped leaf.
 
 Formats: the JAX side of a conversion is the canonical safetensors file: PyTorch names and layout,
 readable without either framework, with the preset and overrides in its metadata (so later
@@ -18,7 +24,7 @@ commands, --to-run-folder writes a complete run folder instead (config.json + on
 Orbax for JAX, torch.save for torch; no metrics), which evaluate, sample, reconstruct, interpolate,
 latent_map and figures read like a trained run.
 
-Direction: .pt -> JAX (a .safetensors file, or a JAX run folder); .safetensors/.npz -> torch
+Direction: .pt and Linen -> JAX (a .safetensors file, or a JAX run folder); .safetensors/.npz -> torch
 (a .pt state_dict, or a torch run folder); a run folder -> the other framework. --framework picks
 the run folder's framework explicitly. Every conversion loads the weights into the target
 framework's model first, so names and shapes are checked (errors name the tensors), and the round
@@ -37,7 +43,8 @@ from vaecommon.commands import _common as C
 def build_parser():
     p = C.parser(__doc__, "convert")
     p.add_argument("input", help="a .pt/.pth state_dict, a .safetensors/.npz canonical weights "
-                                 "file, or a run folder (JAX or torch)")
+                                 "file, a run folder (JAX or torch), or a Flax Linen params tree "
+                                 "(a .msgpack file or an Orbax checkpoint folder)")
     p.add_argument("--out", default=None,
                    help="weights file to write; its suffix picks the format: .pt/.pth (torch "
                         "state_dict) or .safetensors/.npz (canonical). Default: the input's name "
@@ -48,10 +55,12 @@ def build_parser():
                         "commands can use; DIR must not hold a run yet")
     p.add_argument("--framework", choices=("jax", "torch"), default=None,
                    help="framework of the --to-run-folder run (default: the conversion's target: "
-                        "jax for a .pt input, torch for a canonical file, the other one for a run)")
+                        "jax for a .pt or Linen input, torch for a canonical file, the other one "
+                        "for a run)")
     p.add_argument("--model", default=None,
-                   help="preset the weights belong to (required for a .pt file; a canonical file "
-                        "written here names it in its metadata; not allowed with a run folder)")
+                   help="preset the weights belong to (required for a .pt file and a Linen "
+                        "tree; a canonical file written here names it in its metadata; not "
+                        "allowed with a run folder)")
     p.add_argument("--override", action="append", metavar="KEY=VALUE", default=None,
                    help="preset override, as for training (repeatable), e.g. --override latent_dim=2")
     p.add_argument("--step", type=int, default=None,
@@ -86,6 +95,11 @@ def main(argv=None) -> int:
             weights = source.canonical_weights(r.model)
             cfg, target = r.cfg, "torch" if source.FRAMEWORK == "jax" else "jax"
             default_out = Path(run_dir) / f"{cfg.model}_step{r.step}"
+        elif kind == "linen":  # a Flax Linen params tree: the preset's Linen layout maps it
+            cfg = runinfo.config_for_weights({}, args.model, overrides)
+            weights = _twins.twin("jax").load_linen_file(src, cfg)
+            target = "jax"
+            default_out = src.with_suffix("")
         else:
             weights, meta = _twins.read_weights_file(src)
             target = "jax" if kind == "torch" else "torch"

@@ -75,6 +75,9 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
     kind = runinfo.input_kind(path)
     if kind == "torch":
         return twin("torch").load_torch_file(path), {}
+    if kind == "linen":
+        raise RunFolderError(f"{path} is a Flax Linen params tree: read it with the jax twin's "
+                             "load_linen_file, which needs the preset")
     if kind != "canonical":
         raise RunFolderError(f"{path} is a run folder, not a weights file")
     return runinfo.read_canonical_weights(path)
