@@ -453,7 +453,8 @@ def _read_orbax(path: Path, check: Callable[[dict[str, tuple], str], None]) -> A
         raise WeightsFileError(f"{item}: cannot read the Orbax checkpoint's metadata "
                                f"({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(meta, Mapping):
-        raise WeightsFileError(f"{item}: the Orbax checkpoint does not hold a tree of named arrays")
+        raise WeightsFileError(f"{item}: the Orbax checkpoint's metadata holds no tree of named "
+                               "arrays (damaged, or not a params tree)")
     flat, prefix = _linen_flat(meta, str(path))
     check({k: tuple(getattr(v, "shape", ())) for k, v in flat.items()}, prefix)
     try:

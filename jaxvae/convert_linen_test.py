@@ -283,6 +283,16 @@ def test_not_an_orbax_checkpoint_nor_a_known_file(tmp_path, capsys):
     assert re.search(r"unknown weights file type '.bin'; .*a Flax Linen params msgpack", err), err
 
 
+def test_damaged_orbax_data_is_one_line(linen, tmp_path, capsys):
+    d = _save_orbax(tmp_path / "ckpt", linen[0], "standard")
+    data = [f for f in d.glob("ocdbt.process_*/d/*") if f.is_file()]
+    assert data
+    for f in data:  # the arrays' bytes gone, the metadata intact
+        f.write_bytes(b"")
+    err = _one_error_line(capsys, d, "--model", "flax_examples")
+    assert "ckpt: cannot read the Orbax checkpoint (" in err, err
+
+
 # ---- the command: canonical weights and run folders ------------------------------------------------
 
 def test_command_writes_canonical_weights_and_a_run_folder(linen, tmp_path, capsys):
