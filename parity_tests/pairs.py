@@ -43,7 +43,9 @@ counterpart (not copied, not compared).
 
 Inputs are in torch layout; with `layout="nchw"` (the default) every rank-4 input is transposed
 to NHWC for the NNX module and every rank-4 NNX output back to NCHW; `layout="same"` passes
-arrays unchanged. Neither model given is trained: every run works on copies.
+arrays unchanged. Neither model given is trained: every run works on copies. Randomness inside
+the models (dropout, sampling) must be off or passed in as an input, as `eps` above: the two
+frameworks draw from different streams.
 """
 
 from __future__ import annotations
@@ -112,13 +114,28 @@ class _Mapping:
             if target is None:
                 self.ignored.add(name)
                 continue
-            path, rule = (target, "same") if isinstance(target, str) else target
+            if isinstance(target, str):
+                target = (target, "same")
+            if not (isinstance(target, (tuple, list)) and len(target) == 2
+                    and isinstance(target[0], str)):
+                raise ValueError(f"mapping[{name!r}]: expected an NNX path, (NNX path, rule) or "
+                                 f"None, got {target!r}")
+            path, rule = target
             if isinstance(rule, str):
                 if rule not in RULES:
                     raise ValueError(f"mapping[{name!r}]: unknown rule {rule!r}; valid: "
                                      f"{', '.join(RULES)} or a Rule(to_jax, to_torch)")
                 rule = RULES[rule]
-            self.table[name] = (_split_path(path), rule)
+            elif not (isinstance(rule, tuple) and len(rule) == 2 and all(map(callable, rule))):
+                raise ValueError(f"mapping[{name!r}]: a rule is one of {', '.join(RULES)} or "
+                                 f"Rule(to_jax, to_torch), got {rule!r}")
+            self.table[name] = (_split_path(path), Rule(*rule))
+        seen: dict[tuple, str] = {}
+        for name, (path, _) in self.table.items():
+            if path in seen:
+                raise ValueError(f"mapping: {seen[path]!r} and {name!r} both map to "
+                                 f"{'.'.join(map(str, path))}")
+            seen[path] = name
 
     def shapes(self, model: nnx.Module) -> dict[str, tuple[int, ...]]:
         """torch name -> torch-layout shape of the NNX side (raises ValueError naming a bad path)."""
@@ -132,8 +149,10 @@ class _Mapping:
             try:
                 var = _walk(model, path)
             except (AttributeError, IndexError, KeyError, TypeError):
+                var = None
+            if not isinstance(var, nnx.Variable):
                 raise ValueError(f"mapping[{name!r}]: the NNX module has no variable at "
-                                 f"{'.'.join(map(str, path))}") from None
+                                 f"{'.'.join(map(str, path))}")
             out[name] = tuple(np.shape(rule.to_torch(np.zeros(var.shape, np.float32))))
         return out
 

@@ -237,33 +237,53 @@ FLAX_BN_MAPPING = {"fc.weight": ("fc.kernel", "linear"), "fc.bias": "fc.bias",
 
 
 def bn_check(jax_bn, mapping=None):
+    """(report, the batch's float64 mean and biased variance per channel, the batch size)."""
     torch.manual_seed(6)
+    tm = TorchBN()
     x = np.random.default_rng(6).normal(size=(B, D)).astype(np.float32)
-    return check_pair(TorchBN(), JaxBN(jax_bn), x, mapping=mapping)
+    h = x.astype(np.float64) @ tm.fc.weight.detach().numpy().T.astype(np.float64) \
+        + tm.fc.bias.detach().numpy()                                  # (B, H), float64
+    return check_pair(tm, JaxBN(jax_bn), x, mapping=mapping), h.mean(0), h.var(0), B
 
+
+def max_abs(report, name: str, check: str = "forward_train") -> float:
+    return next(m.max_abs for m in report.measurements if m.check == check and m.name == name)
+
+
+# Hand-derived: both sides start at mean 0, var 1; after one train-mode batch torch holds
+# 0.1 * mean and 0.9 + 0.1 * var * n / (n - 1) (unbiased), so each wrong convention leaves a
+# known difference (rtol 1e-4: float32 statistics against the float64 ones here).
 
 def test_batchnorm_with_torch_conventions_agrees():
-    r = bn_check(BatchNorm(H, momentum=0.1))
+    r, *_ = bn_check(BatchNorm(H, momentum=0.1))
     assert r.ok, r.table() + "\n" + "\n".join(r.failures)
 
 
 def test_batchnorm_momentum_of_the_wrong_convention_is_named():
-    # torch 0.1 == jaxvae.models.BatchNorm 0.1; jaxvae 0.9 is the wrong pair
-    r = bn_check(BatchNorm(H, momentum=0.9))
+    # torch 0.1 == jaxvae.models.BatchNorm 0.1 (torch's convention); jaxvae 0.9 is the wrong pair:
+    # it holds 0.9 * mean and 0.1 + 0.9 * unbiased var
+    r, mean, var, n = bn_check(BatchNorm(H, momentum=0.9))
     assert failed(r) == {"bn.running_mean", "bn.running_var"}, r.table()
-    # torch 0.1 == nnx.BatchNorm 0.9; nnx 0.1 weights the batch 9x too much
-    r = bn_check(nnx.BatchNorm(H, momentum=0.1, use_fast_variance=False, rngs=nnx.Rngs(0)),
-                 FLAX_BN_MAPPING)
+    np.testing.assert_allclose(max_abs(r, "bn.running_mean"), np.max(0.8 * np.abs(mean)), rtol=1e-4)
+    np.testing.assert_allclose(max_abs(r, "bn.running_var"),
+                               np.max(0.8 * np.abs(1 - var * n / (n - 1))), rtol=1e-4)
+    # torch 0.1 == nnx.BatchNorm 0.9 (Flax's convention: the weight of the old value); nnx 0.1
+    # holds 0.9 * mean
+    r, mean, _, _ = bn_check(nnx.BatchNorm(H, momentum=0.1, use_fast_variance=False,
+                                           rngs=nnx.Rngs(0)), FLAX_BN_MAPPING)
     assert "bn.running_mean" in failed(r, "forward_train"), r.table()
+    np.testing.assert_allclose(max_abs(r, "bn.running_mean"), np.max(0.8 * np.abs(mean)), rtol=1e-4)
 
 
 def test_biased_running_variance_is_named():
-    # nnx.BatchNorm at the right momentum (0.9): the mean agrees, the variance is biased
-    r = bn_check(nnx.BatchNorm(H, momentum=0.9, use_fast_variance=False, rngs=nnx.Rngs(0)),
-                 FLAX_BN_MAPPING)
+    # nnx.BatchNorm at the right momentum (0.9): the mean agrees; the variance is updated with the
+    # biased batch variance, 0.9 + 0.1 * var, short of torch's by 0.1 * var / (n - 1)
+    r, _, var, n = bn_check(nnx.BatchNorm(H, momentum=0.9, use_fast_variance=False,
+                                          rngs=nnx.Rngs(0)), FLAX_BN_MAPPING)
     assert failed(r) == {"bn.running_var"}, r.table()
     m = next(m for m in r.measurements if m.name == "bn.running_var" and not m.passed)
-    assert "forward_train" in m.message and "bn.running_var" in m.message
+    assert m.check == "forward_train" and "bn.running_var" in m.message
+    np.testing.assert_allclose(m.max_abs, np.max(0.1 * var / (n - 1)), rtol=1e-4)
 
 
 def test_bad_arguments_are_one_line_errors():
@@ -272,6 +292,10 @@ def test_bad_arguments_are_one_line_errors():
         check_pair(tm, jm, inputs(), optimizer=ADAM)
     with pytest.raises(ValueError, match="unknown rule 'transpose'"):
         check_pair(tm, jm, inputs(), mapping={"hidden.weight": ("hidden.kernel", "transpose")})
+    with pytest.raises(ValueError, match=r"mapping\['hidden.weight'\]: expected an NNX path"):
+        check_pair(tm, jm, inputs(), mapping={"hidden.weight": ("hidden", "kernel", "linear")})
+    r = check_pair(tm, jm, inputs(), mapping=explicit_mapping(tm, **{"mean.bias": "mean"}))
+    assert failed(r) == {"mapping"} and "no variable at mean" in r.failures[0]  # a module
     r = check_pair(tm, jm, inputs(), mapping=explicit_mapping(tm, **{"mean.bias": "means.bias"}))
     assert failed(r) == {"mapping"} and "no variable at means.bias" in r.failures[0]
     # a torch tensor left out of the mapping: named on both sides
@@ -284,7 +308,7 @@ def test_bad_arguments_are_one_line_errors():
 
 
 def test_a_layer_without_a_canonical_rule_asks_for_a_mapping():
-    r = bn_check(nnx.BatchNorm(H, momentum=0.9, rngs=nnx.Rngs(0)))  # default mapping
+    r, *_ = bn_check(nnx.BatchNorm(H, momentum=0.9, rngs=nnx.Rngs(0)))  # default mapping
     assert failed(r) == {"mapping"}, r.failures
     assert "no conversion rule for variable bn." in r.failures[0]
     assert r.failures[0].endswith("or pass an explicit mapping")
