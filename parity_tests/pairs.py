@@ -45,7 +45,9 @@ Inputs are in torch layout; with `layout="nchw"` (the default) every rank-4 inpu
 to NHWC for the NNX module and every rank-4 NNX output back to NCHW; `layout="same"` passes
 arrays unchanged. Neither model given is trained: every run works on copies. Randomness inside
 the models (dropout, sampling) must be off or passed in as an input, as `eps` above: the two
-frameworks draw from different streams.
+frameworks draw from different streams. Like scripts/parity.py, `check_pair` pins precision for
+the whole process (`parity_tests.twins.pin_precision`: JAX matmuls at "highest", torch TF32 off,
+deterministic algorithms), so the same tolerances hold on CPU and GPU.
 """
 
 from __future__ import annotations
