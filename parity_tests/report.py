@@ -43,7 +43,7 @@ from parity_tests.twins import Measurement, flag, pin_precision  # sets CUBLAS_W
 from vaecommon import presets as presets_lib
 
 __all__ = ["Item", "all_items", "select", "run_items", "rows", "format_table", "format_markdown",
-           "environment", "list_checks", "main", "SLOW_CHECKS"]
+           "environment", "list_checks", "main", "publish", "document", "SLOW_CHECKS"]
 
 SLOW_CHECKS = ("full_epoch", "seed_statistics")
 
@@ -266,25 +266,44 @@ def main(*, presets: Sequence[str] | None = None, checks: Sequence[str] | None =
         if not items:
             raise ValueError("the selection is empty (no check concerns these presets)")
         measurements, timings = run_items(items, log=out)
+    return 0 if publish(measurements, timings, time.time() - t0, out=out, json_path=json_path,
+                        markdown_path=markdown_path) else 1
+
+
+def publish(measurements: Sequence[Measurement], timings: Sequence[dict], wall: float, *,
+            out: TextIO | None = None, json_path: str | Path | None = None,
+            markdown_path: str | Path | None = None) -> bool:
+    """Print the table, its summary line and the failures; write the JSON and Markdown files.
+
+    The one output format of the report, shared by `main` and `parity_tests.pairs` (a user's own
+    model pair). Returns whether every measurement passed.
+    """
     table = rows(measurements)
     failures = [m.message for m in measurements if not m.passed]
     ok = not failures
-    wall = time.time() - t0
-    print("\n" + format_table(table), file=out)
-    print(f"\n{len(table)} rows, {len(measurements)} comparisons, {len(failures)} failed, "
-          f"{wall:.0f} s", file=out)
-    for msg in failures:
-        print(f"\nFAILED {msg}", file=out)
+    if out is not None:
+        print("\n" + format_table(table), file=out)
+        print(f"\n{len(table)} rows, {len(measurements)} comparisons, {len(failures)} failed, "
+              f"{wall:.0f} s", file=out)
+        for msg in failures:
+            print(f"\nFAILED {msg}", file=out)
     if json_path is not None:
-        doc = {"ok": ok, "wall_s": round(wall, 1), "environment": environment(), "rows": table,
-               "failures": failures, "items": timings,
-               "measurements": [dataclasses.asdict(m) for m in measurements]}
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+        Path(json_path).write_text(json.dumps(document(measurements, timings, wall), indent=1,
+                                              allow_nan=False))
     if markdown_path is not None:
         Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown_path).write_text(format_markdown(table) + "\n")
-    return 0 if ok else 1
+    return ok
+
+
+def document(measurements: Sequence[Measurement], timings: Sequence[dict], wall: float) -> dict:
+    """The JSON document: {"ok", "wall_s", "environment", "rows", "failures", "items",
+    "measurements"} (non-finite numbers as null)."""
+    failures = [m.message for m in measurements if not m.passed]
+    return _jsonable({"ok": not failures, "wall_s": round(wall, 1), "environment": environment(),
+                      "rows": rows(measurements), "failures": failures, "items": list(timings),
+                      "measurements": [dataclasses.asdict(m) for m in measurements]})
 
 
 def list_checks() -> list[tuple[str, str, str]]:

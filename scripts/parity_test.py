@@ -117,8 +117,10 @@ def _run_without_test_deps(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def check_modules() -> list[str]:
-    """Every parity_tests.checks_* module (a new one is covered without editing this test)."""
-    return sorted(f"parity_tests.{p.stem}" for p in (REPO / "parity_tests").glob("checks_*.py"))
+    """Every parity_tests.checks_* module (a new one is covered without editing this test), and
+    `parity_tests.pairs` (the API for users' own model pairs)."""
+    return sorted(f"parity_tests.{p.stem}" for p in (REPO / "parity_tests").glob("checks_*.py")) + [
+        "parity_tests.pairs"]
 
 
 def test_the_blocker_blocks_pytest(tmp_path):
