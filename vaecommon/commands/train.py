@@ -3,6 +3,8 @@
     python scripts/train.py --model pytorch_examples --epochs 10 --workdir runs/pe
     python scripts/train.py --framework torch --model simple_vae --objective beta_vae --param beta=4
     python scripts/train.py --model pytorch_examples --sweep seed=0,1,2,3   # one vmapped program (JAX)
+    python scripts/train.py --coordinator-address host0:1234 --num-processes 2 --process-id 0  # JAX, on each host
+
 
 A run folder gets config.json, metrics.jsonl, checkpoints/, figures/ and summary.md; running the
 same command again resumes from the latest checkpoint (--no-resume starts over).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from vaecommon.commands import _common as C
@@ -29,6 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "WORKDIR.replaced-<date-time> (nothing is deleted)")
     p.add_argument("--devices", type=int, default=1,
                    help="JAX: data-parallel over this many devices (batch sharded, params replicated)")
+    g = p.add_argument_group(
+        "multi-process (JAX only; scripts/README.md#multi-process-training)",
+        "One process per host (or per accelerator), each started with the same arguments; the "
+        "mesh spans all their devices. Each flag defaults to its JAXVAE_* environment variable; "
+        "--distributed alone leaves everything to JAX's cluster detection (SLURM, Open MPI, TPU).")
+    g.add_argument("--coordinator-address", default=os.environ.get(DIST_ENV["coordinator_address"]),
+                   metavar="HOST:PORT", help="process 0's address, reachable by all "
+                   f"(${DIST_ENV['coordinator_address']})")
+    g.add_argument("--num-processes", type=int, default=_env_int("num_processes"), metavar="N",
+                   help=f"how many processes train together (${DIST_ENV['num_processes']})")
+    g.add_argument("--process-id", type=int, default=_env_int("process_id"), metavar="I",
+                   help=f"this process's index, 0..N-1; 0 writes the run folder "
+                        f"(${DIST_ENV['process_id']})")
+    g.add_argument("--distributed", action="store_true",
+                   help="start JAX's multi-process runtime even without the three flags above")
     p.add_argument("--sweep", action="append", metavar="NAME=V1,V2,...",
                    help="train one member per value (JAX: one vmapped program; torch: one after "
                         "the other), each into WORKDIR/member_<i>; NAME is seed, lr or a float "
@@ -39,6 +57,40 @@ def build_parser() -> argparse.ArgumentParser:
                         "their parameters, the likelihoods and the datasets, then exit")
     add_config_arguments(p)
     return p
+
+
+# the environment variables of the multi-process flags (mirrors jaxvae.multiprocess.ENV)
+DIST_ENV = {"coordinator_address": "JAXVAE_COORDINATOR_ADDRESS",
+            "num_processes": "JAXVAE_NUM_PROCESSES", "process_id": "JAXVAE_PROCESS_ID"}
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(DIST_ENV[name], "").strip()
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return value  # reported by start_processes as one error line
+
+
+def start_processes(args) -> None:
+    """Start JAX's multi-process runtime when asked (flags, JAXVAE_* or --distributed), before
+    anything else touches JAX. Raises ValueError (one line) for the torch twin or bad values."""
+    given = {k: getattr(args, k) for k in DIST_ENV if getattr(args, k) is not None}
+    if not given and not args.distributed:
+        return
+    flags = ", ".join("--" + k.replace("_", "-") for k in given) or "--distributed"
+    if args.framework != "jax":
+        raise ValueError(f"{flags}: multi-process training is JAX only (the torch twin has no "
+                         "multi-process path); use --framework jax")
+    for k in ("num_processes", "process_id"):
+        if k in given and not isinstance(given[k], int):
+            raise ValueError(f"{DIST_ENV[k]}={given[k]!r}: expected an integer")
+    n, i = given.get("num_processes"), given.get("process_id")
+    if n is not None and n < 1 or i is not None and (i < 0 or n is not None and i >= n):
+        raise ValueError(f"--num-processes {n} --process-id {i}: the id must be in 0..N-1")
+    from vaecommon.commands import twins
+
+    twins.module("jax", "multiprocess").initialize(**given)
 
 
 def choices_text(params: bool = True) -> str:
@@ -86,6 +138,7 @@ def main(argv=None) -> int:
         print(choices_text())
         return 0
     with C.user_errors(p):
+        start_processes(args)
         cfg = config_from_args(args)
         workdir = args.workdir or f"runs/{cfg.model}-{args.framework}-s{cfg.seed}"
         sweep = parse_sweep(args.sweep)
