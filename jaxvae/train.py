@@ -593,10 +593,13 @@ def _all_finite(tree) -> jax.Array:
                               if jnp.issubdtype(x.dtype, jnp.inexact)]))
 
 
-def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress) -> Callable:
+def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress,
+                   progress: bool = False) -> Callable:
     """The epoch of all members: (state, idx, keys, hyper, shared noise or None) -> (state,
-    terms, all parameters finite), in one compiled program."""
-    callback = bar.step if bar.bar is not None else None
+    terms, all parameters finite), in one compiled program. `progress`: the program calls back
+    even without a bar (multi-process: every process compiles the same program, process 0 alone
+    shows the bar)."""
+    callback = bar.step if bar.bar is not None else (lambda *_: None) if progress else None
 
     def one(state, idx, key, hyper, shared):
         state, terms = trainer.train_epoch(state, images, idx, key, hyper, progress=callback,
@@ -721,7 +724,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         bar = stack.enter_context(contextlib.closing(lifecycle.Progress(
             progress and lead, total=trainer.steps_per_epoch * base.epochs,
             initial=int(states[0].step))))
-        epoch_fn = _epoch_program(trainer, images, n, bar)
+        epoch_fn = _epoch_program(trainer, images, n, bar, progress=progress and multi)
         trains: list[dict] = [lifecycle.last_record(f, "train") for f in folders]
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
         t_start, timings = time.time(), lifecycle.Timings()

@@ -37,12 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         "One process per host (or per accelerator), each started with the same arguments; the "
         "mesh spans all their devices. Each flag defaults to its JAXVAE_* environment variable; "
         "--distributed alone leaves everything to JAX's cluster detection (SLURM, Open MPI, TPU).")
-    g.add_argument("--coordinator-address", default=os.environ.get(DIST_ENV["coordinator_address"]),
-                   metavar="HOST:PORT", help="process 0's address, reachable by all "
+    g.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address, reachable by all "
                    f"(${DIST_ENV['coordinator_address']})")
-    g.add_argument("--num-processes", type=int, default=_env_int("num_processes"), metavar="N",
+    g.add_argument("--num-processes", type=int, metavar="N",
                    help=f"how many processes train together (${DIST_ENV['num_processes']})")
-    g.add_argument("--process-id", type=int, default=_env_int("process_id"), metavar="I",
+    g.add_argument("--process-id", type=int, metavar="I",
                    help=f"this process's index, 0..N-1; 0 writes the run folder "
                         f"(${DIST_ENV['process_id']})")
     g.add_argument("--distributed", action="store_true",
@@ -64,27 +63,37 @@ DIST_ENV = {"coordinator_address": "JAXVAE_COORDINATOR_ADDRESS",
             "num_processes": "JAXVAE_NUM_PROCESSES", "process_id": "JAXVAE_PROCESS_ID"}
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(DIST_ENV[name], "").strip()
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return value  # reported by start_processes as one error line
+def _dist_settings(args) -> tuple[dict, list[str]]:
+    """The multi-process settings given (each flag, else its JAXVAE_* environment variable) and
+    where each came from."""
+    given, names = {}, []
+    for k, env in DIST_ENV.items():
+        value = getattr(args, k)
+        if value is not None:
+            names.append("--" + k.replace("_", "-"))
+        elif os.environ.get(env, "").strip():
+            names.append(env)
+            value = os.environ[env].strip()
+            if k != "coordinator_address":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ValueError(f"{env}={value!r}: expected an integer") from None
+        if value is not None:
+            given[k] = value
+    return given, names
 
 
 def start_processes(args) -> None:
     """Start JAX's multi-process runtime when asked (flags, JAXVAE_* or --distributed), before
     anything else touches JAX. Raises ValueError (one line) for the torch twin or bad values."""
-    given = {k: getattr(args, k) for k in DIST_ENV if getattr(args, k) is not None}
+    given, names = _dist_settings(args)
     if not given and not args.distributed:
         return
-    flags = ", ".join("--" + k.replace("_", "-") for k in given) or "--distributed"
+    flags = ", ".join(names) or "--distributed"
     if args.framework != "jax":
         raise ValueError(f"{flags}: multi-process training is JAX only (the torch twin has no "
                          "multi-process path); use --framework jax")
-    for k in ("num_processes", "process_id"):
-        if k in given and not isinstance(given[k], int):
-            raise ValueError(f"{DIST_ENV[k]}={given[k]!r}: expected an integer")
     n, i = given.get("num_processes"), given.get("process_id")
     if n is not None and n < 1 or i is not None and (i < 0 or n is not None and i >= n):
         raise ValueError(f"--num-processes {n} --process-id {i}: the id must be in 0..N-1")
