@@ -5,7 +5,6 @@
     python scripts/train.py --model pytorch_examples --sweep seed=0,1,2,3   # one vmapped program (JAX)
     python scripts/train.py --coordinator-address host0:1234 --num-processes 2 --process-id 0  # JAX, on each host
 
-
 A run folder gets config.json, metrics.jsonl, checkpoints/, figures/ and summary.md; running the
 same command again resumes from the latest checkpoint (--no-resume starts over).
 """
@@ -37,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "One process per host (or per accelerator), each started with the same arguments; the "
         "mesh spans all their devices. Each flag defaults to its JAXVAE_* environment variable; "
         "--distributed alone leaves everything to JAX's cluster detection (SLURM, Open MPI, TPU).")
-    g.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address, reachable by all "
-                   f"(${DIST_ENV['coordinator_address']})")
+    g.add_argument("--coordinator-address", metavar="HOST:PORT",
+                   help=f"process 0's address, reachable by all (${DIST_ENV['coordinator_address']})")
     g.add_argument("--num-processes", type=int, metavar="N",
                    help=f"how many processes train together (${DIST_ENV['num_processes']})")
     g.add_argument("--process-id", type=int, metavar="I",
@@ -58,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# the environment variables of the multi-process flags (mirrors jaxvae.multiprocess.ENV)
+# the environment variables of the multi-process flags (a flag given wins)
 DIST_ENV = {"coordinator_address": "JAXVAE_COORDINATOR_ADDRESS",
             "num_processes": "JAXVAE_NUM_PROCESSES", "process_id": "JAXVAE_PROCESS_ID"}
 
