@@ -244,7 +244,12 @@ class CheckpointManager:
             except CheckpointError as e:
                 # kept for inspection, out of the way of the steps the resumed run saves again
                 aside = self.directory / f"{step}.damaged"
-                (self.directory / str(step)).rename(aside)
+                if jax.process_index() == 0:  # multi-process: one process moves, all wait
+                    (self.directory / str(step)).rename(aside)
+                if jax.process_count() > 1:
+                    from jax.experimental import multihost_utils
+
+                    multihost_utils.sync_global_devices(f"jaxvae: {aside.name}")
                 self._mgr.reload()  # Orbax lists its steps once; it must forget the moved one
                 skipped.append(f"{e} (moved to {aside})")
         raise CheckpointError("no intact checkpoint in " + str(self.directory) + ": "

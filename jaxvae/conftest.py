@@ -42,6 +42,10 @@ INTEGRATION: dict[str, dict[str, str]] = {
         "test_sigkill_at_random_moments_never_corrupts_and_resume_is_exact": "SIGKILLs real "
                                                                              "training processes",
     },
+    "multiprocess_test.py": {
+        "test_two_processes_match_one_and_resume_exactly_after_stop_and_kill": "2-process "
+            "training runs on a localhost coordinator, a SIGTERM, SIGKILLs and resumes",
+    },
     "models_test.py": {
         "test_jaxvae_models_does_not_import_torch": "imports in a fresh interpreter (subprocess)",
     },

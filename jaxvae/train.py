@@ -39,6 +39,7 @@ from . import data as data_lib
 from . import figure_data as figures_lib
 from . import losses
 from . import models
+from . import multiprocess
 from . import optim
 from jaxvae.streams import stream_key
 from vaecommon import lifecycle, runinfo
@@ -293,14 +294,17 @@ class Trainer:
         """(steps_per_epoch, B) example indices of `epoch`: the order both frameworks share."""
         return epoch_batches(self.cfg.seed, epoch, n, self.cfg.batch_size)
 
-    def train_epoch(self, state: TrainState, images: jax.Array, idx: jax.Array, root_key: jax.Array,
+    def train_epoch(self, state: TrainState, images: jax.Array | None, idx: jax.Array, root_key: jax.Array,
                     hyper=None, progress: Callable | None = None, shared: dict | None = None):
         """Scan `apply_update` over one epoch.
 
         Args:
           state: TrainState.
-          images: (N, H, W, C) the device-resident training set.
-          idx: (steps, B) int32 example indices (`batch_indices`).
+          images: (N, H, W, C) the device-resident training set; None when `idx` holds the
+            batches themselves.
+          idx: (steps, B) int32 example indices (`batch_indices`), or (steps, B, H, W, C) the
+            gathered batches (multi-process: each process supplies its rows,
+            `jaxvae.multiprocess.global_batches`).
           root_key: the run's root key (eps and binarization keys are folded from the step).
           shared: with TrainConfig.noise "shared", the epoch's `shared_epoch_noise` arrays
             (eps, extra, uniform), used instead of the keys' streams.
@@ -308,7 +312,7 @@ class Trainer:
           (state, terms): terms stacked per step, each (steps,).
         """
         dynamic = self.cfg.binarization == "dynamic"
-        steps, batch = idx.shape
+        steps, batch = idx.shape[:2]
         # The epoch's noise is drawn before the scan, one vectorized RNG call instead of one small
         # one per step (on CPU, a per-step threefry loop over 128 x 20 values cost ~6% of an
         # MLP epoch). vmap over the step keys gives the same values as drawing inside each step.
@@ -318,7 +322,7 @@ class Trainer:
 
         def body(state, xs):
             ids, noise, sh = xs
-            x = images[ids]  # (B, H, W, C), gathered on device
+            x = images[ids] if images is not None else ids  # (B, H, W, C), gathered on device
             if self.mesh is not None:
                 x = jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P("data")))
             if dynamic and sh is not None:
@@ -560,6 +564,13 @@ def data_parallel(num_devices: int | None, batch_size: int, members: int):
         (its members share one device).
     """
     available = jax.devices()
+    if multiprocess.count() > 1:  # the mesh spans every process's devices
+        if num_devices not in (None, 1, len(available)) or batch_size % len(available) or members > 1:
+            raise ValueError(f"{multiprocess.count()} processes: the mesh spans all "
+                             f"{len(available)} devices (--devices {num_devices} does not), the "
+                             f"batch ({batch_size}) must split evenly over them, and a sweep runs "
+                             "in one process")
+        return jax.sharding.Mesh(np.array(available), ("data",))
     if (num_devices or 1) == 1:
         return None
     if num_devices > len(available) or batch_size % num_devices or members > 1:
@@ -582,15 +593,21 @@ def _all_finite(tree) -> jax.Array:
                               if jnp.issubdtype(x.dtype, jnp.inexact)]))
 
 
-def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress) -> Callable:
+def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress,
+                   progress: bool = False) -> Callable:
     """The epoch of all members: (state, idx, keys, hyper, shared noise or None) -> (state,
-    terms, all parameters finite), in one compiled program."""
-    callback = bar.step if bar.bar is not None else None
+    terms, all parameters finite), in one compiled program. `progress`: the program calls back
+    even without a bar (multi-process: every process compiles the same program, process 0 alone
+    shows the bar)."""
+    callback = bar.step if bar.bar is not None else (lambda *_: None) if progress else None
 
     def one(state, idx, key, hyper, shared):
         state, terms = trainer.train_epoch(state, images, idx, key, hyper, progress=callback,
                                            shared=shared)
-        return state, terms, _all_finite(state.params)
+        out = state, terms, _all_finite(state.params)
+        if trainer.mesh is not None:  # replicated: every process reads them whole
+            out = jax.lax.with_sharding_constraint(out, NamedSharding(trainer.mesh, P()))
+        return out
 
     if n > 1:
         one = jax.vmap(one)
@@ -634,18 +651,31 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     mesh = data_parallel(num_devices, base.batch_size, n)
     trainer = Trainer.create(base, train_ds.images.shape[0], mesh=mesh, sweep_keys=swept)
     roots = [jax.random.key(c.seed) for c in cfgs]
-    if not resume:
-        moved = lifecycle.set_aside(lifecycle.member_folders(workdir, 1)[0])
-        if moved:
-            print(f"[{PACKAGE}] --no-resume: the old run was moved to {moved}", flush=True)
+    # multi-process (`jaxvae.multiprocess`): process 0 alone owns and writes the run folder; all
+    # processes train, checkpoint (Orbax, collectively) and evaluate (each on its own device)
+    multi, lead = multiprocess.count() > 1, multiprocess.is_lead()
+    rep = partial(multiprocess.replicate, mesh=mesh) if multi else (lambda t: t)
+    loc = multiprocess.local_copy if multi else (lambda t: t)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(lifecycle.RunLock(workdir))
-        folders = [f.create() for f in folders]
+        failed = None
+        if lead:
+            try:
+                if not resume:
+                    moved = lifecycle.set_aside(lifecycle.member_folders(workdir, 1)[0])
+                    if moved:
+                        print(f"[{PACKAGE}] --no-resume: the old run was moved to {moved}", flush=True)
+                stack.enter_context(lifecycle.RunLock(workdir))
+                folders = [f.create() for f in folders]
+            except (ValueError, OSError) as e:
+                failed = e
+        if multiprocess.any_process(failed is not None):  # every process stops, not only 0
+            raise failed or lifecycle.RunOwnershipError(
+                f"process 0 could not start the run in {workdir}: its error line says why")
         managers = [ckpt_lib.CheckpointManager(f.checkpoints, keep=c.keep_checkpoints)
                     for f, c in zip(folders, cfgs)]
         bests = [ckpt_lib.CheckpointManager(f.checkpoints / "best", keep=1) if val_ds else None
                  for f in folders]  # the best-validation state
-        states = [trainer.init_state(r, c.seed) for r, c in zip(roots, cfgs)]
+        states = [rep(trainer.init_state(r, c.seed)) for r, c in zip(roots, cfgs)]
         start_epoch = 0
         if any(m.latest_step() is not None for m in managers):
             restored = [m.restore_latest_intact(s) for m, s in zip(managers, states)]
@@ -657,22 +687,24 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 check_resumable(meta.get("config"), c, str(f.checkpoints))
             states = [s for s, _, _ in restored]
             start_epoch = epochs.pop()
-            for f, s in zip(folders, states):
+            for f, s in zip(folders, states) if lead else ():
                 f.truncate_metrics(int(s.step))
-            print(f"[{PACKAGE}] resumed {workdir} at epoch {start_epoch} (step {int(states[0].step)})",
-                  flush=True)
+            if lead:
+                print(f"[{PACKAGE}] resumed {workdir} at epoch {start_epoch} (step "
+                      f"{int(states[0].step)})", flush=True)
         else:
-            for f in folders:
+            for f in folders if lead else ():
                 f.metrics_path.unlink(missing_ok=True)  # records without a checkpoint: a killed start
+        multiprocess.sync("jaxvae: records truncated")  # all read the same records from here on
         devices = [str(d) for d in jax.devices()][: (mesh.size if mesh is not None else 1)]
         stoppers = [lifecycle.EarlyStopping.from_records(lifecycle.records(f), c.early_stopping,
                                                          c.kl_warmup_epochs) for f, c in zip(folders, cfgs)]
         # a rerun of a finished (or early-stopped) run rewrites nothing
         finished = start_epoch >= base.epochs or (val_ds is not None and all(s.stopped for s in stoppers))
         boards = [stack.enter_context(contextlib.closing(Board(f.root, purge_step=step + 1,
-                                                               enabled=not finished)))
+                                                               enabled=lead and not finished)))
                   for f, step in zip(folders, [int(s.step) for s in states])]
-        for f, c in zip(folders, cfgs) if not finished else ():
+        for f, c in zip(folders, cfgs) if lead and not finished else ():
             f.write_config(lifecycle.run_record(c, spec, train_ds, test_ds, framework=FRAMEWORK,
                                                 devices=devices, versions=lifecycle.versions(*VERSIONS),
                                                 sweep=sweep))
@@ -682,18 +714,23 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         hyper.update({k: jnp.asarray([c.objective_params[k] for c in cfgs], jnp.float32) for k in swept})
         hyper = jax.tree.map(lambda v: v[0], hyper) if n == 1 else hyper
         keys = _stack(roots)
-        images = jnp.asarray(train_ds.images)
-        if mesh is not None:
+        hyper, keys = rep(hyper), rep(keys)
+        # multi-process: no resident copy on the devices; each process sends its rows of each
+        # epoch's batches (`multiprocess.global_batches`)
+        images = None if multi else jnp.asarray(train_ds.images)
+        if mesh is not None and not multi:
             images = jax.device_put(images, NamedSharding(mesh, P()))
             state = jax.device_put(state, NamedSharding(mesh, P()))
         bar = stack.enter_context(contextlib.closing(lifecycle.Progress(
-            progress, total=trainer.steps_per_epoch * base.epochs, initial=int(states[0].step))))
-        epoch_fn = _epoch_program(trainer, images, n, bar)
+            progress and lead, total=trainer.steps_per_epoch * base.epochs,
+            initial=int(states[0].step))))
+        epoch_fn = _epoch_program(trainer, images, n, bar, progress=progress and multi)
         trains: list[dict] = [lifecycle.last_record(f, "train") for f in folders]
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
         t_start, timings = time.time(), lifecycle.Timings()
         interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
         pending: list[tuple | None] = [None] * n  # (best state, epoch) not yet on disk
+        stop = False  # a signal on any process: all stop after the same epoch
 
         def flush_best(i: int, c: TrainConfig) -> None:
             if pending[i] is not None:
@@ -705,8 +742,10 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             t0 = time.time()
             idx = _stack([jnp.asarray(epoch_batches(c.seed, epoch, train_ds.images.shape[0],
                                                     c.batch_size)) for c in cfgs])
-            shared = None if base.noise != "shared" else _stack(
-                [trainer.shared_noise(c.seed, epoch, train_ds.images.shape[1:]) for c in cfgs])
+            if multi:  # this process's rows of every global batch, in the global order
+                idx = multiprocess.global_batches(mesh, train_ds.images, np.asarray(idx))
+            shared = None if base.noise != "shared" else rep(_stack(
+                [trainer.shared_noise(c.seed, epoch, train_ds.images.shape[1:]) for c in cfgs]))
             if epoch == start_epoch:  # compile ahead of time, so the time is its own
                 with timings("compile"):
                     epoch_fn = epoch_fn.lower(state, idx, keys, hyper, shared).compile()
@@ -731,7 +770,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 stopped_before = stoppers[i].stopped
                 if val_ds is not None and not stopped_before:
                     record = {"type": "validation", "epoch": epoch + 1, "step": trains[i]["step"],
-                              **evaluate(trainer, s_i.params, s_i.rest, val_ds.images, roots[i], seed=c.seed,
+                              **evaluate(trainer, loc(s_i.params), loc(s_i.rest), val_ds.images, roots[i], seed=c.seed,
                                          epoch=epoch + 1, timings=timings)}
                     lifecycle.check_finite(not record.get("nonfinite"), "validation metrics", epoch,
                                            trains[i]["step"], lifecycle.newest_checkpoint(managers))
@@ -746,60 +785,67 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                     lifecycle.announce_nll(bar, c.final_nll_samples if final else c.nll_samples,
                                            len(test_ds.images), c.nll_limit, final)
                     tests[i] = {"type": "test", "epoch": epoch + 1, "step": trains[i]["step"],
-                                **evaluate(trainer, s_i.params, s_i.rest, test_ds.images, roots[i], seed=c.seed,
+                                **evaluate(trainer, loc(s_i.params), loc(s_i.rest), test_ds.images, roots[i], seed=c.seed,
                                            nll_samples=c.final_nll_samples if final else c.nll_samples,
                                            epoch=epoch + 1, timings=timings)}
                     lifecycle.check_finite(not tests[i].get("nonfinite"), "test metrics", epoch,
                                            trains[i]["step"], lifecycle.newest_checkpoint(managers))
                     records[i].append(tests[i])
-                f.append_metrics(records[i])
-                boards[i].records(records[i])
-                if (lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested
+                if lead:
+                    f.append_metrics(records[i])
+                    boards[i].records(records[i])
+                stop = (multiprocess.max_process(interrupt.signum or 0) > 0 if multi
+                        else interrupt.requested)
+                if (lifecycle.due(c.checkpoint_every, epoch, final) or stop
                         or stoppers[i].stopped != stopped_before):
                     with timings("checkpoints"):
                         flush_best(i, c)
                         _save_checkpoint(managers[i], s_i, epoch=epoch + 1, root_key=roots[i], cfg=c)
-                if lifecycle.due(c.figures_every, epoch, final) and not (final and val_ds is not None):
+                if lead and lifecycle.due(c.figures_every, epoch, final) and not (final and val_ds is not None):
                     with timings("figures"):
-                        figures_lib.write_run_figures(f, trainer, s_i, test_ds, roots[i], cfg=c,
+                        figures_lib.write_run_figures(f, trainer, loc(s_i), test_ds, roots[i], cfg=c,
                                                       board=boards[i], step=trains[i]["step"])
             bar.epoch_done(epoch + 1, trains, tests)
             if on_epoch is not None:
                 on_epoch(epoch + 1, state)
-            if interrupt.requested:
+            if stop:
                 bar.note(f"[{PACKAGE}] stopped after epoch {epoch + 1}; resume with the same command")
                 break
             if val_ds is not None and all(s.stopped for s in stoppers):
                 bar.note(f"[{PACKAGE}] early stop after epoch {epoch + 1}: the validation -ELBO "
                          f"last improved at epoch {max(s.best_epoch for s in stoppers)}")
                 break
-        if val_ds is not None and not interrupt.requested:  # the final test is the best state's
+        stop = stop or (interrupt.requested and not multi)
+        if val_ds is not None and not stop:  # the final test is the best state's
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 trained = stoppers[i].epochs_trained(trains[i])
                 if tests[i].get("best_epoch") and tests[i].get("epochs_trained") == trained:
                     continue  # done before a kill (a run extended by --epochs is tested again)
                 with timings("checkpoints"):
                     flush_best(i, c)
-                best, meta, _ = bests[i].restore_latest_intact(trainer.init_state(roots[i]))
+                best, meta, _ = bests[i].restore_latest_intact(rep(trainer.init_state(roots[i])))
+                best = loc(best)
                 lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
                 tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": int(best.step),
                             "best_epoch": int(meta["epoch"]), "epochs_trained": trained,
                             **evaluate(trainer, best.params, best.rest, test_ds.images, roots[i], seed=c.seed,
                                        nll_samples=c.final_nll_samples, epoch=int(meta["epoch"]),
                                        timings=timings)}
-                f.append_metrics([tests[i]])
-                boards[i].records([tests[i]])
-                with timings("figures"):
-                    figures_lib.write_run_figures(f, trainer, best, test_ds, roots[i], cfg=c,
-                                                  board=boards[i], step=tests[i]["step"])
+                if lead:
+                    f.append_metrics([tests[i]])
+                    boards[i].records([tests[i]])
+                    with timings("figures"):
+                        figures_lib.write_run_figures(f, trainer, best, test_ds, roots[i], cfg=c,
+                                                      board=boards[i], step=tests[i]["step"])
         wall = time.time() - t_start
-        if not interrupt.requested:
+        if not stop and lead:
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 lifecycle.finish(f, c, spec, train_ds.info, trains[i], tests[i], wall,
                                  trained=not finished, framework=FRAMEWORK,
                                  versions=lifecycle.versions(*VERSIONS), seconds=timings.seconds,
                                  figures=lambda f=f, c=c, i=i: figures_lib.write_run_figures(
-                                     f, trainer, _member(state, i, n), test_ds, roots[i], cfg=c))
+                                     f, trainer, loc(_member(state, i, n)), test_ds, roots[i], cfg=c))
             if n > 1 and not finished:
                 lifecycle.write_sweep_summary(workdir, cfgs, folders, sweep, wall, framework=FRAMEWORK)
-    return lifecycle.result(trains, tests, wall, interrupt.signum, timings.seconds)
+    signum = (multiprocess.max_process(interrupt.signum or 0) or None) if multi and stop else interrupt.signum
+    return lifecycle.result(trains, tests, wall, signum, timings.seconds)

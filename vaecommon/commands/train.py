@@ -3,6 +3,7 @@
     python scripts/train.py --model pytorch_examples --epochs 10 --workdir runs/pe
     python scripts/train.py --framework torch --model simple_vae --objective beta_vae --param beta=4
     python scripts/train.py --model pytorch_examples --sweep seed=0,1,2,3   # one vmapped program (JAX)
+    python scripts/train.py --coordinator-address host0:1234 --num-processes 2 --process-id 0  # JAX, on each host
 
 A run folder gets config.json, metrics.jsonl, checkpoints/, figures/ and summary.md; running the
 same command again resumes from the latest checkpoint (--no-resume starts over).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from vaecommon.commands import _common as C
@@ -29,6 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "WORKDIR.replaced-<date-time> (nothing is deleted)")
     p.add_argument("--devices", type=int, default=1,
                    help="JAX: data-parallel over this many devices (batch sharded, params replicated)")
+    g = p.add_argument_group(
+        "multi-process (JAX only; scripts/README.md#multi-process-training)",
+        "One process per host (or per accelerator), each started with the same arguments; the "
+        "mesh spans all their devices. Each flag defaults to its JAXVAE_* environment variable; "
+        "--distributed alone leaves everything to JAX's cluster detection (SLURM, Open MPI, TPU).")
+    g.add_argument("--coordinator-address", metavar="HOST:PORT",
+                   help=f"process 0's address, reachable by all (${DIST_ENV['coordinator_address']})")
+    g.add_argument("--num-processes", type=int, metavar="N",
+                   help=f"how many processes train together (${DIST_ENV['num_processes']})")
+    g.add_argument("--process-id", type=int, metavar="I",
+                   help=f"this process's index, 0..N-1; 0 writes the run folder "
+                        f"(${DIST_ENV['process_id']})")
+    g.add_argument("--distributed", action="store_true",
+                   help="start JAX's multi-process runtime even without the three flags above")
     p.add_argument("--sweep", action="append", metavar="NAME=V1,V2,...",
                    help="train one member per value (JAX: one vmapped program; torch: one after "
                         "the other), each into WORKDIR/member_<i>; NAME is seed, lr or a float "
@@ -39,6 +55,50 @@ def build_parser() -> argparse.ArgumentParser:
                         "their parameters, the likelihoods and the datasets, then exit")
     add_config_arguments(p)
     return p
+
+
+# the environment variables of the multi-process flags (a flag given wins)
+DIST_ENV = {"coordinator_address": "JAXVAE_COORDINATOR_ADDRESS",
+            "num_processes": "JAXVAE_NUM_PROCESSES", "process_id": "JAXVAE_PROCESS_ID"}
+
+
+def _dist_settings(args) -> tuple[dict, list[str]]:
+    """The multi-process settings given (each flag, else its JAXVAE_* environment variable) and
+    where each came from."""
+    given, names = {}, []
+    for k, env in DIST_ENV.items():
+        value = getattr(args, k)
+        if value is not None:
+            names.append("--" + k.replace("_", "-"))
+        elif os.environ.get(env, "").strip():
+            names.append(env)
+            value = os.environ[env].strip()
+            if k != "coordinator_address":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ValueError(f"{env}={value!r}: expected an integer") from None
+        if value is not None:
+            given[k] = value
+    return given, names
+
+
+def start_processes(args) -> None:
+    """Start JAX's multi-process runtime when asked (flags, JAXVAE_* or --distributed), before
+    anything else touches JAX. Raises ValueError (one line) for the torch twin or bad values."""
+    given, names = _dist_settings(args)
+    if not given and not args.distributed:
+        return
+    flags = ", ".join(names) or "--distributed"
+    if args.framework != "jax":
+        raise ValueError(f"{flags}: multi-process training is JAX only (the torch twin has no "
+                         "multi-process path); use --framework jax")
+    n, i = given.get("num_processes"), given.get("process_id")
+    if n is not None and n < 1 or i is not None and (i < 0 or n is not None and i >= n):
+        raise ValueError(f"--num-processes {n} --process-id {i}: the id must be in 0..N-1")
+    from vaecommon.commands import twins
+
+    twins.module("jax", "multiprocess").initialize(**given)
 
 
 def choices_text(params: bool = True) -> str:
@@ -86,6 +146,7 @@ def main(argv=None) -> int:
         print(choices_text())
         return 0
     with C.user_errors(p):
+        start_processes(args)
         cfg = config_from_args(args)
         workdir = args.workdir or f"runs/{cfg.model}-{args.framework}-s{cfg.seed}"
         sweep = parse_sweep(args.sweep)
