@@ -30,16 +30,17 @@ from torchvae import train as train_lib
 from torchvae.streams import stream_generator
 from torchvae.convert import load_torch_file  # re-exported: the reader of save_torch_file's files
 from vaecommon import runinfo, runs
-from vaecommon.config import TrainConfig, resolve
+from vaecommon.config import TrainConfig, from_dict, resolve
 from vaecommon.datasets import Dataset
 from vaecommon.presets import ModelSpec
 from vaecommon.run_figures import FigureArrays, as_nhwc
 from vaecommon.validate import check_api_images
+from vaecommon.weights import TrainingState
 
 __all__ = [
     "FRAMEWORK", "Restored", "restore", "load_run", "load_run_dataset", "evaluate_run", "encode_means",
     "reconstruct", "sample", "interpolate", "decode", "run_figure_arrays", "canonical_weights",
-    "model_from_weights", "write_run_folder", "load_torch_file", "save_torch_file",
+    "model_from_weights", "write_run_folder", "read_training_state", "write_training_state", "load_torch_file", "save_torch_file",
 ]
 
 FRAMEWORK = "torch"
@@ -247,6 +248,43 @@ def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str
         versions=runs.versions("torch", "torchvision", "numpy")))
     run.write_summary(runinfo.converted_summary(cfg, framework=FRAMEWORK,
                                                  converted_from=converted_from))
+    return run.root
+
+
+def read_training_state(run_dir: str | Path, step: int | None = None) -> TrainingState:
+    """The whole training state of a run folder's latest checkpoint (or `step`) in canonical
+    form (`vaecommon.weights.TrainingState`): weights, optimizer state, step, epoch, config.
+
+    Raises:
+      RunFolderError: see `restore`.
+    """
+    r = restore(run_dir, step)
+    return convert.training_state_to_canonical(r.trainer, epoch=r.epoch)
+
+
+def write_training_state(workdir: str | Path, ts: TrainingState, record: dict[str, Any], *,
+                         converted_from: str) -> Path:
+    """A torch run folder continuing the canonical training state `ts`: config.json (the source
+    run's `record` with this framework), one checkpoint of the whole state at its step and epoch
+    (the eps and binarization generators are replayed to the step (`Trainer.init_state`)) and summary.md; `train` with the run's settings resumes it.
+
+    Raises:
+      RunFolderError: `workdir` holds a run; WeightsMismatchError: the state does not fit.
+    """
+    runinfo.check_new_run_folder(workdir)
+    cfg = resolve(from_dict(ts.config), framework=FRAMEWORK)
+    run = runs.RunFolder(workdir)
+    trainer = train_lib.Trainer.create(cfg, runinfo.n_train(record, cfg))
+    convert.training_state_from_canonical(trainer, ts)
+    run.create()
+    # the eps and binarization streams as a torch run holds them after ts.step steps
+    gens = trainer.init_state(cfg.seed, ts.step)
+    ckpt_lib.CheckpointManager(run.checkpoints, keep=cfg.keep_checkpoints).save(
+        trainer, epoch=ts.epoch, generators=gens, config=dataclasses.asdict(cfg))
+    run.write_config(runinfo.state_record(record, framework=FRAMEWORK, converted_from=converted_from,
+                                          versions=runs.versions("torch", "torchvision", "numpy")))
+    run.write_summary(runinfo.state_summary(cfg, framework=FRAMEWORK, converted_from=converted_from,
+                                            step=ts.step, epoch=ts.epoch))
     return run.root
 
 
