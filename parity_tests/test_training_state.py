@@ -234,13 +234,17 @@ def _error(capsys, *args) -> str:
 
 @pytest.mark.integration
 def test_a_jax_run_round_trips_through_torch_and_continues_identically(tmp_path, capsys):
-    jtrain.train_and_evaluate(RUN, tmp_path / "jax", progress=False)
+    cfg = RUN.replace(validation=16)  # checkpoints/best (the best-validation state) goes along
+    jtrain.train_and_evaluate(cfg, tmp_path / "jax", progress=False)
     _convert(tmp_path / "jax", tmp_path / "torch")
     record = _convert(tmp_path / "torch", tmp_path / "back")
-    assert record["framework"] == "jax" and record["data"]["train"]["n"] == 64
-    a, b = japi.restore(tmp_path / "jax"), japi.restore(tmp_path / "back")
-    assert (a.step, a.epoch) == (b.step, b.epoch) == (4, 1)
-    _assert_trees_equal(a.state, b.state, "TrainState")
+    source = json.loads((tmp_path / "jax" / "config.json").read_text())
+    assert record["framework"] == "jax" and record["data"] == source["data"]
+    for best in (False, True):
+        a = japi.restore(tmp_path / "jax", best=best)
+        b = japi.restore(tmp_path / "back", best=best)
+        assert (a.step, a.epoch) == (b.step, b.epoch) == (3, 1)
+        _assert_trees_equal(a.state, b.state, f"TrainState (best={best})")
     assert (tmp_path / "back" / "metrics.jsonl").read_text() == \
         (tmp_path / "jax" / "metrics.jsonl").read_text()
 
@@ -254,12 +258,14 @@ def test_a_jax_run_round_trips_through_torch_and_continues_identically(tmp_path,
 
     # one more epoch from the original and from the round trip: the same bits
     shutil.copytree(tmp_path / "jax", tmp_path / "original")
-    more = RUN.replace(epochs=2)
+    more = cfg.replace(epochs=2)
     r1 = jtrain.train_and_evaluate(more, tmp_path / "original", progress=False)
     r2 = jtrain.train_and_evaluate(more, tmp_path / "back", progress=False)
     assert r1["loss"] == r2["loss"] and r1["train"]["loss"] == r2["train"]["loss"]
-    _assert_trees_equal(japi.restore(tmp_path / "original").state,
-                        japi.restore(tmp_path / "back").state, "continued TrainState")
+    for best in (False, True):
+        _assert_trees_equal(japi.restore(tmp_path / "original", best=best).state,
+                            japi.restore(tmp_path / "back", best=best).state,
+                            f"continued TrainState (best={best})")
 
 
 @pytest.mark.integration
@@ -289,21 +295,46 @@ CONTINUE = TrainConfig(model="pytorch_examples", batch_size=64, epochs=1, limit_
                        final_nll_samples=0, eval_every=0)
 
 
-@pytest.mark.integration
-def test_a_jax_run_continued_in_torch_ends_near_the_same_run_continued_in_jax(tmp_path):
-    """1 epoch in JAX (3 seeds, one sweep), then 2 more in JAX and, from the converted state, in
-    torch. The noise streams differ between the frameworks (native noise), so the two
-    continuations differ by Monte Carlo noise only: within 0.5 nat of test -ELBO (1,000 test
-    images of mnist5k) for every seed."""
+def _continued_in_both(tmp_path: Path, monkeypatch, cfg: TrainConfig) -> list[tuple[float, float]]:
+    """1 epoch of `cfg` in JAX (SEEDS as one sweep), then 2 more in JAX and, from each member's
+    converted state, in torch. Returns [(JAX test -ELBO, torch test -ELBO)] per seed (on the
+    1,000 test images of mnist5k). Figures are skipped: they cost most of the time here."""
+    for train in (jtrain, ttrain):
+        monkeypatch.setattr(train.figures_lib, "write_run_figures", lambda *a, **k: None)
     sweep = {"seed": list(SEEDS)}
-    jtrain.train_and_evaluate(CONTINUE, tmp_path / "jax", sweep=sweep, progress=False)
+    jtrain.train_and_evaluate(cfg, tmp_path / "jax", sweep=sweep, progress=False)
     for i in range(len(SEEDS)):
         _convert(tmp_path / "jax" / f"member_{i}", tmp_path / f"torch_{i}")
-    more = CONTINUE.replace(epochs=3)
+    more = cfg.replace(epochs=3)
     in_jax = jtrain.train_and_evaluate(more, tmp_path / "jax", sweep=sweep, progress=False)
+    out = []
     for i, seed in enumerate(SEEDS):
         in_torch = ttrain.train_and_evaluate(more.replace(seed=seed), tmp_path / f"torch_{i}",
                                              progress=False)
-        j = in_jax["members"][i]["loss"]
         assert in_torch["train"]["step"] == 3 * (1024 // 64)
-        assert abs(in_torch["loss"] - j) < 0.5, (seed, in_torch["loss"], j)
+        out.append((in_jax["members"][i]["loss"], in_torch["loss"]))
+    return out
+
+
+@pytest.mark.integration
+def test_with_shared_noise_a_jax_run_continued_in_torch_follows_the_jax_continuation(
+        tmp_path, monkeypatch):
+    """With TrainConfig.noise "shared" both trainers draw the same eps (training and
+    evaluation), so what differs after the conversion is float arithmetic alone: the test
+    -ELBO after 2 more epochs agrees to 0.01 nat (measured: 7e-5, 1e-6, 1e-5 nat). A lost or
+    misplaced optimizer moment, count or schedule position would move it by nats."""
+    cfg = CONTINUE.replace(noise="shared", init="torch")
+    for seed, (j, t) in zip(SEEDS, _continued_in_both(tmp_path, monkeypatch, cfg)):
+        assert abs(t - j) < 0.01, (seed, j, t)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_jax_run_continued_in_torch_ends_near_the_same_run_continued_in_jax(
+        tmp_path, monkeypatch):
+    """Native noise: each framework continues with its own streams, so the two continuations
+    differ by Monte Carlo noise (measured per seed: -0.40, -0.37, +0.49 nat). Their mean
+    difference over the 3 seeds is within 0.5 nat, and every seed within 1 nat."""
+    pairs = _continued_in_both(tmp_path, monkeypatch, CONTINUE)
+    diffs = [t - j for j, t in pairs]
+    assert abs(float(np.mean(diffs))) < 0.5 and max(map(abs, diffs)) < 1.0, pairs

@@ -148,16 +148,24 @@ def _write_state(to: str, src: Path, run_dir: Path, state, framework: str) -> di
     from vaecommon.commands import twins as _twins
 
     record = runinfo.read_run_config(run_dir)
-    folder = _twins.twin(framework).write_training_state(to, state, record,
+    source = runs.RunFolder(run_dir)
+    best = None
+    if (source.checkpoints / "best").is_dir() and any((source.checkpoints / "best").iterdir()):
+        # a run with a validation split: its best-validation state goes along (the final test
+        # evaluates it); only one at or before the converted step belongs to this state
+        best = _twins.twin_of(run_dir).read_training_state(run_dir, best=True)
+        best = best if best.step <= state.step else None
+    folder = _twins.twin(framework).write_training_state(to, state, record, best=best,
                                                          converted_from=str(src))
-    source, dest = runs.RunFolder(run_dir), runs.RunFolder(folder)
+    dest = runs.RunFolder(folder)
     if source.metrics_path.exists():  # the records a resume continues (early stopping, summary)
         shutil.copyfile(source.metrics_path, dest.metrics_path)
         dest.truncate_metrics(state.step)
     arrays = state.arrays()
     return {"input": str(src), "input_kind": "run", "model": state.config["model"],
             "run_folder": str(folder), "framework": framework, "training_state": True,
-            "step": state.step, "epoch": state.epoch, "tensors": len(arrays),
+            "step": state.step, "epoch": state.epoch, "best_step": best and best.step,
+            "tensors": len(arrays),
             "values": int(sum(a.size for a in arrays.values()))}
 
 
