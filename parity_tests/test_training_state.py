@@ -271,24 +271,30 @@ def test_a_jax_run_round_trips_through_torch_and_continues_identically(tmp_path,
 
 @pytest.mark.integration
 def test_a_torch_run_round_trips_through_jax_and_continues_identically(tmp_path):
-    cfg = RUN.replace(binarization="dynamic")  # the binarization generator is replayed too
+    # dynamic binarization: its generator is replayed too; validation: checkpoints/best goes along
+    cfg = RUN.replace(binarization="dynamic", validation=16)
     ttrain.train_and_evaluate(cfg, tmp_path / "torch", progress=False)
     _convert(tmp_path / "torch", tmp_path / "jax")
     _convert(tmp_path / "jax", tmp_path / "back")
-    load = lambda d: torch.load(sorted((d / "checkpoints").glob("step_*.pt"))[-1],  # noqa: E731
-                                weights_only=True)
-    a, b = load(tmp_path / "torch"), load(tmp_path / "back")
-    a.pop("checksum"), b.pop("checksum")
-    _assert_nested_equal(a, b, "torch checkpoint")  # model, optimizer, scheduler, generators, ...
+
+    def load(d: Path, best: bool = False) -> dict:
+        payload = torch.load(sorted((d / "checkpoints" / ("best" if best else "")).glob(
+            "step_*.pt"))[-1], weights_only=True)
+        payload.pop("checksum")
+        return payload
+
+    for best in (False, True):  # model, optimizer, scheduler, generators, step, epoch, config
+        _assert_nested_equal(load(tmp_path / "torch", best), load(tmp_path / "back", best),
+                             f"torch checkpoint (best={best})")
 
     shutil.copytree(tmp_path / "torch", tmp_path / "original")
     more = cfg.replace(epochs=2)
     r1 = ttrain.train_and_evaluate(more, tmp_path / "original", progress=False)
     r2 = ttrain.train_and_evaluate(more, tmp_path / "back", progress=False)
     assert r1["loss"] == r2["loss"] and r1["train"]["loss"] == r2["train"]["loss"]
-    a, b = load(tmp_path / "original"), load(tmp_path / "back")
-    a.pop("checksum"), b.pop("checksum")
-    _assert_nested_equal(a, b, "continued torch checkpoint")
+    for best in (False, True):
+        _assert_nested_equal(load(tmp_path / "original", best), load(tmp_path / "back", best),
+                             f"continued torch checkpoint (best={best})")
 
 
 SEEDS = (0, 1, 2)
