@@ -223,6 +223,12 @@ def _convert(src: Path, dest: Path, *extra) -> dict:
     return json.loads((dest / "config.json").read_text())
 
 
+def _no_figures(monkeypatch) -> None:
+    """The trainers skip their figures: they cost most of a tiny run's time, and are not state."""
+    for train in (jtrain, ttrain):
+        monkeypatch.setattr(train.figures_lib, "write_run_figures", lambda *a, **k: None)
+
+
 def _error(capsys, *args) -> str:
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
@@ -234,7 +240,9 @@ def _error(capsys, *args) -> str:
 
 
 @pytest.mark.integration
-def test_a_jax_run_round_trips_through_torch_and_continues_identically(tmp_path, capsys):
+def test_a_jax_run_round_trips_through_torch_and_continues_identically(tmp_path, capsys,
+                                                                       monkeypatch):
+    _no_figures(monkeypatch)
     cfg = RUN.replace(validation=16)  # checkpoints/best (the best-validation state) goes along
     jtrain.train_and_evaluate(cfg, tmp_path / "jax", progress=False)
     _convert(tmp_path / "jax", tmp_path / "torch")
@@ -270,7 +278,8 @@ def test_a_jax_run_round_trips_through_torch_and_continues_identically(tmp_path,
 
 
 @pytest.mark.integration
-def test_a_torch_run_round_trips_through_jax_and_continues_identically(tmp_path):
+def test_a_torch_run_round_trips_through_jax_and_continues_identically(tmp_path, monkeypatch):
+    _no_figures(monkeypatch)
     # dynamic binarization: its generator is replayed too; validation: checkpoints/best goes along
     cfg = RUN.replace(binarization="dynamic", validation=16)
     ttrain.train_and_evaluate(cfg, tmp_path / "torch", progress=False)
@@ -305,9 +314,8 @@ CONTINUE = TrainConfig(model="pytorch_examples", batch_size=64, epochs=1, limit_
 def _continued_in_both(tmp_path: Path, monkeypatch, cfg: TrainConfig) -> list[tuple[float, float]]:
     """1 epoch of `cfg` in JAX (SEEDS as one sweep), then 2 more in JAX and, from each member's
     converted state, in torch. Returns [(JAX test -ELBO, torch test -ELBO)] per seed (on the
-    1,000 test images of mnist5k). Figures are skipped: they cost most of the time here."""
-    for train in (jtrain, ttrain):
-        monkeypatch.setattr(train.figures_lib, "write_run_figures", lambda *a, **k: None)
+    1,000 test images of mnist5k)."""
+    _no_figures(monkeypatch)
     sweep = {"seed": list(SEEDS)}
     jtrain.train_and_evaluate(cfg, tmp_path / "jax", sweep=sweep, progress=False)
     for i in range(len(SEEDS)):
