@@ -37,21 +37,26 @@ checkpoint folder. Every leaf is checked by path before anything is mapped.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from jaxvae import models
+from jaxvae import optim
 from jaxvae.conv import ConvTranspose
 from vaecommon import presets
-from vaecommon.weights import WeightsFileError, WeightsMismatchError, check_weights
+from vaecommon.weights import (TrainingState, WeightsFileError, WeightsMismatchError,
+                               check_training_state, check_weights)
 
 __all__ = ["canonical_shapes", "to_canonical", "load_canonical_into", "from_canonical",
-           "linen_to_canonical", "load_linen_file"]
+           "linen_to_canonical", "load_linen_file", "training_state_to_canonical",
+           "training_state_from_canonical"]
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -201,6 +206,12 @@ def _entries(model: nnx.Module) -> dict[str, _Entry]:
             covered.add(tuple(path) + (rule.jax_attr,))
     # a layer type missing from _LAYER_TABLE must fail loudly, not be dropped from the export
     for path, var in nnx.to_flat_state(nnx.state(model)):
+        if len(path) == 1 and isinstance(var, nnx.Param):
+            # a bare parameter of the model itself (the trainer's learned likelihood `log_sigma`):
+            # torch's state_dict names it the same, with no layout to change
+            out[str(path[0])] = _Entry(getattr(model, str(path[0])),
+                                       _Rule(str(path[0]), str(path[0]), _same, _same))
+            continue
         if tuple(path) not in covered:
             raise TypeError(
                 f"no conversion rule for variable {'.'.join(map(str, path))} "
@@ -494,3 +505,89 @@ def load_linen_file(path: str | Path, model_name: str, **overrides: Any) -> dict
     else:
         raise FileNotFoundError(f"no Linen checkpoint at {p}")
     return linen_to_canonical(tree, model_name, where=str(p), **overrides)
+# ---- whole training states ------------------------------------------------------------------------
+# The optimizer's moments have their parameter's shape, and every map above is a permutation of
+# elements, so a moment tree converts exactly like the params: merge it into the model in their
+# place and convert the model. Counts are scalars; int32 here, int64 in canonical form.
+
+_MOMENT_STATES = (optax.ScaleByAdamState, optim.AdamNormGradState, optax.TraceState,
+                  optax.ScaleByScheduleState)
+
+
+def _opt_parts(opt_state) -> list:
+    return jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, _MOMENT_STATES))
+
+
+def _param_names(model: nnx.Module) -> list[str]:
+    return [k for k, e in _entries(model).items() if isinstance(e.var, nnx.Param)]
+
+
+def training_state_to_canonical(trainer, state, *, epoch: int) -> TrainingState:
+    """A JAX training state in canonical form (`vaecommon.weights.TrainingState`).
+
+    Args:
+      trainer: the run's `jaxvae.train.Trainer` (its graphdef and config).
+      state: a `jaxvae.train.TrainState` of that trainer (one member, not a stacked sweep).
+      epoch: completed epochs (the checkpoint's).
+    Returns:
+      The TrainingState: weights, Adam mu/nu (or AdamNormGrad's, or the SGD momentum trace) as
+      torch's exp_avg/exp_avg_sq (momentum_buffer), Adam's count, the step and the epoch.
+    Raises:
+      ValueError: a schedule count that differs from the step (not a state this trainer wrote).
+    """
+    cfg = trainer.cfg
+    model = trainer.model_from(state.params, state.rest)
+    weights = to_canonical(model)
+    names = _param_names(model)
+    moments: dict[str, dict[str, np.ndarray]] = {}
+    opt_step = None
+    for part in _opt_parts(state.opt_state):
+        if isinstance(part, optax.ScaleByScheduleState):
+            if int(part.count) != int(state.step):
+                raise ValueError(f"the schedule count {int(part.count)} differs from the step "
+                                 f"{int(state.step)}: not a state jaxvae.train wrote")
+            continue
+        trees = ({"momentum_buffer": part.trace} if isinstance(part, optax.TraceState)
+                 else {"exp_avg": part.mu, "exp_avg_sq": part.nu})
+        for slot, tree in trees.items():
+            c = to_canonical(nnx.merge(trainer.graphdef, tree, state.rest, copy=True))
+            moments[slot] = {k: c[k] for k in names}
+        if not isinstance(part, optax.TraceState):
+            opt_step = int(part.count)
+    return TrainingState(weights, moments, opt_step, int(state.step), int(epoch),
+                         dataclasses.asdict(cfg))
+
+
+def training_state_from_canonical(trainer, ts: TrainingState):
+    """The `jaxvae.train.TrainState` of a canonical training state, for `trainer` (built from
+    the state's config).
+
+    Raises:
+      WeightsMismatchError: missing, unexpected or mis-shaped weights or optimizer arrays, each
+        named; an optimizer state that is not the config's optimizer's.
+    """
+    template = trainer.init_state(jax.random.key(0))
+    model = trainer.model_from(template.params, template.rest, train=True)
+    what = f"preset {trainer.cfg.model!r} (jax)"
+    check_training_state(ts, _param_names(model), what=what)
+    load_canonical_into(model, ts.weights)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def tree(slot: str):
+        m = trainer.model_from(params, rest)
+        load_canonical_into(m, {**ts.weights, **ts.moments[slot]})
+        return nnx.split(m, nnx.Param, ...)[1]
+
+    def fill(part):
+        if isinstance(part, optax.ScaleByScheduleState):
+            return part._replace(count=jnp.asarray(ts.step, part.count.dtype))
+        if isinstance(part, optax.TraceState):
+            return part._replace(trace=tree("momentum_buffer"))
+        if isinstance(part, (optax.ScaleByAdamState, optim.AdamNormGradState)):
+            return part._replace(count=jnp.asarray(ts.optimizer_step, part.count.dtype),
+                                 mu=tree("exp_avg"), nu=tree("exp_avg_sq"))
+        return part
+
+    opt_state = jax.tree.map(fill, trainer.tx.init(params),
+                             is_leaf=lambda s: isinstance(s, _MOMENT_STATES))
+    return type(template)(params, rest, opt_state, jnp.asarray(ts.step, template.step.dtype))

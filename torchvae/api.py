@@ -30,16 +30,17 @@ from torchvae import train as train_lib
 from torchvae.streams import stream_generator
 from torchvae.convert import load_torch_file  # re-exported: the reader of save_torch_file's files
 from vaecommon import runinfo, runs
-from vaecommon.config import TrainConfig, resolve
+from vaecommon.config import TrainConfig, from_dict, resolve
 from vaecommon.datasets import Dataset
 from vaecommon.presets import ModelSpec
 from vaecommon.run_figures import FigureArrays, as_nhwc
 from vaecommon.validate import check_api_images
+from vaecommon.weights import TrainingState
 
 __all__ = [
     "FRAMEWORK", "Restored", "restore", "load_run", "load_run_dataset", "evaluate_run", "encode_means",
     "reconstruct", "sample", "interpolate", "decode", "run_figure_arrays", "canonical_weights",
-    "model_from_weights", "write_run_folder", "load_torch_file", "save_torch_file",
+    "model_from_weights", "write_run_folder", "read_training_state", "write_training_state", "load_torch_file", "save_torch_file",
 ]
 
 FRAMEWORK = "torch"
@@ -68,8 +69,9 @@ class Restored(NamedTuple):
     state: Any
 
 
-def restore(run_dir: str | Path, step: int | None = None) -> Restored:
-    """Restore a torch run folder's latest checkpoint (or `step`).
+def restore(run_dir: str | Path, step: int | None = None, *, best: bool = False) -> Restored:
+    """Restore a torch run folder's latest checkpoint (or `step`; `best`: of checkpoints/best, the
+    best-validation state of a run with a validation split).
 
     Raises:
       RunFolderError: not a run folder, a JAX run, corrupt config, no (such) checkpoint, or a
@@ -80,11 +82,12 @@ def restore(run_dir: str | Path, step: int | None = None) -> Restored:
         raise runinfo.RunFolderError(f"{run_dir} is a {record['framework']} run; use "
                                       f"vaecommon.runinfo.load_run, which picks the twin")
     cfg = runinfo.train_config(record, where=Path(run_dir) / "config.json")
-    step = runinfo.pick_step(run_dir, ckpt_lib.checkpoint_steps(runs.RunFolder(run_dir).checkpoints),
-                             FRAMEWORK, step)
+    checkpoints = runs.RunFolder(run_dir).checkpoints
+    checkpoints = checkpoints / "best" if best else checkpoints
+    step = runinfo.pick_step(run_dir, ckpt_lib.checkpoint_steps(checkpoints), FRAMEWORK, step)
     spec = runinfo.spec_of(cfg.model, cfg.model_overrides)
     trainer = train_lib.Trainer.create(cfg, runinfo.n_train(record, cfg))
-    manager = ckpt_lib.CheckpointManager(runs.RunFolder(run_dir).checkpoints,
+    manager = ckpt_lib.CheckpointManager(checkpoints,
                                           keep=cfg.keep_checkpoints, read_only=True)
     try:
         payload = manager.restore(trainer, {}, step)  # {}: the RNG streams are not needed here
@@ -247,6 +250,55 @@ def write_run_folder(workdir: str | Path, cfg: TrainConfig, weights: Mapping[str
         versions=runs.versions("torch", "torchvision", "numpy")))
     run.write_summary(runinfo.converted_summary(cfg, framework=FRAMEWORK,
                                                  converted_from=converted_from))
+    return run.root
+
+
+def read_training_state(run_dir: str | Path, step: int | None = None, *,
+                        best: bool = False) -> TrainingState:
+    """The whole training state of a run folder's latest checkpoint (or `step`; `best`: its
+    best-validation checkpoint) in canonical form (`vaecommon.weights.TrainingState`): weights,
+    optimizer state, step, epoch, config.
+
+    Raises:
+      RunFolderError: see `restore`.
+    """
+    r = restore(run_dir, step, best=best)
+    return convert.training_state_to_canonical(r.trainer, epoch=r.epoch)
+
+
+def write_training_state(workdir: str | Path, ts: TrainingState, record: dict[str, Any], *,
+                         best: TrainingState | None = None, converted_from: str) -> Path:
+    """A torch run folder continuing the canonical training state `ts`: config.json (the source
+    run's `record` with this framework), one checkpoint of the whole state at its step and epoch
+    (and `best`, the best-validation state, in checkpoints/best) and summary.md; `train` with the
+    run's settings resumes it (the eps and binarization generators are replayed to the step:
+    `Trainer.init_state`).
+
+    Raises:
+      RunFolderError: `workdir` holds a run; WeightsMismatchError: the state does not fit.
+    """
+    runinfo.check_new_run_folder(workdir)
+    cfg = resolve(from_dict(ts.config), framework=FRAMEWORK)
+    run = runs.RunFolder(workdir)
+    trainer = train_lib.Trainer.create(cfg, runinfo.n_train(record, cfg))
+    for s in (ts, best):  # both fit, before anything is written
+        if s is not None:
+            convert.training_state_from_canonical(trainer, s)
+    run.create()
+    for directory, s, keep in ((run.checkpoints / "best", best, 1),
+                               (run.checkpoints, ts, cfg.keep_checkpoints)):
+        if s is None:
+            continue
+        convert.training_state_from_canonical(trainer, s)
+        # the eps and binarization streams as a torch run holds them after s.step steps
+        gens = trainer.init_state(cfg.seed, s.step)
+        ckpt_lib.CheckpointManager(directory, keep=keep).save(
+            trainer, epoch=s.epoch, generators=gens, config=dataclasses.asdict(cfg))
+    run.write_config(runinfo.state_record(
+        record, framework=FRAMEWORK, converted_from=converted_from,
+        versions=runs.versions(*train_lib.VERSIONS)))
+    run.write_summary(runinfo.state_summary(cfg, framework=FRAMEWORK, converted_from=converted_from,
+                                            step=ts.step, epoch=ts.epoch))
     return run.root
 
 

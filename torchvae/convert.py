@@ -8,6 +8,7 @@ and transpose towards Flax lives in `jaxvae.convert`. `load_torch_file` reads a 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,10 +18,11 @@ from torch import nn
 
 from torchvae import models
 from vaecommon import presets
-from vaecommon.weights import WeightsFileError, WeightsMismatchError, check_weights
+from vaecommon.weights import (TrainingState, WeightsFileError, WeightsMismatchError,
+                               check_training_state, check_weights, counts_steps, optimizer_slots)
 
 __all__ = ["canonical_shapes", "to_canonical", "load_canonical_into", "from_canonical",
-           "load_torch_file"]
+           "training_state_to_canonical", "training_state_from_canonical", "load_torch_file"]
 
 
 def canonical_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -82,6 +84,81 @@ def from_canonical(model_or_name: nn.Module | str, weights: Mapping[str, np.ndar
     if overrides:
         raise TypeError("overrides apply only when building from a preset name")
     return load_canonical_into(model_or_name, weights)
+
+
+# ---- whole training states ------------------------------------------------------------------------
+# torch.optim keeps its state per parameter under the canonical slot names already; the state is
+# created lazily at the first step, so a state without steps is all zeros in canonical form.
+
+
+def training_state_to_canonical(trainer, *, epoch: int) -> TrainingState:
+    """A torch training state in canonical form (`vaecommon.weights.TrainingState`).
+
+    Args:
+      trainer: a `torchvae.train.Trainer` (its model, optimizer, scheduler and step).
+      epoch: completed epochs (the checkpoint's).
+    Raises:
+      ValueError: a parameter without optimizer state after the first step, or per-parameter
+        step counts that differ (not a state torchvae.train wrote).
+    """
+    cfg = trainer.cfg
+    weights = to_canonical(trainer.model)
+    slots = optimizer_slots(cfg.optimizer, cfg.momentum)
+    moments: dict[str, dict[str, np.ndarray]] = {s: {} for s in slots}
+    counts = set()
+    for name, p in trainer.model.named_parameters():
+        state = trainer.optimizer.state.get(p, {})
+        for slot in slots:
+            if slot in state:
+                moments[slot][name] = state[slot].detach().cpu().numpy().copy()
+            elif trainer.step == 0:
+                moments[slot][name] = np.zeros_like(weights[name])
+            else:
+                raise ValueError(f"parameter {name} has no optimizer state {slot!r} after "
+                                 f"{trainer.step} steps (did it get no gradient?)")
+        if "step" in state:
+            counts.add(int(state["step"]))
+    if len(counts) > 1:
+        raise ValueError(f"the parameters' optimizer step counts differ: {sorted(counts)}")
+    opt_step = (counts.pop() if counts else 0) if counts_steps(cfg.optimizer) else None
+    return TrainingState(weights, moments, opt_step, int(trainer.step), int(epoch),
+                         dataclasses.asdict(cfg))
+
+
+def training_state_from_canonical(trainer, ts: TrainingState):
+    """Load a canonical training state into `trainer` (built from the state's config), in place:
+    weights, optimizer state, the scheduler's position and learning rate, the step. Returns it.
+
+    Raises:
+      WeightsMismatchError: missing, unexpected or mis-shaped weights or optimizer arrays, each
+        named; an optimizer state that is not the config's optimizer's.
+    """
+    names = [k for k, _ in trainer.model.named_parameters()]
+    check_training_state(ts, names, what=f"preset {trainer.cfg.model!r} (torch)")
+    load_canonical_into(trainer.model, ts.weights)
+    slots = optimizer_slots(trainer.cfg.optimizer, trainer.cfg.momentum)
+    taken = ts.optimizer_step if ts.optimizer_step is not None else ts.step
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    if slots and taken > 0:  # torch creates the state at the first step
+        for i, name in enumerate(names):
+            entry = {} if ts.optimizer_step is None else {
+                "step": torch.tensor(float(ts.optimizer_step), dtype=torch.float32)}
+            for slot in slots:
+                entry[slot] = torch.from_numpy(np.array(ts.moments[slot][name], np.float32, order="C"))
+            state[i] = entry
+    sched = trainer.scheduler
+    # LambdaLR's own arithmetic at position `step`: lr = base_lr * factor(step)
+    lrs = [base * fn(ts.step) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+    opt_sd = trainer.optimizer.state_dict()
+    opt_sd["state"] = state
+    for group, lr in zip(opt_sd["param_groups"], lrs):
+        group["lr"] = lr
+    trainer.optimizer.load_state_dict(opt_sd)
+    sched_sd = sched.state_dict()
+    sched_sd.update(last_epoch=ts.step, _step_count=ts.step + 1, _last_lr=list(lrs))
+    sched.load_state_dict(sched_sd)
+    trainer.step = int(ts.step)
+    return trainer
 
 
 def load_torch_file(path: str | Path) -> dict[str, np.ndarray]:

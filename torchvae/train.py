@@ -163,9 +163,25 @@ class Trainer:
         objective, params = lifecycle.objective_of(cfg, spe)
         return cls(cfg, model, opt, sched, spe, 0, objective, params)
 
-    def init_state(self, seed: int) -> dict[str, torch.Generator]:
-        """The generators of the eps and binarization streams (the model was built in `create`)."""
-        return {s: stream_generator(seed, s) for s in ("eps", "binarize")}
+    def init_state(self, seed: int, step: int = 0) -> dict[str, torch.Generator]:
+        """The generators of the eps and binarization streams (the model was built in `create`),
+        as a run of this config holds them after `step` optimizer steps.
+
+        The state after `step` steps is reached by replaying each step's draws (the JAX twin
+        folds the step into its keys instead): what a JAX state converted to torch continues
+        with. Stand-in batches suffice: how many values a draw consumes depends on its shape
+        alone. With TrainConfig.noise "shared" the generators are never drawn from.
+        """
+        gens = {s: stream_generator(seed, s) for s in ("eps", "binarize")}
+        if self.cfg.noise == "shared" or step == 0:
+            return gens
+        batch = self.cfg.batch_size
+        half = torch.full((batch, *self.model.spec.input_shape), 0.5)
+        for _ in range(int(step)):  # train_epoch's draws, in its order
+            if self.cfg.binarization == "dynamic":
+                data_lib.binarize(half, gens["binarize"])
+            self.draw_noise(gens["eps"], batch)
+        return gens
 
     @property
     def latent_dim(self) -> int:

@@ -191,3 +191,23 @@ def test_gaussian_learned_trains_its_sigma(tmp_path):
     assert float(tr.model.log_sigma) != 0.0
     res = train.train_and_evaluate(cfg, tmp_path, progress=False)
     assert math.isfinite(res["loss"]) and math.isfinite(res["nll"])
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])  # iwae: extra noise from the same stream
+def test_init_state_at_a_step_holds_the_generators_of_a_run_at_that_step(objective):
+    """What a JAX state converted to torch continues with: the eps and binarization generators
+    replayed to step k equal those of k real training steps (on other data: a draw's count
+    depends on its shape alone)."""
+    cfg = TrainConfig(model="pytorch_examples", batch_size=8, epochs=1, binarization="dynamic",
+                      objective=objective, seed=3)
+    tr = train.Trainer.create(cfg, 32)
+    gens = tr.init_state(cfg.seed)
+    idx = np.arange(24, dtype=np.int32).reshape(3, 8)
+    tr.train_epoch(_batch(24, seed=5), idx, gens)
+    replayed = tr.init_state(cfg.seed, step=3)
+    for k in ("eps", "binarize"):
+        assert torch.equal(replayed[k].get_state(), gens[k].get_state()), k
+        assert not torch.equal(replayed[k].get_state(), tr.init_state(cfg.seed)[k].get_state()), k
+    shared = train.Trainer.create(cfg.replace(noise="shared", init="torch"), 32)
+    assert all(torch.equal(g.get_state(), f.get_state()) for g, f in zip(
+        shared.init_state(cfg.seed, step=3).values(), shared.init_state(cfg.seed).values()))

@@ -31,6 +31,7 @@ __all__ = [
     "data_config", "check_input_shape", "pick_step", "run_label",
     # converted weights
     "input_kind", "run_of_step_dir", "config_record", "converted_summary", "meta_for_weights",
+    "check_new_run_folder", "state_record", "state_summary",
     "config_for_weights", "read_canonical_weights", "write_canonical_weights",
     # output
     "finite_or_str", "dumps",
@@ -263,6 +264,35 @@ def converted_summary(cfg: TrainConfig, *, framework: str, converted_from: str) 
             "- no training happened in this folder: it has one checkpoint (step 0, epoch 0) and "
             "no metrics.jsonl, so loss curves and KL-per-dimension figures are not available; "
             "`scripts/evaluate.py` computes the test numbers.\n")
+
+
+def check_new_run_folder(path: str | Path) -> None:
+    """RunFolderError unless `path` can become a new run folder: it must not hold a run
+    (config.json or checkpoints) nor be a file."""
+    run = RunFolder(path)
+    if run.root.exists() and not run.root.is_dir():
+        raise RunFolderError(f"{run.root} is a file; choose a new folder for the run")
+    if run.config_path.exists() or (run.checkpoints.is_dir() and any(run.checkpoints.iterdir())):
+        raise RunFolderError(f"{run.root} already holds a run; choose a new folder")
+
+
+def state_record(record: dict[str, Any], *, framework: str, converted_from: str,
+                 versions: dict) -> dict[str, Any]:
+    """config.json of a run folder holding a training state converted from another framework's
+    run: the source's record (config, spec, data) with the new framework, and where it came from."""
+    out = {k: v for k, v in record.items() if k not in ("devices", "versions")}
+    return {**out, "framework": framework, "converted_from": converted_from, "versions": versions}
+
+
+def state_summary(cfg: TrainConfig, *, framework: str, converted_from: str, step: int,
+                  epoch: int) -> str:
+    """summary.md of a run folder holding a converted training state (training rewrites it)."""
+    return (f"# Converted training state: `{cfg.model}` ({framework})\n\n"
+            f"- converted from: `{converted_from}`\n"
+            f"- step {step}, epoch {epoch} of {cfg.epochs}: weights, optimizer state, schedule "
+            "position and data position carried over\n"
+            f"- continue it with `scripts/train.py --framework {framework} --workdir <this folder>` "
+            "and the run's settings\n")
 
 
 def meta_for_weights(cfg: TrainConfig, *, converted_from: str) -> dict[str, Any]:

@@ -6,7 +6,9 @@ file written by one loads into the other. The format follows the file name: ".sa
 (default for anything else) or ".npz"; loading detects the format from the file's first bytes.
 
 Also the one name/shape check both converters run before loading, so the two frameworks report
-a mismatch with the same message.
+a mismatch with the same message, and `TrainingState`: a whole training state (weights, optimizer
+moments and counts, step, epoch, config) in the same names and layout, through which a run moves
+between the frameworks (`jaxvae.convert` / `torchvae.convert`.training_state_*).
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
 __all__ = [
     "WeightsFileError", "WeightsMismatchError", "save_weights", "load_weights", "check_weights",
-    "shared_torch_init",
+    "shared_torch_init", "TrainingState", "optimizer_slots", "counts_steps", "check_training_state",
 ]
 
 _META_KEY = "__metadata__"
@@ -208,3 +210,87 @@ def _load_npz(path: Path):
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         raise WeightsFileError(f"{path} is a corrupt or truncated .npz file: {e}") from e
     return weights, md
+
+
+# ---- whole training states ------------------------------------------------------------------------
+
+
+def optimizer_slots(optimizer: str, momentum: float = 0.0) -> tuple[str, ...]:
+    """The per-parameter optimizer arrays of a resolved config, in torch.optim's state names:
+    Adam, AdamW and AdamNormGrad hold "exp_avg" and "exp_avg_sq" (optax's mu and nu); SGD holds
+    "momentum_buffer" (optax.trace's trace) when momentum is on, nothing otherwise."""
+    if optimizer in ("adam", "adamw", "adam_norm_grad"):
+        return ("exp_avg", "exp_avg_sq")
+    if optimizer == "sgd":
+        return ("momentum_buffer",) if momentum else ()
+    raise ValueError(f"unknown optimizer {optimizer!r}; valid: adam, adamw, sgd, adam_norm_grad")
+
+
+def counts_steps(optimizer: str) -> bool:
+    """Whether the optimizer keeps its own update count (Adam's t: optax's `count`, torch's
+    per-parameter "step"), apart from the trainer's step."""
+    return optimizer in ("adam", "adamw", "adam_norm_grad")
+
+
+class TrainingState(NamedTuple):
+    """A whole training state in canonical (PyTorch) names and layouts, NumPy only.
+
+    Attributes:
+      weights: the model's canonical weights (params and buffers: BatchNorm statistics with
+        int64 `num_batches_tracked`, a learned likelihood's `log_sigma`).
+      moments: slot (`optimizer_slots`) -> parameter name -> array of the parameter's shape and
+        layout. Zeros before the first step (torch creates its state lazily; optax starts at 0).
+      optimizer_step: the optimizer's own update count (`counts_steps`), else None.
+      step: optimizer steps the trainer took: also the learning-rate schedule's position (optax's
+        ScaleByScheduleState.count, LambdaLR's last_epoch) and what the JAX noise keys fold in.
+      epoch: completed epochs; with the config's seed it fixes the data order to come
+        (`vaecommon.schedule.epoch_batches(seed, epoch)`).
+      config: the resolved TrainConfig as a dict.
+    """
+
+    weights: dict[str, np.ndarray]
+    moments: dict[str, dict[str, np.ndarray]]
+    optimizer_step: int | None
+    step: int
+    epoch: int
+    config: dict[str, Any]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the state under one flat name: "model/<name>",
+        "optimizer/<slot>/<name>", "optimizer/step", "trainer/step", "trainer/epoch"."""
+        out = {f"model/{k}": v for k, v in self.weights.items()}
+        for slot, arrays in self.moments.items():
+            out.update({f"optimizer/{slot}/{k}": v for k, v in arrays.items()})
+        if self.optimizer_step is not None:
+            out["optimizer/step"] = np.array(self.optimizer_step, np.int64)
+        out["trainer/step"] = np.array(self.step, np.int64)
+        out["trainer/epoch"] = np.array(self.epoch, np.int64)
+        return out
+
+
+def check_training_state(state: TrainingState, param_names: list[str], *, what: str) -> None:
+    """Raise `WeightsMismatchError` unless `state` holds exactly the optimizer arrays its
+    config's optimizer keeps, one per parameter in `param_names` with that parameter's shape,
+    and non-negative counts (the weights themselves are checked by the converters).
+
+    Args:
+      state: the canonical training state.
+      param_names: canonical names of the trainable parameters of the target model.
+      what: how to call the target in the message (e.g. "preset 'conv_vae' (jax)").
+    """
+    cfg = state.config
+    slots = optimizer_slots(cfg["optimizer"], cfg.get("momentum") or 0.0)
+    if sorted(state.moments) != sorted(slots):
+        raise WeightsMismatchError(
+            f"training state does not fit {what}: optimizer {cfg['optimizer']!r} keeps "
+            f"{list(slots)}, the state holds {sorted(state.moments)}")
+    for slot in slots:
+        check_weights({k: np.shape(state.weights[k]) for k in param_names if k in state.weights},
+                      state.moments[slot], what=f"{what}, optimizer state {slot!r}")
+    if counts_steps(cfg["optimizer"]) != (state.optimizer_step is not None):
+        raise WeightsMismatchError(f"training state does not fit {what}: optimizer "
+                                   f"{cfg['optimizer']!r} with optimizer_step {state.optimizer_step}")
+    for name, v in (("step", state.step), ("epoch", state.epoch),
+                    ("optimizer_step", state.optimizer_step or 0)):
+        if int(v) < 0:
+            raise WeightsMismatchError(f"training state: {name} {v} is negative")

@@ -137,3 +137,46 @@ def test_shared_epoch_noise_is_a_function_of_seed_and_epoch():
     assert all(np.array_equal(a[k], b[k]) for k in a)
     c = shared_epoch_noise(1, 6, steps=3, batch=4, latent_dim=2)
     assert set(c) == {"eps"} and not np.array_equal(a["eps"], c["eps"])
+
+
+def _state(**changes):
+    w = {"fc.weight": np.ones((2, 3), np.float32), "fc.bias": np.zeros(2, np.float32),
+         "bn.num_batches_tracked": np.array(4, np.int64)}
+    moments = {s: {k: np.full_like(w[k], i + 1) for k in ("fc.weight", "fc.bias")}
+               for i, s in enumerate(("exp_avg", "exp_avg_sq"))}
+    fields = dict(weights=w, moments=moments, optimizer_step=4, step=4, epoch=2,
+                  config={"optimizer": "adam", "momentum": 0.0})
+    return W.TrainingState(**{**fields, **changes})
+
+
+def test_optimizer_slots_name_torch_optim_state():
+    assert W.optimizer_slots("adam") == W.optimizer_slots("adamw") == ("exp_avg", "exp_avg_sq")
+    assert W.optimizer_slots("adam_norm_grad") == ("exp_avg", "exp_avg_sq")
+    assert W.optimizer_slots("sgd", 0.9) == ("momentum_buffer",) and W.optimizer_slots("sgd") == ()
+    assert W.counts_steps("adamw") and not W.counts_steps("sgd")
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        W.optimizer_slots("lion")
+
+
+def test_training_state_arrays_and_checks():
+    ts = _state()
+    a = ts.arrays()
+    assert sorted(a) == sorted(["model/fc.weight", "model/fc.bias", "model/bn.num_batches_tracked",
+                                "optimizer/exp_avg/fc.weight", "optimizer/exp_avg/fc.bias",
+                                "optimizer/exp_avg_sq/fc.weight", "optimizer/exp_avg_sq/fc.bias",
+                                "optimizer/step", "trainer/step", "trainer/epoch"])
+    assert a["trainer/epoch"].dtype == np.int64 and int(a["trainer/epoch"]) == 2
+    names = ["fc.weight", "fc.bias"]
+    W.check_training_state(ts, names, what="m")
+    with pytest.raises(W.WeightsMismatchError, match=r"optimizer 'adam' keeps \['exp_avg', "
+                                                     r"'exp_avg_sq'\], the state holds \['exp_avg'\]"):
+        W.check_training_state(ts._replace(moments={"exp_avg": ts.moments["exp_avg"]}), names, what="m")
+    bad = {**ts.moments, "exp_avg": {"fc.weight": np.ones((3, 2), np.float32),
+                                     "fc.bias": np.ones(2, np.float32)}}
+    with pytest.raises(W.WeightsMismatchError, match=r"m, optimizer state 'exp_avg'.*fc.weight: "
+                                                     r"model needs \(2, 3\), got \(3, 2\)"):
+        W.check_training_state(ts._replace(moments=bad), names, what="m")
+    with pytest.raises(W.WeightsMismatchError, match="with optimizer_step None"):
+        W.check_training_state(ts._replace(optimizer_step=None), names, what="m")
+    with pytest.raises(W.WeightsMismatchError, match="step -1 is negative"):
+        W.check_training_state(ts._replace(step=-1), names, what="m")
