@@ -19,7 +19,8 @@ from jaxvae import train
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.schedule import epoch_batches
 
-__all__ = ["peak_matmul_gflops", "stream_gbps", "ADAM_BYTES_PER_PARAM", "epoch_timing", "sweep_timing"]
+__all__ = ["peak_matmul_gflops", "stream_gbps", "ADAM_BYTES_PER_PARAM", "epoch_timing", "sweep_timing",
+           "input_timing"]
 
 
 def _best_seconds(f, *args, reps: int, inner: int = 1) -> float:
@@ -305,3 +306,113 @@ def profile_epoch(cfg: TrainConfig, images: np.ndarray, *, top: int = 15) -> dic
             "categories": cats,
             "top": [(name, index[name][0], s, count[name], frame(name))
                     for name, s in per_op.most_common(top)]}
+
+
+# --------------------------------------------------------------------------------------------
+# The streamed input against the resident one (scripts/bench.py --stream)
+
+
+def input_timing(cfg: TrainConfig, *, input: str, steps: int, workers: int | None = None,
+                 read_steps: int = 0) -> dict[str, Any]:
+    """Training examples/s of the first `steps` steps of epoch 0 fed by `input`.
+
+    "resident": the training split loaded whole as float32 and put on the device, the steps run
+    as one compiled scan (the resident path's program). "stream": the streamed path's pieces
+    (`jaxvae.stream_data`: Grain loader with `workers` processes, device prefetch, the same epoch
+    body over chunks). Both time after compilation (the first chunk / a separate compile). With
+    `read_steps`, the streamed input alone is also timed: that many batches read and put on the
+    device with no training (the rate the input can sustain). Peak memory is measured by the
+    caller (its own RSS); the Grain workers' peak RSS is read here while they run.
+    """
+    from jaxvae import stream_data
+
+    cfg = resolve(cfg, framework="jax")
+    root = jax.random.key(cfg.seed)
+    out: dict[str, Any] = {"input": input, "batch": cfg.batch_size}
+    if input == "resident":
+        t = time.perf_counter()
+        train_ds, _ = train.load_datasets(cfg.replace(limit_test=1))
+        x = jnp.asarray(train_ds.images)
+        out["load_s"] = time.perf_counter() - t
+        n, shape = x.shape[0], x.shape[1:]
+        trainer = train.Trainer.create(cfg, n)
+        state = trainer.init_state(root)
+        idx = jnp.asarray(epoch_batches(cfg.seed, 0, n, cfg.batch_size)[:steps])
+        fn = jax.jit(lambda s, i: trainer.train_epoch(s, x, i, root), donate_argnums=(0,))
+        t = time.perf_counter()
+        compiled = fn.lower(state, idx).compile()
+        out["compile_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        state, terms = compiled(state, idx)
+        _block((state, terms))
+        seconds, done = time.perf_counter() - t, steps
+    elif input == "stream":
+        source = stream_data.train_source(cfg)
+        n, shape = len(source), source.shape
+        trainer = train.Trainer.create(cfg, n)
+        state = trainer.init_state(root)
+        hyper = jax.tree.map(jnp.float32, trainer.hyper)
+        feed = stream_data.StreamedEpochs(trainer, source, epochs=1, workers=workers,
+                                          all_finite=train._all_finite)
+        chunks = max(2, steps // feed.chunk)
+        reads = max(1, read_steps // feed.chunk) if read_steps else 0
+        feed.epochs = -(-(chunks + reads) * feed.chunk // trainer.steps_per_epoch)  # enough data
+        out.update(workers=feed.workers, chunk=feed.chunk, prefetch=feed.prefetch,
+                   batch_mib=cfg.batch_size * int(np.prod(source.shape)) * 4 / 2**20)
+        try:
+            t = time.perf_counter()
+            feed._start(0)
+            x = next(feed.feed)
+            out["first_chunk_s"] = time.perf_counter() - t  # worker start-up + first decode
+            t = time.perf_counter()
+            compiled = feed.fn.lower(state, x, root, hyper, None).compile()
+            out["compile_s"] = time.perf_counter() - t
+            state, terms, _ = compiled(state, x, root, hyper, None)  # the first chunk: warm-up
+            _block((state, terms))
+            t = time.perf_counter()
+            for _ in range(chunks - 1):
+                state, terms, _ = compiled(state, next(feed.feed), root, hyper, None)
+            _block((state, terms))
+            seconds, done = time.perf_counter() - t, (chunks - 1) * feed.chunk
+            if reads:  # the input alone: batches to the device, nothing trained
+                t = time.perf_counter()
+                for _ in range(reads):
+                    _block(next(feed.feed))
+                out["read_examples_per_s"] = reads * feed.chunk * cfg.batch_size / (
+                    time.perf_counter() - t)
+            out["children_peak_rss_mib"] = _children_peak_rss_mib()  # the workers, still running
+        finally:
+            feed.close()
+            feed.it = None
+        import gc
+
+        gc.collect()  # ends the Grain iterator: its workers exit and are waited for
+    else:
+        raise ValueError(f"input {input!r}: resident or stream")
+    out.update(n=n, steps=done, train_s=seconds,
+               examples_per_s=done * cfg.batch_size / seconds,
+               float32_dataset_mib=n * int(np.prod(shape)) * 4 / 2**20)
+    return out
+
+
+def _children_peak_rss_mib() -> list[float]:
+    """Peak RSS (VmHWM, MiB) of each live child process (the Grain workers). Read from /proc:
+    `getrusage(RUSAGE_CHILDREN)` would report the parent's RSS at the fork before each exec."""
+    from pathlib import Path
+
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:
+            pass
+    peaks = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return sorted(peaks, reverse=True)

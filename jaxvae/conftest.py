@@ -46,6 +46,13 @@ INTEGRATION: dict[str, dict[str, str]] = {
         "test_two_processes_match_one_and_resume_exactly_after_stop_and_kill": "2-process "
             "training runs on a localhost coordinator, a SIGTERM, SIGKILLs and resumes",
     },
+    "stream_data_test.py": {
+        "test_worker_processes_give_the_same_batches": "Grain worker processes (each imports JAX)",
+        "test_training_streamed_equals_resident_and_resumes_exactly": "four training runs: "
+                                                                      "resident, streamed, "
+                                                                      "stopped, resumed",
+        "test_image_folder_training_streamed_equals_resident": "two training runs",
+    },
     "models_test.py": {
         "test_jaxvae_models_does_not_import_torch": "imports in a fresh interpreter (subprocess)",
     },

@@ -41,6 +41,7 @@ from . import losses
 from . import models
 from . import multiprocess
 from . import optim
+from . import stream_data
 from jaxvae.streams import stream_key
 from vaecommon import lifecycle, runinfo
 from vaecommon.config import TrainConfig, check_resumable, resolve
@@ -533,11 +534,11 @@ def test_nll_stats(trainer: Trainer, params, rest, images, root_key, *, k: int, 
 # Data
 
 
-def load_datasets(cfg: TrainConfig):
+def load_datasets(cfg: TrainConfig, *, train: bool = True):
     """(train, test) datasets of a resolved config (dynamic binarization evaluates on grey
-    values; the training batches are binarized inside the step)."""
+    values; the training batches are binarized inside the step). train=False: (None, test)."""
     kw = runinfo.data_kwargs(cfg)
-    train = data_lib.load_dataset(cfg.dataset, "train", limit=cfg.limit_train, **kw)
+    train = data_lib.load_dataset(cfg.dataset, "train", limit=cfg.limit_train, **kw) if train else None
     test = data_lib.load_dataset(cfg.dataset, "test", limit=cfg.limit_test, **kw)
     return train, test
 
@@ -624,7 +625,8 @@ def _save_checkpoint(manager, state, *, epoch: int, root_key, cfg: TrainConfig) 
 
 def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True,
                        sweep: dict[str, list] | None = None, num_devices: int | None = 1,
-                       progress: bool = True, on_epoch: Callable | None = None) -> dict[str, Any]:
+                       progress: bool = True, on_epoch: Callable | None = None,
+                       input: str = "auto", workers: int | None = None) -> dict[str, Any]:
     """Train `cfg` into the run folder `workdir`; resume from its latest checkpoint if present.
 
     `sweep` ({"seed": [0, 1], "beta": [1.0, 4.0]}) trains one member per zipped value in one
@@ -633,15 +635,26 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
 
     Returns the final test metrics ("train": last epoch's train metrics; "members" for a sweep;
     "interrupted": the signal number when a signal stopped the run).
+
+    `input`: "resident" (the training set on the device), "stream" (batches decoded by `workers`
+    Grain processes and prefetched, `jaxvae.stream_data`) or "auto" (streams an image folder or
+    array_record folder above `stream_data.STREAM_ABOVE_BYTES` as float32). Same batches, same
+    order, same numbers.
     """
     cfgs, swept = lifecycle.member_configs(cfg, sweep, framework=FRAMEWORK)
     base, n = cfgs[0], len(cfgs)
     folders = lifecycle.member_folders(workdir, n)
     for f, c in zip(folders, cfgs):
         lifecycle.check_owner(f, c, FRAMEWORK)
-    train_ds, test_ds = load_datasets(base)
+    # --- streamed input (jaxvae.stream_data): the training split is read batch by batch ----
+    stream_source = stream_data.choose_input(base, input, members=n,
+                                             processes=multiprocess.count())  # None: resident
+    train_ds, test_ds = load_datasets(base, train=stream_source is None)
     spec = get_spec(base.model, **base.model_overrides)
-    check_data(base, spec, train_ds, test_ds)
+    if stream_source is not None:  # checked on its first examples; shape-only from here on
+        train_ds = stream_data.shape_only(stream_source)
+    # --- end streamed input ------------------------------------------------------------------
+    check_data(base, spec, stream_data.sample(stream_source) if stream_source else train_ds, test_ds)
     val_ds = None
     if base.validation:
         train_ds, val_ds = hold_out(train_ds, base.validation)
@@ -716,8 +729,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         keys = _stack(roots)
         hyper, keys = rep(hyper), rep(keys)
         # multi-process: no resident copy on the devices; each process sends its rows of each
-        # epoch's batches (`multiprocess.global_batches`)
-        images = None if multi else jnp.asarray(train_ds.images)
+        # epoch's batches (`multiprocess.global_batches`); streamed: the loader feeds them
+        images = None if multi or stream_source is not None else jnp.asarray(train_ds.images)
         if mesh is not None and not multi:
             images = jax.device_put(images, NamedSharding(mesh, P()))
             state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -725,6 +738,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             progress and lead, total=trainer.steps_per_epoch * base.epochs,
             initial=int(states[0].step))))
         epoch_fn = _epoch_program(trainer, images, n, bar, progress=progress and multi)
+        streamed = None if stream_source is None else stack.enter_context(contextlib.closing(
+            stream_data.StreamedEpochs(
+                trainer, stream_source, epochs=base.epochs, workers=workers,
+                sharding=NamedSharding(mesh, P()) if mesh is not None else None,
+                progress=bar.step if bar.bar is not None else None, all_finite=_all_finite)))
         trains: list[dict] = [lifecycle.last_record(f, "train") for f in folders]
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
         t_start, timings = time.time(), lifecycle.Timings()
@@ -746,13 +764,21 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                 idx = multiprocess.global_batches(mesh, train_ds.images, np.asarray(idx))
             shared = None if base.noise != "shared" else rep(_stack(
                 [trainer.shared_noise(c.seed, epoch, train_ds.images.shape[1:]) for c in cfgs]))
-            if epoch == start_epoch:  # compile ahead of time, so the time is its own
-                with timings("compile"):
-                    epoch_fn = epoch_fn.lower(state, idx, keys, hyper, shared).compile()
-                t0 = time.time()
-            with timings("train"):
-                state, terms, finite = epoch_fn(state, idx, keys, hyper, shared)
-                terms, finite = jax.device_get((terms, finite))
+            if streamed is not None:  # streamed input: the same epoch body over loaded chunks
+                with timings("train"):
+                    state, terms, finite = streamed.run_epoch(state, epoch, keys, hyper, shared,
+                                                              timings)
+                    terms, finite = jax.device_get((terms, finite))
+                timings.seconds["train"] -= streamed.compile_seconds
+                t0 += streamed.compile_seconds
+            else:
+                if epoch == start_epoch:  # compile ahead of time, so the time is its own
+                    with timings("compile"):
+                        epoch_fn = epoch_fn.lower(state, idx, keys, hyper, shared).compile()
+                    t0 = time.time()
+                with timings("train"):
+                    state, terms, finite = epoch_fn(state, idx, keys, hyper, shared)
+                    terms, finite = jax.device_get((terms, finite))
             seconds = time.time() - t0
             final = epoch + 1 == base.epochs
             records = []

@@ -35,7 +35,7 @@ from vaecommon.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("evaluate", "sample", "reconstruct", "interpolate", "latent_map", "convert",
-            "compare", "figures", "study")
+            "compare", "figures", "study", "to_records")
 FRAMEWORKS = ("jax", "torch")
 TINY = TrainConfig(model="pytorch_examples", limit_train=256, limit_test=100, batch_size=32,
                    epochs=1, final_nll_samples=8)
@@ -413,6 +413,32 @@ def test_errors_are_clear(runs, tmp_path, capsys):
                                                          "--from-class", 42)
     assert "out of range" in expect_error(capsys, "reconstruct", runs["jax"], "--indices", "5,500")
     assert "no metrics.jsonl" in expect_error(capsys, "compare", runs["jax"], no_ckpt)
+
+
+def test_to_records_converts_and_errors_are_one_line(tmp_path, capsys):
+    """The conversion command writes what the resident reader reads back bit for bit; bad input
+    is one `to-records: error:` line with exit status 2 (also train's --input for torch)."""
+    from vaecommon import datasets
+
+    out = tmp_path / "m"
+    assert run_main("to_records", "--dataset", "mnist5k", "--limit", "30", "--split", "test",
+                    "--out", out) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["splits"] == {"test": {"n": 30, "note": meta["splits"]["test"]["note"]}}
+    got = datasets.load_dataset_arrays("mnist5k", "test", source="array_record", data_dir=out)
+    want = datasets.load_dataset_arrays("mnist5k", "test", limit=30)
+    assert np.array_equal(got.images, want.images) and np.array_equal(got.labels, want.labels)
+    for name, args, words in [
+            ("to_records", ["--dataset", "mnist5k", "--out", out], "already holds a converted dataset"),
+            ("to_records", ["--dataset", "image_folder", "--out", tmp_path / "x"],
+             "dataset 'image_folder' needs data_dir"),
+            ("train", ["--framework", "torch", "--input", "stream", "--workdir", tmp_path / "r"],
+             "--input stream is JAX only")]:
+        with pytest.raises(SystemExit) as e:
+            run_main(name, *args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()  # validated before anything is created
 
 
 def test_twin_selection_errors():

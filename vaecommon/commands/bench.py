@@ -2,6 +2,7 @@
 
     python scripts/bench.py --out bench/            # full: Fashion-MNIST 60k, ~10-15 min on 2 cores
     python scripts/bench.py --quick --out bench-smoke  # smoke: 4k examples, 1 repetition
+    python scripts/bench.py --stream 20000 --out bench-stream/  # the streamed input, glasses VAE
 
 Every measurement runs in its own subprocess (clean thread pools, its own peak RSS). Prints a
 Markdown table and writes bench.json + bench.md. Ratios are computed pairwise within this run.
@@ -71,6 +72,12 @@ def worker(task: dict) -> dict:
         jbench = twins.module("jax", "bench")
         return {"gflops": jbench.peak_matmul_gflops(), "gbps": jbench.stream_gbps(),
                 "adam_bytes_per_param": jbench.ADAM_BYTES_PER_PARAM}
+    if kind == "input":  # --stream: one input path of the glasses VAE on a generated folder
+        from vaecommon.config import TrainConfig
+
+        return twins.module("jax", "bench").input_timing(
+            TrainConfig(**task["cfg"]), input=task["input"], steps=task["steps"],
+            workers=task.get("workers"), read_steps=task.get("read_steps", 0))
     images, info = _dataset(quick, task.get("limit"))
     cfg = _cfg(task.get("preset", "pytorch_examples"), task.get("batch", 128))
     out = {"data": f"{info.dataset} ({info.n} examples)"}
@@ -293,8 +300,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", nargs="?", const="pytorch_examples", default=None, choices=PRESETS,
                    help="also profile one jaxvae epoch of this preset (default pytorch_examples): "
                         "time per category (matmul, optimizer, loss, RNG, ...) and top instructions")
+    p.add_argument("--stream", type=int, default=None, metavar="N",
+                   help="instead: benchmark the streamed input (--input stream) of the glasses VAE "
+                        "on a generated folder of N RGB 256x256 JPEGs (the book's size: 20000): "
+                        "peak memory and examples/s against the resident input")
+    p.add_argument("--stream-dir", default=None,
+                   help="--stream: where the generated folder goes (kept and reused; default "
+                        "OUT/images-N)")
+    p.add_argument("--stream-steps", type=int, default=20,
+                   help="--stream: training steps timed per input path (after a warm-up chunk)")
+    p.add_argument("--stream-resident", type=int, default=2000, metavar="N2",
+                   help="--stream: training examples of the resident-vs-streamed comparison "
+                        "(both fit in memory)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="--stream: Grain worker processes (default: min(4, CPUs))")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
+
+
+def run_stream(args) -> int:
+    """--stream N: generate (or reuse) the folder, convert it to array_record, then time each
+    input path in its own subprocess (its peak RSS; the Grain workers' peak is reported apart)."""
+    from vaecommon import records
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(args.stream_dir or out / f"images-{args.stream}")
+    res: dict = {"machine": machine(), "images": args.stream, "folder": str(folder), "rows": []}
+    done = folder / ".complete"
+    if not done.exists():
+        t = time.time()
+        records.synthetic_image_folder(folder, args.stream, size=256)
+        done.write_text(str(args.stream))
+        res["generate_s"] = time.time() - t
+        print(f"generated {args.stream} images in {res['generate_s']:.0f} s", file=sys.stderr)
+    ar = folder.with_name(folder.name + "-array_record")
+    if not (ar / "dataset.json").exists():
+        t = time.time()
+        records.write_array_record("image_folder", ar, data_dir=folder)
+        res["convert_s"] = time.time() - t
+        print(f"converted to array_record in {res['convert_s']:.0f} s", file=sys.stderr)
+    base = {"model": "manning_glasses_vae", "dataset": "image_folder", "data_dir": str(folder),
+            "limit_test": 16}
+    small = {"limit_train": args.stream_resident}
+    plan = [
+        ("resident", f"image folder, first {args.stream_resident}", {**base, **small}),
+        ("stream", f"image folder, first {args.stream_resident}", {**base, **small}),
+        ("stream", "image folder, all", base),
+        ("stream", "array_record, all", {**base, "data_source": "array_record", "data_dir": str(ar)}),
+    ]
+    for input, what, cfg in plan:
+        task = {"kind": "input", "input": input, "cfg": cfg, "steps": args.stream_steps,
+                "workers": args.workers, "read_steps": 4 * args.stream_steps if input == "stream" else 0}
+        row = run_worker(task, timeout=args.task_timeout)
+        row["what"] = what
+        res["rows"].append(row)
+        print(f"{input:<8} {what:<32} " + (row.get("error") or
+              f"{row['examples_per_s']:.1f} examples/s, peak RSS {row['peak_rss_mib']:.0f} MiB"),
+              file=sys.stderr)
+    (out / "stream.json").write_text(json.dumps(res, indent=1))
+    md = stream_markdown(res)
+    (out / "stream.md").write_text(md)
+    print(md)
+    return 0
+
+
+def stream_markdown(res: dict) -> str:
+    lines = [f"Streamed input, glasses VAE (256x256 RGB, batch 16), {res['machine']}; "
+             f"folder of {res['images']} generated JPEGs"
+             + (f" (generated in {res['generate_s']:.0f} s" if "generate_s" in res else "")
+             + (f", converted to array_record in {res['convert_s']:.0f} s)" if "convert_s" in res
+                else (")" if "generate_s" in res else "")), "",
+             "| input | data | train examples | float32 size (MiB) | workers x chunk | train examples/s "
+             "| input alone examples/s | peak RSS (MiB) | workers' peak RSS (MiB) |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|"]
+    for r in res["rows"]:
+        if "error" in r:
+            lines.append(f"| {r.get('input', '?')} | {r['what']} | failed: {r['error']} |")
+            continue
+        wc = f"{r['workers']} x {r['chunk']}" if r["input"] == "stream" else "-"
+        read = f"{r['read_examples_per_s']:.1f}" if r.get("read_examples_per_s") else "-"
+        kids = (" + ".join(f"{m:.0f}" for m in r["children_peak_rss_mib"])
+                if r.get("children_peak_rss_mib") else "-")
+        lines.append(f"| {r['input']} | {r['what']} | {r['n']} | {r['float32_dataset_mib']:.0f} "
+                     f"| {wc} | {r['examples_per_s']:.1f} | {read} | {r['peak_rss_mib']:.0f} | {kids} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -302,6 +392,8 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
+    if args.stream:
+        return run_stream(args)
     res = run_all(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
     python scripts/train.py --framework torch --model simple_vae --objective beta_vae --param beta=4
     python scripts/train.py --model pytorch_examples --sweep seed=0,1,2,3   # one vmapped program (JAX)
     python scripts/train.py --coordinator-address host0:1234 --num-processes 2 --process-id 0  # JAX, on each host
+    python scripts/train.py --model manning_glasses_vae --dataset image_folder --data-dir photos/ --input stream
 
 A run folder gets config.json, metrics.jsonl, checkpoints/, figures/ and summary.md; running the
 same command again resumes from the latest checkpoint (--no-resume starts over).
@@ -49,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train one member per value (JAX: one vmapped program; torch: one after "
                         "the other), each into WORKDIR/member_<i>; NAME is seed, lr or a float "
                         "objective parameter (e.g. beta). Repeat to combine (zip).")
+    p.add_argument("--input", choices=("auto", "resident", "stream"), default="auto",
+                   help="JAX: where training batches come from. resident: the whole training set "
+                        "on the device (fast); stream: decoded batch by batch by Grain worker "
+                        "processes and prefetched (image folders and array_record folders larger "
+                        "than memory); auto: stream those above 4 GiB as float32")
+    p.add_argument("--workers", type=int, default=None,
+                   help="JAX --input stream: Grain worker processes decoding batches "
+                        "(default: min(4, CPUs); 0 decodes in the training process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true",
                    help="list the presets (source, parameters, output), the objectives with "
@@ -146,6 +155,13 @@ def main(argv=None) -> int:
         print(choices_text())
         return 0
     with C.user_errors(p):
+        streaming = {}
+        if args.framework == "jax":
+            streaming = {"input": args.input, "workers": args.workers}
+        elif args.input == "stream":
+            raise ValueError("--input stream is JAX only: the torch trainer reads resident data")
+        if args.workers is not None and args.workers < 0:
+            raise ValueError(f"--workers {args.workers}: must be 0 or more")
         start_processes(args)
         cfg = config_from_args(args)
         workdir = args.workdir or f"runs/{cfg.model}-{args.framework}-s{cfg.seed}"
@@ -153,7 +169,8 @@ def main(argv=None) -> int:
         from vaecommon.commands import twins
 
         result = twins.module(args.framework, "train").train_and_evaluate(cfg, workdir, resume=not args.no_resume, sweep=sweep,
-                                          num_devices=args.devices, progress=not args.no_progress)
+                                          num_devices=args.devices, progress=not args.no_progress,
+                                          **streaming)
     brief = {k: v for k, v in result.items() if k not in ("kl_per_dim", "train", "members")}
     print(json.dumps({"workdir": workdir, **brief}, default=str, indent=1))
     if result.get("interrupted"):
