@@ -507,25 +507,37 @@ def log_importance_weights(
 
 def importance_sampled_log_likelihood(
     x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
-    decode: Callable[[torch.Tensor], torch.Tensor], likelihood="bernoulli", **recon_params,
+    decode: Callable[[torch.Tensor], torch.Tensor], likelihood="bernoulli", *,
+    chunk: int | None = None, **recon_params,
 ) -> torch.Tensor:
     """log p(x) ~ log (1/k) sum_k w_k (Burda et al. 2016), per example; a lower bound in mean.
 
-    Args: as `log_importance_weights`.
+    Args: as `log_importance_weights`, and
+      chunk: decode the k samples `chunk` at a time, each chunk one (chunk * B, K) block through
+        the decoder, combined with a running log-sum-exp, so memory stays bounded for k = 5000;
+        None: all k at once. The same value up to float rounding (except gaussian_calibrated
+        with calibration "batch", whose one sigma is then that of each decoded block).
     Returns:
       (B,) nats.
     """
-    lw = log_importance_weights(x, mean, logvar, eps, decode, likelihood, **recon_params)
-    return torch.logsumexp(lw, dim=0) - math.log(lw.shape[0])
+    k = eps.shape[0]
+    acc = None
+    for c in range(0, k, chunk or k):
+        lw = log_importance_weights(x, mean, logvar, eps[c: c + (chunk or k)], decode, likelihood,
+                                    **recon_params)
+        lse = torch.logsumexp(lw, dim=0)
+        acc = lse if acc is None else torch.logaddexp(acc, lse)
+    return acc - math.log(k)
 
 
 def importance_sampled_nll(
     x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
-    decode: Callable[[torch.Tensor], torch.Tensor], likelihood="bernoulli", **recon_params,
+    decode: Callable[[torch.Tensor], torch.Tensor], likelihood="bernoulli", *,
+    chunk: int | None = None, **recon_params,
 ) -> torch.Tensor:
     """-importance_sampled_log_likelihood: the per-example NLL estimate (B,) in nats."""
     return -importance_sampled_log_likelihood(
-        x, mean, logvar, eps, decode, likelihood, **recon_params
+        x, mean, logvar, eps, decode, likelihood, chunk=chunk, **recon_params
     )
 
 
