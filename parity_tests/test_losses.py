@@ -233,6 +233,29 @@ def test_bce_probs_domain_is_nan_outside_unit_interval(fw):
                  name=f"{fw}:bce_probs grad inside [0, 1]", **TOL["loss_gradients"])
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_bce_terms_without_gradients_vs_oracle(fw):
+    """Evaluation (no gradients: the torch twin's vectorized path, the JAX twin's select-free
+    form under jit): bce_probs's clamps, edges and NaN domain, and bernoulli at logits up to
+    +-1e9, against the oracle."""
+    p = f32([[0.5, 0.0, 1.0, 0.3, 1e-30, 1 - 1e-7], [0.5, 0.5, 1.2, -0.1, np.nan, 0.5],
+             [0.9, 0.2, 0.5, 0.5, 0.5, 0.5]])
+    x = f32([[0.5, 1.0, 0.0, 1.0, 0.25, 0.0], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+             [1.0, 0.0, 2.0, -0.5, np.nan, 0.5]])
+    want = oracle.bce_probs(x, p)
+    assert np.isfinite(want[0]) and np.isnan(want[1:]).all()
+    with torch.no_grad():
+        got = to_np(compiled(fw, LIB[fw].bce_probs)(to_fw(fw, x), to_fw(fw, p)))
+    assert np.array_equal(np.isnan(got), np.isnan(want)), f"{fw}: {got}"
+    assert_close(got[:1], want[:1], name=f"{fw}:bce_probs (no gradients)", **TOL["per_example_loss"])
+    logits = f32([[0.0, 3.0, -3.0, 30.0, -30.0, 1e9, -1e9, 17.0]] * 2)
+    xb = f32([[0.0, 1.0, 0.25, 1.0, 0.0, 1.0, 0.0, 0.5], [1.0, 0.0, 0.75, 0.0, 1.0, 0.0, 1.0, 0.5]])
+    with torch.no_grad():
+        got = to_np(compiled(fw, LIB[fw].bernoulli)(to_fw(fw, xb), to_fw(fw, logits)))
+    assert_close(got, oracle.bernoulli(xb, logits), name=f"{fw}:bernoulli (no gradients)",
+                 **TOL["per_example_loss"])
+
+
 # ---- Gaussian latents ---------------------------------------------------------------------------
 
 

@@ -126,9 +126,14 @@ def bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     Returns:
       (B,) nats per example.
     """
-    return _sum_per_example(
-        F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
-    )
+    x = x.to(logits.dtype)
+    if not (logits.requires_grad or x.requires_grad):
+        # Without autograd (evaluation, the test NLL) the same formula from vectorized ops,
+        # faster on CPU than F.binary_cross_entropy_with_logits's kernel (log1p is scalar in ATen).
+        per = torch.exp(-logits.abs()).add_(1.0).log_()
+        per += logits.clamp(min=0) - x * logits
+        return _sum_per_example(per)
+    return _sum_per_example(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
 
 
 def bce_probs(x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -147,6 +152,17 @@ def bce_probs(x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
       (B,) nats per example.
     """
     x = x.to(probs.dtype)
+    if not (probs.requires_grad or x.requires_grad):
+        # Without autograd (evaluation, the test NLL) the same expression from vectorized ops,
+        # each log clamped at -100 as ATen does: F.binary_cross_entropy's CPU kernel is scalar,
+        # slower per pixel than the decoder's matmuls. log(1 - p), not log1p(-p) (scalar in ATen,
+        # 2.4x slower): they differ by < 6e-8 per pixel. p outside [0, 1] (or NaN) makes a log NaN.
+        per = torch.log(probs).clamp_(min=-100.0).mul_(x)
+        per += torch.log(1.0 - probs).clamp_(min=-100.0).mul_(1.0 - x)
+        lo, hi = torch.aminmax(x)
+        if not (bool(lo >= 0) and bool(hi <= 1)):  # False for NaN
+            per.masked_fill_(~((x >= 0) & (x <= 1)), math.nan)
+        return -_sum_per_example(per)
     valid = (probs >= 0) & (probs <= 1) & (x >= 0) & (x <= 1)  # False for NaN
     # F.binary_cross_entropy sees the valid elements only (it raises on the others: a host sync
     # and an exception mid-step). Outside the domain the value and the gradient are NaN, as in the
