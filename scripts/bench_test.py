@@ -63,7 +63,7 @@ def test_markdown_nll_rows_against_the_flop_bound():
     md = bench.markdown(res)
     assert "pytorch_examples on mnist5k test (1000 examples), k = 5000" in md
     assert "0.20 TFLOP" in md
-    assert "| jaxvae | 3.00 | 1.2 | 1.00x | 2.00 | 1.50 | - | 32 |" in md
-    assert "| torchvae | 6.00 | - | 2.00x | 2.00 | 3.00 | 2 | 32 |" in md
+    assert "| jaxvae (jitted) | 3.00 | 1.2 | 1.00x | 2.00 | 1.50 | - | 32 |" in md
+    assert "| torchvae (eager) | 6.00 | - | 2.00x | 2.00 | 3.00 | 2 | 32 |" in md
     res["nll"]["torch_nll"] = {"error": "killed after the 900 s limit"}
-    assert "| torchvae | killed after the 900 s limit |" in bench.markdown(res)
+    assert "| torchvae (eager) | killed after the 900 s limit |" in bench.markdown(res)

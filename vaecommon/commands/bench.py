@@ -322,7 +322,7 @@ def nll_markdown(nll: dict, peak: float) -> list[str]:
              f"per image, {_num(flops and flops / 1e12, 2)} TFLOP, / peak matmul rate):", "",
              "| trainer | NLL s | compile s | vs jaxvae | FLOP-bound s | x bound | threads | chunk |",
              "|---|---|---|---|---|---|---|---|"]
-    for kind, name in (("jax_nll", "jaxvae"), ("torch_nll", "torchvae")):
+    for kind, name in (("jax_nll", "jaxvae (jitted)"), ("torch_nll", "torchvae (eager)")):
         r = nll.get(kind)
         if r is None:
             continue
