@@ -191,3 +191,14 @@ def test_gaussian_learned_trains_its_sigma(tmp_path):
     assert float(tr.model.log_sigma) != 0.0
     res = train.train_and_evaluate(cfg, tmp_path, progress=False)
     assert math.isfinite(res["loss"]) and math.isfinite(res["nll"])
+
+
+def test_nll_blocks_do_not_change_the_estimate_with_the_vampprior():
+    """eps is drawn per batch of test images, so the chunk size only regroups the same log-weights
+    (17 samples: 4 + 4 + 4 + 4 + 1 against one block), with the VampPrior's components encoded
+    once per batch (`nll_prior`; its density is oracle-tested in parity_tests/test_priors.py)."""
+    tr = train.Trainer.create(SMALL.replace(model_overrides={"prior": "vampprior", "pseudo_inputs": 3}), 256)
+    images = _batch(7)
+    a = train.test_nll_stats(tr, images, seed=1, k=17, chunk=4, batch=5)
+    b = train.test_nll_stats(tr, images, seed=1, k=17, chunk=17, batch=5)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
