@@ -20,7 +20,7 @@ from vaecommon.config import TrainConfig, resolve
 from vaecommon.schedule import epoch_batches
 
 __all__ = ["peak_matmul_gflops", "stream_gbps", "ADAM_BYTES_PER_PARAM", "epoch_timing", "sweep_timing",
-           "input_timing"]
+           "input_timing", "matmul_flops", "nll_timing"]
 
 
 def _best_seconds(f, *args, reps: int, inner: int = 1) -> float:
@@ -158,6 +158,63 @@ def sweep_timing(cfg: TrainConfig, images: np.ndarray, members: int, *, reps: in
             times.append(time.perf_counter() - t)
     return {"members": members, "compile_s": compile_s, "epoch_s": statistics.median(times),
             "epoch_s_all": times}
+
+
+# ---- the test NLL --------------------------------------------------------------------------
+
+
+def matmul_flops(fn, *args) -> int:
+    """FLOPs (2 per multiply-add) of the dot_general and conv_general_dilated equations in
+    fn(*args)'s jaxpr, nested jaxprs included. A transposed (input-dilated) convolution counts
+    its inserted zeros too, so for conv models this is an upper bound."""
+    def count(jaxpr) -> int:
+        total = 0
+        for eqn in jaxpr.eqns:
+            out = int(np.prod(eqn.outvars[0].aval.shape))
+            if eqn.primitive.name == "dot_general":
+                (contract, _), _ = eqn.params["dimension_numbers"]
+                lhs = eqn.invars[0].aval.shape
+                total += 2 * out * int(np.prod([lhs[i] for i in contract]))
+            elif eqn.primitive.name == "conv_general_dilated":
+                rhs = eqn.invars[1].aval.shape
+                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
+                total += 2 * out * int(np.prod([rhs[i] for i in spec[1:]]))
+            for v in eqn.params.values():
+                for sub in v if isinstance(v, (tuple, list)) else (v,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        total += count(inner)
+        return total
+
+    return count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def nll_timing(cfg: TrainConfig, images: np.ndarray, *, k: int) -> dict[str, Any]:
+    """Seconds of `train.test_nll_stats` (the final test NLL of a run) with k importance samples
+    on `images` (N, H, W, C), for freshly initialised weights (the cost does not depend on
+    them), and its matmul FLOPs: N x (encoder) + N x k x (decoder), counted from the jaxprs.
+    A first call on one batch compiles the program (reported as compile_s, with that batch)."""
+    cfg = resolve(cfg)
+    trainer = train.Trainer.create(cfg, max(images.shape[0], cfg.batch_size))  # no training
+    root = jax.random.key(cfg.seed)
+    state = trainer.init_state(root)
+    model = trainer.model_from(state.params, state.rest)
+    enc = matmul_flops(model.encode, jnp.zeros((1,) + images.shape[1:], jnp.float32))
+    dec = matmul_flops(model.decode_logits, jnp.zeros((1, trainer.latent_dim), jnp.float32))
+
+    def run(x):
+        return train.test_nll_stats(trainer, state.params, state.rest, x, root, k=k)
+
+    batch = 100  # test_nll_stats's default
+    t = time.perf_counter()
+    run(images[:batch])
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    nll, _ = run(images)
+    nll_s = time.perf_counter() - t
+    n = images.shape[0]
+    return {"nll_s": nll_s, "compile_s": compile_s, "k": k, "examples": n, "nll": nll,
+            "matmul_flops": n * enc + n * k * dec, "chunk": train.NLL_CHUNK}
 
 
 # ---- profile -------------------------------------------------------------------------------

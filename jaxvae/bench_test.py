@@ -89,3 +89,21 @@ def test_stream_gbps_counts_three_arrays_per_call(monkeypatch):
     monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(ticks)))
     assert bench.stream_gbps(mib=1.0, reps=3) == pytest.approx(3 * 2**20 / 1e-4 / 1e9, rel=1e-6)
     assert bench.ADAM_BYTES_PER_PARAM == 28  # p, g, m, v read; p, m, v written; float32
+
+
+def test_matmul_flops_counts_dots_and_convolutions_in_nested_jaxprs():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxvae import bench
+
+    a, b = jnp.ones((3, 5)), jnp.ones((5, 7))
+    assert bench.matmul_flops(lambda a, b: jnp.tanh(a @ b), a, b) == 2 * 3 * 5 * 7
+    # a matmul inside a scan of length 4 is one equation of the body: counted once (per call)
+    body = lambda c, _: (c @ jnp.ones((5, 5)), None)  # noqa: E731
+    assert bench.matmul_flops(lambda a: jax.lax.scan(body, a, None, length=4)[0], a) == 2 * 3 * 5 * 5
+    # NHWC 6x6x2 input, 3x3x2x4 kernel, VALID: 4x4x4 outputs of 3*3*2 multiply-adds each
+    x, w = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4))
+    conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",  # noqa: E731
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert bench.matmul_flops(conv, x, w) == 2 * (4 * 4 * 4) * (3 * 3 * 2)

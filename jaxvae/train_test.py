@@ -370,3 +370,15 @@ def test_a_run_compiles_once_whatever_its_length(tmp_path):
     two, four = _compilations(tmp_path / "two", 2), _compilations(tmp_path / "four", 4)
     assert len(two) > 0, "JAX_LOG_COMPILES printed nothing: the count would prove nothing"
     assert len(four) == len(two), "\n".join(four)
+
+
+def test_nll_blocks_do_not_change_the_estimate_with_the_vampprior():
+    """eps is drawn per batch of test images, so the chunk size only regroups the same log-weights
+    (17 samples: 4 + 4 + 4 + 4 + 1 against one block), with the VampPrior's components encoded
+    once per batch (`nll_prior`; its density is oracle-tested in parity_tests/test_priors.py)."""
+    tr = _trainer(SMALL.replace(model_overrides={"prior": "vampprior", "pseudo_inputs": 3}))
+    state = tr.init_state(jax.random.key(0))
+    images = np.asarray(_batch(7))
+    a = train.test_nll_stats(tr, state.params, state.rest, images, jax.random.key(1), k=17, chunk=4, batch=5)
+    b = train.test_nll_stats(tr, state.params, state.rest, images, jax.random.key(1), k=17, chunk=17, batch=5)
+    np.testing.assert_allclose(a, b, rtol=1e-5)

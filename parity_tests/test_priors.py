@@ -124,6 +124,25 @@ def test_importance_weights_use_the_prior(fw):
 
 
 @FWS
+def test_chunked_nll_uses_the_prior(fw):
+    """The chunked NLL (2 + 2 + 1 of k = 5 samples) with the VampPrior's log-density."""
+    x = (RNG.uniform(size=(4, 6)) > 0.5).astype(np.float32)
+    mean, logvar, eps = RNG.normal(size=(4, 2)), RNG.uniform(-1, 0, (4, 2)), RNG.normal(size=(5, 4, 2))
+    w = RNG.normal(size=(2, 6))
+    comps = (RNG.normal(size=(5, 2)), RNG.uniform(-1, 1, (5, 2)))
+    lib = LIB[fw]
+    decode = (lambda z: z @ jnp.asarray(w, jnp.float32)) if fw == "jax" else \
+        (lambda z: z @ torch.as_tensor(w, dtype=torch.float32))
+    got = lib.importance_sampled_nll(_t(x, fw), _t(mean, fw), _t(logvar, fw), _t(eps, fw), decode,
+                                     "bernoulli", chunk=2,
+                                     log_prior=lambda v: lib.log_mixture(v, _t(comps[0], fw), _t(comps[1], fw)))
+    lw = oracle.log_importance_weights_prior(x, mean, logvar, eps, lambda z: z @ w,
+                                             lambda v: oracle.log_mixture(v, *comps))
+    want = -(oracle.logsumexp(lw, axis=0) - np.log(5))
+    assert_close(_np(got), want, name="nll (vampprior, chunk 2)", rtol=2e-5, atol=2e-4)
+
+
+@FWS
 @pytest.mark.parametrize("step, want", [(0, 0.01), (499, 0.01), (500, 0.02), (49_499, 0.99),
                                         (49_500, 1.0), (10**6, 1.0)])
 def test_epoch_wise_warmup_is_the_reference_set_beta(fw, step, want):

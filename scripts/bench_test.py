@@ -50,3 +50,20 @@ def test_markdown_without_a_measured_memory_rate_leaves_the_adam_columns_empty()
     md = bench.markdown(res)
     assert "| conv_vae | jaxvae (scan epoch) | 2.00 | 500 | 1.00x | 1.0 | 100 | 1.00 | 2.00 | - | - |" in md
     assert "QUICK run" in md and "memory rate" not in md
+
+
+def test_markdown_nll_rows_against_the_flop_bound():
+    """Both frameworks' NLL rows share the FLOPs the JAX worker counted: 2e11 / 100 GFLOP/s = 2 s."""
+    res = {"machine": "m", "quick": False, "batch": 100, "peak_gflops": 100.0,
+           "rows": [], "sweep": [], "devices": [], "profile": None,
+           "nll": {"jax_nll": {"preset": "pytorch_examples", "data": "mnist5k test (1000 examples)",
+                               "k": 5000, "nll_s": 3.0, "compile_s": 1.25, "matmul_flops": 2e11,
+                               "chunk": 32},
+                   "torch_nll": {"nll_s": 6.0, "threads": 2, "chunk": 32}}}
+    md = bench.markdown(res)
+    assert "pytorch_examples on mnist5k test (1000 examples), k = 5000" in md
+    assert "0.20 TFLOP" in md
+    assert "| jaxvae (jitted) | 3.00 | 1.2 | 1.00x | 2.00 | 1.50 | - | 32 |" in md
+    assert "| torchvae (eager) | 6.00 | - | 2.00x | 2.00 | 3.00 | 2 | 32 |" in md
+    res["nll"]["torch_nll"] = {"error": "killed after the 900 s limit"}
+    assert "| torchvae (eager) | killed after the 900 s limit |" in bench.markdown(res)

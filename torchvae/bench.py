@@ -7,6 +7,7 @@ Three ways to train the same model for one epoch, each timed per epoch (median o
   backward, step, `loss.item()`), without the trainer's per-step metric bookkeeping;
 - `epoch_timing_dataloader`: the notebooks' path, `torchvision.datasets` + `ToTensor()` per image
   + `DataLoader(shuffle=True)`.
+`nll_timing` times the final importance-sampled test NLL (`train.test_nll_stats`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torchvae import streams, train
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.schedule import epoch_batches
 
-__all__ = ["epoch_timing", "epoch_timing_minimal", "epoch_timing_dataloader"]
+__all__ = ["epoch_timing", "epoch_timing_minimal", "epoch_timing_dataloader", "nll_timing"]
 
 
 def _median_epochs(run_epoch, reps: int) -> dict[str, Any]:
@@ -111,3 +112,17 @@ def epoch_timing_dataloader(cfg: TrainConfig, root: str | Path, *, dataset: str 
     steps = len(ds) // cfg.batch_size
     out.update(examples_per_s=steps * cfg.batch_size / out["epoch_s"], steps=steps)
     return out
+
+
+def nll_timing(cfg: TrainConfig, images: torch.Tensor, *, k: int) -> dict[str, Any]:
+    """Seconds of `train.test_nll_stats` (the final test NLL of a run) with k importance samples
+    on `images` (N, C, H, W), for freshly initialised weights (the cost does not depend on them).
+    The twin of `jaxvae.bench.nll_timing` (which also counts the FLOPs of this computation)."""
+    cfg = resolve(cfg)
+    threads = train.set_threads()
+    n = images.shape[0]
+    trainer = train.Trainer.create(cfg, max(n, cfg.batch_size))  # no training
+    t = time.perf_counter()
+    nll, _ = train.test_nll_stats(trainer, images, seed=cfg.seed, k=k)
+    return {"nll_s": time.perf_counter() - t, "k": k, "examples": n, "nll": nll,
+            "threads": threads, "chunk": train.NLL_CHUNK}

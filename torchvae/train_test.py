@@ -211,3 +211,14 @@ def test_init_state_at_a_step_holds_the_generators_of_a_run_at_that_step(objecti
     shared = train.Trainer.create(cfg.replace(noise="shared", init="torch"), 32)
     assert all(torch.equal(g.get_state(), f.get_state()) for g, f in zip(
         shared.init_state(cfg.seed, step=3).values(), shared.init_state(cfg.seed).values()))
+
+
+def test_nll_blocks_do_not_change_the_estimate_with_the_vampprior():
+    """eps is drawn per batch of test images, so the chunk size only regroups the same log-weights
+    (17 samples: 4 + 4 + 4 + 4 + 1 against one block), with the VampPrior's components encoded
+    once per batch (`nll_prior`; its density is oracle-tested in parity_tests/test_priors.py)."""
+    tr = train.Trainer.create(SMALL.replace(model_overrides={"prior": "vampprior", "pseudo_inputs": 3}), 256)
+    images = _batch(7)
+    a = train.test_nll_stats(tr, images, seed=1, k=17, chunk=4, batch=5)
+    b = train.test_nll_stats(tr, images, seed=1, k=17, chunk=17, batch=5)
+    np.testing.assert_allclose(a, b, rtol=1e-5)

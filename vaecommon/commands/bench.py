@@ -11,7 +11,9 @@ torch reference trainer over a pre-loaded tensor ("plain"), the bare notebook lo
 torchvision DataLoader path (per-image ToTensor); compile time; peak memory; the FLOP bound
 (model FLOPs per epoch / measured peak matmul rate); the Adam memory floor (the 28 bytes per
 parameter per step Adam must move / measured elementwise memory rate) and the ratio to the sum
-of both bounds; vmap sweep scaling; forced-host-device scaling.
+of both bounds; vmap sweep scaling; forced-host-device scaling; the final importance-sampled
+test NLL of each framework (`train.test_nll_stats`, the Quickstart's k = 5,000 on its 1,000
+test images) against its FLOP bound (encoder + k decoder passes per image / peak matmul rate).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def worker(task: dict) -> dict:
         return twins.module("jax", "bench").input_timing(
             TrainConfig(**task["cfg"]), input=task["input"], steps=task["steps"],
             workers=task.get("workers"), read_steps=task.get("read_steps", 0))
+    if kind in ("jax_nll", "torch_nll"):
+        return _nll_worker(task)
     images, info = _dataset(quick, task.get("limit"))
     cfg = _cfg(task.get("preset", "pytorch_examples"), task.get("batch", 128))
     out = {"data": f"{info.dataset} ({info.n} examples)"}
@@ -112,6 +116,25 @@ def worker(task: dict) -> dict:
         w, w0, out["params"] = _weight_counts(cfg.model)
         if cfg.model != "conv_vae":
             out["matmul_flops_per_example"] = 6 * w - 2 * w0  # fwd + dW for all, dX except layer 1
+    return out
+
+
+def _nll_worker(task: dict) -> dict:
+    """The final test NLL of an untrained `task["preset"]` on its own dataset's test split."""
+    from vaecommon import datasets
+    from vaecommon.commands import twins
+    from vaecommon.config import TrainConfig, resolve
+
+    cfg = resolve(TrainConfig(model=task["preset"]))
+    images, _, info = datasets.load_dataset_arrays(cfg.dataset, "test", limit=task["nll_limit"])
+    out = {"data": f"{info.dataset} test ({info.n} examples)", "preset": cfg.model}
+    if task["kind"] == "jax_nll":
+        out.update(twins.module("jax", "bench").nll_timing(cfg, images, k=task["nll_samples"]))
+    else:
+        import torch
+
+        x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # NHWC -> NCHW
+        out.update(twins.module("torch", "bench").nll_timing(cfg, x, k=task["nll_samples"]))
     return out
 
 
@@ -171,13 +194,13 @@ def run_all(args) -> dict:
     quick = args.quick
     base = {"quick": quick, "reps": args.reps, "limit": args.limit}
     res: dict = {"machine": machine(), "quick": quick, "batch": args.batch, "rows": [], "sweep": [],
-                 "devices": [], "profile": None}
+                 "devices": [], "profile": None, "nll": {}}
     peak = run_worker({"kind": "peak"})
     res["peak_gflops"], res["stream_gbps"] = peak["gflops"], peak["gbps"]
     res["adam_bytes_per_param"] = peak["adam_bytes_per_param"]
     print(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s, memory {res['stream_gbps']:.1f} GB/s",
           file=sys.stderr)
-    presets = args.presets or PRESETS
+    presets = () if args.nll_only else args.presets or PRESETS
     for preset in presets:
         row = {"preset": preset}
         for kind in ("jax", "torch", "torch_minimal") + (("torch_dataloader",) if args.dataloader else ()):
@@ -188,6 +211,14 @@ def run_all(args) -> dict:
                                    timeout=args.task_timeout)
         res["rows"].append(row)
         _save_partial(args, res)
+    if args.nll:
+        nll_task = {**base, "preset": args.nll_preset,
+                    "nll_samples": 500 if quick else args.nll_samples,
+                    "nll_limit": 100 if quick else args.nll_limit}
+        for kind in ("jax_nll", "torch_nll"):
+            print(f"{args.nll_preset}: {kind} ...", file=sys.stderr)
+            res["nll"][kind] = run_worker({**nll_task, "kind": kind}, timeout=args.task_timeout)
+            _save_partial(args, res)
     if args.profile:
         print(f"profile {args.profile} ...", file=sys.stderr)
         res["profile"] = run_worker({**base, "kind": "profile", "preset": args.profile,
@@ -259,6 +290,10 @@ def markdown(res: dict) -> str:
                 f"{ratio:.2f}x | {_num(r.get('compile_s'), 1)} | {r['peak_rss_mib']:.0f} | "
                 f"{_num(bound, 2)} | {_num(bound and r['epoch_s'] / bound, 2)} | "
                 f"{_num(floor, 2)} | {_num(both and r['epoch_s'] / both, 2)} |")
+    if not res["rows"]:
+        del lines[1:4]  # an --nll-only run: no epoch table
+    if res.get("nll"):
+        lines += ["", *nll_markdown(res["nll"], peak)]
     if res["sweep"]:
         one = res["sweep"][0]["epoch_s"]
         lines += ["", "| vmap sweep members | epoch s | x one member | compile s |", "|---|---|---|---|"]
@@ -280,6 +315,32 @@ def markdown(res: dict) -> str:
                   "|---|---|---|---|---|"]
         lines += [f"| {n} | {c} | {t:.3f} | {k} | {o} |" for n, c, t, k, o in prof["top"][:10]]
     return "\n".join(lines) + "\n"
+
+
+def nll_markdown(nll: dict, peak: float) -> list[str]:
+    """The NLL table: both frameworks' final test NLL against its FLOP bound (the matmul FLOPs
+    counted from the JAX twin's jaxprs; the torch twin runs the same ones)."""
+    j = nll.get("jax_nll", {})
+    flops = j.get("matmul_flops")
+    bound = flops / (peak * 1e9) if flops else None
+    head = (f"{j.get('preset', '')} on {j.get('data', '')}, k = {j.get('k', '')}" if "error" not in j
+            else "")
+    lines = [f"Final importance-sampled test NLL ({head}; FLOP bound = encoder + k decoder passes "
+             f"per image, {_num(flops and flops / 1e12, 2)} TFLOP, / peak matmul rate):", "",
+             "| trainer | NLL s | compile s | vs jaxvae | FLOP-bound s | x bound | threads | chunk |",
+             "|---|---|---|---|---|---|---|---|"]
+    for kind, name in (("jax_nll", "jaxvae (jitted)"), ("torch_nll", "torchvae (eager)")):
+        r = nll.get(kind)
+        if r is None:
+            continue
+        if "error" in r:
+            lines.append(f"| {name} | {r['error']} | | | | | | |")
+            continue
+        vs = r["nll_s"] / j["nll_s"] if "nll_s" in j else None
+        lines.append(f"| {name} | {r['nll_s']:.2f} | {_num(r.get('compile_s'), 1)} | {_num(vs, 2)}x | "
+                     f"{_num(bound, 2)} | {_num(bound and r['nll_s'] / bound, 2)} | "
+                     f"{r.get('threads', '-')} | {r.get('chunk', '-')} |")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(both fit in memory)")
     p.add_argument("--workers", type=int, default=None,
                    help="--stream: Grain worker processes (default: min(4, CPUs))")
+    p.add_argument("--no-nll", dest="nll", action="store_false",
+                   help="skip the final test NLL rows")
+    p.add_argument("--nll-only", action="store_true",
+                   help="only the peak rates and the NLL rows (no epochs, sweep or scaling)")
+    p.add_argument("--nll-preset", default="pytorch_examples", choices=PRESETS,
+                   help="preset (and its dataset's test split) of the NLL rows")
+    p.add_argument("--nll-samples", type=int, default=5000,
+                   help="importance samples per test image of the NLL rows (the Quickstart's 5000)")
+    p.add_argument("--nll-limit", type=int, default=1000,
+                   help="test images of the NLL rows (mnist5k's 1000: the Quickstart's)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
