@@ -67,3 +67,54 @@ def test_markdown_nll_rows_against_the_flop_bound():
     assert "| torchvae (eager) | 6.00 | - | 2.00x | 2.00 | 3.00 | 2 | 32 |" in md
     res["nll"]["torch_nll"] = {"error": "killed after the 900 s limit"}
     assert "| torchvae (eager) | killed after the 900 s limit |" in bench.markdown(res)
+
+
+def test_gpu_report_runs_every_piece_and_writes_its_files(tmp_path, monkeypatch):
+    """--gpu orchestration with the workers stubbed (CI has no GPU): float32 and bfloat16 rows per
+    preset, the 1/8/32 sweep, the NLL row, then the parity report; gpu.md names the device."""
+    import json
+    import subprocess
+    import sys
+
+    tasks = []
+
+    def fake_worker(task, env_extra=None, timeout=None):
+        tasks.append(task)
+        if task["kind"] == "device":
+            return {"platform": "gpu", "device_kind": "NVIDIA H200", "count": 1, "jax": "x"}
+        if task["kind"] == "peak":
+            return {"gflops": 1e5, "gbps": 4e3, "adam_bytes_per_param": 28}
+        if task["kind"] == "jax_sweep":
+            return {"members": task["members"], "epoch_s": 0.5 * (1 + task["members"] / 8),
+                    "compile_s": 3.0}
+        if task["kind"] == "jax_nll":
+            return {"nll_s": 2.0}
+        return {"epoch_s": 0.25, "steps_per_s": 1876.0, "examples_per_s": 240000.0, "compile_s": 4.0}
+
+    runs = []
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: runs.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0, "ok", ""))
+    out = tmp_path / "gpu"
+    assert bench.main(["--gpu", "--out", str(out), "--presets", "pytorch_examples"]) == 0
+    rows = [(t["preset"], t["precision"]) for t in tasks if t["kind"] == "jax"]
+    assert rows == [("pytorch_examples", "float32"), ("pytorch_examples", "bfloat16")]
+    assert [t["members"] for t in tasks if t["kind"] == "jax_sweep"] == [1, 8, 32]
+    assert [t["nll_samples"] for t in tasks if t["kind"] == "jax_nll"] == [5000]
+    assert [c[:3] for c in runs if "parity_tests.cli" in c] == [[sys.executable, "-m", "parity_tests.cli"]]
+    md = (out / "gpu.md").read_text()
+    assert "1 x NVIDIA H200 (gpu)" in md
+    assert "| pytorch_examples | bfloat16 | 0.250 | 1876 | 240000 | 4.0 |" in md
+    assert "| 32 | 2.500 | 4.44 | 12.8 |" in md  # 0.5 * (1 + 4) s; 2.5 / (0.5 * 1.125); 32 / 2.5
+    assert json.loads((out / "gpu.json").read_text())["parity"]["exit_code"] == 0
+    assert not (out / "gpu.partial.json").exists()
+
+
+def test_gpu_report_refuses_a_cpu_backend_in_one_line(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    monkeypatch.setattr(bench, "run_worker", lambda task, *a, **k: {"platform": "cpu"})
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--gpu", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "sees no GPU or TPU" in err[0]

@@ -46,10 +46,10 @@ def _dataset(quick: bool, limit: int | None = None):
     return images, info
 
 
-def _cfg(preset: str, batch: int):
+def _cfg(preset: str, batch: int, precision: str = "float32"):
     from vaecommon.config import TrainConfig
 
-    return TrainConfig(model=preset, batch_size=batch, epochs=1)
+    return TrainConfig(model=preset, batch_size=batch, epochs=1, precision=precision)
 
 
 def _weight_counts(preset: str) -> tuple[int, int, int]:
@@ -74,6 +74,12 @@ def worker(task: dict) -> dict:
         jbench = twins.module("jax", "bench")
         return {"gflops": jbench.peak_matmul_gflops(), "gbps": jbench.stream_gbps(),
                 "adam_bytes_per_param": jbench.ADAM_BYTES_PER_PARAM}
+    if kind == "device":
+        import jax
+
+        d = jax.devices()[0]
+        return {"platform": d.platform, "device_kind": getattr(d, "device_kind", d.platform),
+                "count": jax.device_count(), "jax": jax.__version__}
     if kind == "input":  # --stream: one input path of the glasses VAE on a generated folder
         from vaecommon.config import TrainConfig
 
@@ -83,7 +89,8 @@ def worker(task: dict) -> dict:
     if kind in ("jax_nll", "torch_nll"):
         return _nll_worker(task)
     images, info = _dataset(quick, task.get("limit"))
-    cfg = _cfg(task.get("preset", "pytorch_examples"), task.get("batch", 128))
+    cfg = _cfg(task.get("preset", "pytorch_examples"), task.get("batch", 128),
+               task.get("precision", "float32"))
     out = {"data": f"{info.dataset} ({info.n} examples)"}
     if kind == "jax":
         out.update(twins.module("jax", "bench").epoch_timing(cfg, images, reps=reps, num_devices=task.get("devices", 1)))
@@ -385,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="importance samples per test image of the NLL rows (the Quickstart's 5000)")
     p.add_argument("--nll-limit", type=int, default=1000,
                    help="test images of the NLL rows (mnist5k's 1000: the Quickstart's)")
+    p.add_argument("--gpu", action="store_true",
+                   help="instead: the accelerator report (JAX on the default GPU/TPU backend): "
+                        "float32 and bfloat16 epochs with steps/s, vmap sweeps up to 32 members, "
+                        "the final-NLL row and the parity report; writes gpu.json, gpu.md, "
+                        "parity.json and parity.md to --out")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
@@ -458,6 +470,98 @@ def stream_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+GPU_PRESETS = ("pytorch_examples", "conv_vae", "exemplar_vae")
+GPU_SWEEP = (1, 8, 32)
+
+
+def run_gpu(args) -> int:
+    """--gpu: one command for an accelerator session, so its scarce minutes go to measuring.
+
+    JAX only (the torch reference trainer is a CPU loop). Rows: each preset's scanned epoch on
+    Fashion-MNIST's 60k in float32 and bfloat16 (steps/s, examples/s, compile s), a vmap sweep of
+    1, 8 and 32 pytorch_examples members, the final test NLL (k = 5000), then the parity report
+    (scripts/parity.py) on the same device. Every piece is written as soon as it exists
+    (gpu.partial.json), so a session cut short keeps what it measured.
+    """
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = run_worker({"kind": "device"})
+    if "error" in dev:
+        raise ValueError(f"--gpu: JAX could not start: {dev['error']}")
+    if dev["platform"] == "cpu":
+        raise ValueError("--gpu: JAX sees no GPU or TPU here (its backend is cpu); "
+                        "run the plain bench on CPUs")
+    base = {"quick": args.quick, "reps": args.reps, "limit": args.limit}
+    res: dict = {"machine": machine(), "device": dev, "batch": args.batch, "rows": [], "sweep": [],
+                 "nll": {}}
+    res["peak"] = run_worker({"kind": "peak"})
+
+    def save() -> None:
+        (out / "gpu.partial.json").write_text(json.dumps(res, indent=1))
+
+    for preset in args.presets or GPU_PRESETS:
+        for precision in ("float32", "bfloat16"):
+            print(f"{preset} {precision} ...", file=sys.stderr)
+            r = run_worker({**base, "kind": "jax", "preset": preset, "batch": args.batch,
+                            "precision": precision}, timeout=args.task_timeout)
+            res["rows"].append({"preset": preset, "precision": precision, **r})
+            save()
+    for m in GPU_SWEEP:
+        print(f"sweep x{m} ...", file=sys.stderr)
+        res["sweep"].append(run_worker({**base, "kind": "jax_sweep", "members": m,
+                                        "preset": "pytorch_examples", "batch": args.batch},
+                                       timeout=args.task_timeout))
+        save()
+    if args.nll:
+        res["nll"]["jax_nll"] = run_worker(
+            {**base, "kind": "jax_nll", "preset": args.nll_preset, "nll_samples": args.nll_samples,
+             "nll_limit": args.nll_limit}, timeout=args.task_timeout)
+        save()
+    print("parity report ...", file=sys.stderr)
+    t = time.time()
+    proc = subprocess.run([sys.executable, "-m", "parity_tests.cli", "--json", str(out / "parity.json"),
+                           "--markdown", str(out / "parity.md")],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    res["parity"] = {"exit_code": proc.returncode, "seconds": time.time() - t,
+                     "tail": proc.stdout[-2000:] + proc.stderr[-2000:]}
+    (out / "gpu.json").write_text(json.dumps(res, indent=1))
+    (out / "gpu.partial.json").unlink(missing_ok=True)
+    md = gpu_markdown(res)
+    (out / "gpu.md").write_text(md)
+    print(md)
+    return 0
+
+
+def gpu_markdown(res: dict) -> str:
+    dev = res["device"]
+    lines = [f"Device: {dev['count']} x {dev['device_kind']} ({dev['platform']}), JAX {dev['jax']}; "
+             f"host {res['machine']}; batch {res['batch']}.", "",
+             "| preset | precision | epoch s | steps/s | examples/s | compile s |", "|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['preset']} | {r['precision']} | {r['error']} | | | |")
+            continue
+        lines.append(f"| {r['preset']} | {r['precision']} | {r['epoch_s']:.3f} | {r['steps_per_s']:.0f} | "
+                     f"{r['examples_per_s']:.0f} | {r['compile_s']:.1f} |")
+    ok = [s for s in res["sweep"] if "error" not in s]
+    if ok:
+        one = ok[0]["epoch_s"]
+        lines += ["", "| vmap sweep members (pytorch_examples) | epoch s | x one member | member-epochs/s |",
+                  "|---|---|---|---|"]
+        lines += [f"| {s['members']} | {s['epoch_s']:.3f} | {s['epoch_s'] / one:.2f} | "
+                  f"{s['members'] / s['epoch_s']:.1f} |" for s in ok]
+    for s in res["sweep"]:
+        if "error" in s:
+            lines.append(f"| sweep | {s['error']} | | |")
+    n = res["nll"].get("jax_nll")
+    if n:
+        lines += ["", f"Final test NLL row: {json.dumps({k: v for k, v in n.items() if not isinstance(v, (list, dict))})}"]
+    p = res.get("parity")
+    if p:
+        lines += ["", f"Parity report: exit {p['exit_code']} in {p['seconds']:.0f} s (parity.md, parity.json)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker:
@@ -465,6 +569,11 @@ def main(argv=None) -> int:
         return 0
     if args.stream:
         return run_stream(args)
+    if args.gpu:
+        from vaecommon.commands import _common as C
+
+        with C.user_errors(build_parser()):
+            return run_gpu(args)
     res = run_all(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
