@@ -651,7 +651,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     # --- streamed input (jaxvae.stream_data): the training split is read batch by batch ----
     stream_source = stream_data.choose_input(base, input, members=n,
                                              processes=multiprocess.count())  # None: resident
-    train_ds, test_ds = load_datasets(base, train=stream_source is None)
+    train_ds, test_ds = load_datasets(base) if stream_source is None else load_datasets(base, train=False)
     spec = get_spec(base.model, **base.model_overrides)
     if stream_source is not None:  # checked on its first examples; shape-only from here on
         train_ds = stream_data.shape_only(stream_source)
