@@ -1,6 +1,6 @@
 """Multi-process data parallel (JAX's multi-controller runtime): one Python process per host (or
-per accelerator), all running the same `jaxvae.train.train_and_evaluate`. JAX only: the torch
-twin has no multi-process path (`torchrun`/DDP is not implemented).
+per accelerator), all running the same `jaxvae.train.train_and_evaluate`. Twin:
+`torchvae/multiprocess.py` (torch.distributed with gloo, started by torchrun or the same flags).
 
 - `initialize` calls `jax.distributed.initialize` (before any JAX computation) and selects
   the gloo CPU collectives, so that CPU processes can all-reduce (on GPU/TPU XLA uses NCCL/ICI).

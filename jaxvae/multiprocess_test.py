@@ -195,14 +195,12 @@ def test_two_processes_match_one_and_resume_exactly_after_stop_and_kill(tmp_path
     assert (stopped / "summary.md").exists()
 
 
-def test_multi_process_flags_are_refused_for_torch_and_checked(monkeypatch, capsys):
+def test_multi_process_flags_are_checked(monkeypatch, capsys):
     """One error line, exit 2, before anything starts (no JAX runtime, no run folder)."""
     from vaecommon.commands.train import main
 
     monkeypatch.setenv("JAXVAE_NUM_PROCESSES", "2")
-    cases = [(["--framework", "torch", "--process-id", "0"],
-              "JAXVAE_NUM_PROCESSES, --process-id: multi-process training is JAX only"),
-             (["--process-id", "2"], "--num-processes 2 --process-id 2: the id must be in 0..N-1")]
+    cases = [(["--process-id", "2"], "--num-processes 2 --process-id 2: the id must be in 0..N-1")]
     for argv, message in cases:
         try:
             main(argv + ["--workdir", "never-created"])

@@ -6,7 +6,7 @@ numbers), called by test_mirror.py and by `parity_tests.report` (no pytest here)
 
 Public names: `jaxvae.X.__all__` and `torchvae.X.__all__` are the same list in the same order
 (STYLE §1: `diff` of the twins is meaningful) for X in models, losses, data, train, convert,
-figure_data, streams, optim, checkpoint, api, except the framework-only names in `FRAMEWORK_ONLY`, each with its reason; the
+figure_data, streams, optim, checkpoint, api, multiprocess, except the framework-only names in `FRAMEWORK_ONLY`, each with its reason; the
 allowlist must stay exact (a stale entry fails). losses and data are also asserted by
 test_losses / test_data; test_mirror covers the other four (the report shows all six).
 """
@@ -39,7 +39,7 @@ from vaecommon import presets
 
 REPO = Path(__file__).resolve().parents[1]
 MIRRORED = ("models", "losses", "data", "train", "convert", "figure_data", "streams", "optim",
-            "checkpoint", "api")
+            "checkpoint", "api", "multiprocess")
 
 # (module, framework) -> {public name only that twin has: why}.
 FRAMEWORK_ONLY: dict[tuple[str, str], dict[str, str]] = {
@@ -72,6 +72,26 @@ FRAMEWORK_ONLY: dict[tuple[str, str], dict[str, str]] = {
                                    "so a sweep can vmap it)",
     },
     ("optim", "torch"): {"AdamNormGrad": "a torch.optim.Optimizer holds its own state"},
+    ("multiprocess", "jax"): {
+        "global_batches": "builds the sharded global array from each process's rows "
+                          "(jax.make_array_from_process_local_data); torch keeps local tensors",
+        "replicate": "puts a pytree on every device of the multi-process mesh; torch replicas "
+                     "are plain modules, kept equal by the gradient all-reduce",
+        "local_copy": "a replicated jax.Array's local shard for single-process work; torch "
+                      "tensors are always local",
+    },
+    ("multiprocess", "torch"): {
+        "local_batch": "slices this process's rows of the global batch and its noise; JAX's "
+                       "global_batches and the sharded step do this",
+        "average_gradients": "the explicit gradient all-reduce; in JAX the sharded step's "
+                             "compiled program all-reduces",
+        "global_terms": "all-reduces the logged loss terms; JAX computes them on the global batch",
+        "gather_rows": "gathers the posterior of the global batch for the diagnostics; JAX "
+                       "computes them on the global batch",
+        "check_supported": "refuses batch-statistic objectives and BatchNorm, which the torch "
+                           "split cannot reproduce; JAX computes on the global batch",
+        "PER_EXAMPLE_OBJECTIVES": "the objectives check_supported accepts (JAX takes all)",
+    },
 }
 
 

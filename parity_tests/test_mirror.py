@@ -13,7 +13,7 @@ from vaecommon import presets
 
 
 @pytest.mark.parametrize("module", ["models", "train", "convert", "figure_data", "streams", "optim",
-                                    "api"])
+                                    "api", "multiprocess"])
 def test_public_names_mirror(module):
     assert_all(check_public_names(module))
 

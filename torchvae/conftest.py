@@ -31,6 +31,10 @@ INTEGRATION: dict[str, dict[str, str]] = {
         "test_sigkill_at_random_moments_never_corrupts_and_resume_is_exact": "SIGKILLs real "
                                                                              "training processes",
     },
+    "multiprocess_test.py": {
+        "test_two_processes_match_one_and_resume_exactly_after_stop_and_kill": "2-process "
+            "training runs on a localhost gloo port, a SIGTERM, SIGKILLs and resumes",
+    },
     "models_test.py": {
         "test_torchvae_models_does_not_import_jax": "imports in a fresh interpreter (subprocess)",
     },

@@ -35,6 +35,7 @@ from . import data as data_lib
 from . import figure_data as figures_lib
 from . import losses
 from . import models
+from . import multiprocess
 from . import optim
 from torchvae.streams import stream_generator
 from vaecommon import lifecycle, runinfo
@@ -144,6 +145,8 @@ class Trainer:
     step: int = 0
     objective: str = "elbo"
     objective_params: dict = dataclasses.field(default_factory=dict)
+    rows: slice | None = None
+    """Multi-process (`torchvae.multiprocess`): this process's rows of each global batch."""
 
     @classmethod
     def create(cls, cfg: TrainConfig, n_train: int) -> "Trainer":
@@ -212,9 +215,13 @@ class Trainer:
             decode=self.model.decode_logits, eps=extra,
             **self.objective_params, **likelihood_params(self.model), **prior_params(self.model),
         )
-        if out.logvar is not None:  # posterior-collapse diagnostics, tracked in every VAE run
+        posterior = None if out.logvar is None else (out.z, out.mean, out.logvar)
+        if self.rows is not None:  # multi-process: the logged values are the global batch's
+            terms = multiprocess.global_terms(terms, cfg.reduction)
+            posterior = posterior and multiprocess.gather_rows(*posterior)
+        if posterior is not None:  # posterior-collapse diagnostics, tracked in every VAE run
             terms = {**terms, **losses.posterior_diagnostics(
-                out.z, out.mean, out.logvar, dataset_size=self.steps_per_epoch * cfg.batch_size)}
+                *posterior, dataset_size=self.steps_per_epoch * cfg.batch_size)}
         return loss, terms
 
     def apply_update(self, x: torch.Tensor, eps: torch.Tensor,
@@ -231,6 +238,8 @@ class Trainer:
         loss, terms = self.loss_fn(x, eps, extra)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.rows is not None:  # multi-process: the global batch's gradient on every process
+            multiprocess.average_gradients(self.model.parameters(), self.cfg.reduction)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         if self.cfg.grad_clip:
@@ -239,7 +248,8 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         out = {k: float(v.detach()) if v.ndim == 0 else v.detach().numpy() for k, v in terms.items()}
-        out["loss"] = float(loss.detach())  # the value actually optimized (the NaN guard watches it)
+        # the value actually optimized (the NaN guard watches it; multi-process: the global one)
+        out["loss"] = float((loss if self.rows is None else terms["loss"]).detach())
         out["grad_norm"] = float(grad_norm)
         return out
 
@@ -288,6 +298,8 @@ class Trainer:
                          None if extra is None else torch.from_numpy(extra[i]))
             else:
                 noise = self.draw_noise(generators["eps"], x.shape[0])
+            if self.rows is not None:  # multi-process: drawn for the global batch, then sliced
+                x, *noise = multiprocess.local_batch(x, *noise, self.rows)
             steps.append(self.apply_update(x, *noise))
             if not math.isfinite(steps[-1]["loss"]):
                 break  # the epoch's records stop here and name this step (lifecycle.epoch_records)
@@ -534,21 +546,42 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         test_ds = binarized_view(test_ds, AS_ARRAY)
     data_parallel(num_devices, base.batch_size, n)
     trainers = [Trainer.create(c, train_ds.images.shape[0]) for c in cfgs]
-    if not resume:
-        moved = lifecycle.set_aside(lifecycle.member_folders(workdir, 1)[0])
-        if moved:
-            print(f"[{PACKAGE}] --no-resume: the old run was moved to {moved}", flush=True)
+    # multi-process (`torchvae.multiprocess`): process 0 alone owns and writes the run folder and
+    # its checkpoints; every process trains on its rows of each global batch, restores from
+    # process 0's checkpoints and evaluates (on the whole test set)
+    multi, lead = multiprocess.count() > 1, multiprocess.is_lead()
+    if multi:
+        multiprocess.check_supported(base, trainers[0].model, n)
+        trainers[0].rows = multiprocess.local_rows(base.batch_size)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(lifecycle.RunLock(workdir))
-        folders = [f.create() for f in folders]
-        managers = [ckpt_lib.CheckpointManager(f.checkpoints, keep=c.keep_checkpoints)
+        failed = None
+        if lead:
+            try:
+                if not resume:
+                    moved = lifecycle.set_aside(lifecycle.member_folders(workdir, 1)[0])
+                    if moved:
+                        print(f"[{PACKAGE}] --no-resume: the old run was moved to {moved}", flush=True)
+                stack.enter_context(lifecycle.RunLock(workdir))
+                folders = [f.create() for f in folders]
+            except (ValueError, OSError) as e:
+                failed = e
+        if multiprocess.any_process(failed is not None):  # every process stops, not only 0
+            raise failed or lifecycle.RunOwnershipError(
+                f"process 0 could not start the run in {workdir}: its error line says why")
+        managers = [ckpt_lib.CheckpointManager(f.checkpoints, keep=c.keep_checkpoints,
+                                               read_only=not lead)
                     for f, c in zip(folders, cfgs)]
-        bests = [ckpt_lib.CheckpointManager(f.checkpoints / "best", keep=1) if val_ds else None
-                 for f in folders]  # the best-validation state
+        bests = [ckpt_lib.CheckpointManager(f.checkpoints / "best", keep=1, read_only=not lead)
+                 if val_ds else None for f in folders]  # the best-validation state
         generators = [t.init_state(c.seed) for t, c in zip(trainers, cfgs)]
         start_epoch = 0
         if any(m.latest_step() is not None for m in managers):
-            restored = [m.restore_latest_intact(t, g) for m, t, g in zip(managers, trainers, generators)]
+            restored = []
+            for turn in (True, False) if multi else (True,):  # process 0 first: it sets damaged
+                multiprocess.sync("torchvae: restore")        # checkpoints aside, alone
+                if lead == turn:
+                    restored = [m.restore_latest_intact(t, g)
+                                for m, t, g in zip(managers, trainers, generators)]
             lifecycle.warn_skipped([line for _, skipped in restored for line in skipped])
             epochs = {int(meta["epoch"]) for meta, _ in restored}
             if len(epochs) != 1:
@@ -556,34 +589,37 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
             for f, c, (meta, _) in zip(folders, cfgs, restored):
                 check_resumable(meta.get("config"), c, str(f.checkpoints))
             start_epoch = epochs.pop()
-            for f, t in zip(folders, trainers):
+            for f, t in zip(folders, trainers) if lead else ():
                 f.truncate_metrics(t.step)
-            print(f"[{PACKAGE}] resumed {workdir} at epoch {start_epoch} (step {trainers[0].step})",
-                  flush=True)
+            if lead:
+                print(f"[{PACKAGE}] resumed {workdir} at epoch {start_epoch} (step "
+                      f"{trainers[0].step})", flush=True)
         else:
-            for f in folders:
+            for f in folders if lead else ():
                 f.metrics_path.unlink(missing_ok=True)  # records without a checkpoint: a killed start
-        devices = [f"cpu ({set_threads()} threads)"]
+        multiprocess.sync("torchvae: records truncated")  # all read the same records from here on
+        devices = [f"cpu ({set_threads()} threads)"] * multiprocess.count()
         stoppers = [lifecycle.EarlyStopping.from_records(lifecycle.records(f), c.early_stopping,
                                                          c.kl_warmup_epochs) for f, c in zip(folders, cfgs)]
         # a rerun of a finished (or early-stopped) run rewrites nothing
         finished = start_epoch >= base.epochs or (val_ds is not None and all(s.stopped for s in stoppers))
         boards = [stack.enter_context(contextlib.closing(Board(f.root, purge_step=step + 1,
-                                                               enabled=not finished)))
+                                                               enabled=lead and not finished)))
                   for f, step in zip(folders, [t.step for t in trainers])]
-        for f, c in zip(folders, cfgs) if not finished else ():
+        for f, c in zip(folders, cfgs) if lead and not finished else ():
             f.write_config(lifecycle.run_record(c, spec, train_ds, test_ds, framework=FRAMEWORK,
                                                 devices=devices, versions=lifecycle.versions(*VERSIONS),
                                                 sweep=sweep))
 
         images = train_ds.images
         bar = stack.enter_context(contextlib.closing(lifecycle.Progress(
-            progress, total=trainers[0].steps_per_epoch * base.epochs, initial=trainers[0].step)))
+            progress and lead, total=trainers[0].steps_per_epoch * base.epochs, initial=trainers[0].step)))
         epoch_fn = _epoch_program(trainers, images, generators, bar)
         trains: list[dict] = [lifecycle.last_record(f, "train") for f in folders]
         tests: list[dict] = [lifecycle.last_record(f, "test") for f in folders]
         t_start, timings = time.time(), lifecycle.Timings()
         interrupt = stack.enter_context(lifecycle.Interrupt(PACKAGE))
+        stop = False  # a signal on any process: all stop after the same epoch
         for epoch in range(start_epoch, base.epochs if not finished else start_epoch):
             t0 = time.time()
             idx = [epoch_batches(c.seed, epoch, images.shape[0], c.batch_size) for c in cfgs]
@@ -613,7 +649,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                     lifecycle.check_finite(not record.get("nonfinite"), "validation metrics", epoch,
                                            trains[i]["step"], lifecycle.newest_checkpoint(managers))
                     records[i].append(record)
-                    if stoppers[i].update(epoch + 1, record["loss"]):
+                    if stoppers[i].update(epoch + 1, record["loss"]) and lead:
                         with timings("checkpoints"):
                             _save_checkpoint(bests[i], t_i, generators[i], epoch=epoch + 1, cfg=c)
                 if lifecycle.due(c.eval_every, epoch, final) and not (final and val_ds is not None):
@@ -626,31 +662,37 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                     lifecycle.check_finite(not tests[i].get("nonfinite"), "test metrics", epoch,
                                            trains[i]["step"], lifecycle.newest_checkpoint(managers))
                     records[i].append(tests[i])
-                f.append_metrics(records[i])
-                boards[i].records(records[i])
-                if (lifecycle.due(c.checkpoint_every, epoch, final) or interrupt.requested
-                        or stoppers[i].stopped != stopped_before):
+                if lead:
+                    f.append_metrics(records[i])
+                    boards[i].records(records[i])
+                stop = (multiprocess.max_process(interrupt.signum or 0) > 0 if multi
+                        else interrupt.requested)
+                if lead and (lifecycle.due(c.checkpoint_every, epoch, final) or stop
+                             or stoppers[i].stopped != stopped_before):
                     with timings("checkpoints"):
                         _save_checkpoint(managers[i], t_i, generators[i], epoch=epoch + 1, cfg=c)
-                if lifecycle.due(c.figures_every, epoch, final) and not (final and val_ds is not None):
+                if lead and lifecycle.due(c.figures_every, epoch, final) and not (final and val_ds is not None):
                     with timings("figures"):
                         figures_lib.write_run_figures(f, t_i, test_ds, seed=c.seed,
                                                       board=boards[i], step=trains[i]["step"])
             bar.epoch_done(epoch + 1, trains, tests)
+            multiprocess.sync("torchvae: epoch saved")  # a resume finds process 0's checkpoint
             if on_epoch is not None:
                 on_epoch(epoch + 1, trainers[0] if n == 1 else trainers)
-            if interrupt.requested:
+            if stop:
                 bar.note(f"[{PACKAGE}] stopped after epoch {epoch + 1}; resume with the same command")
                 break
             if val_ds is not None and all(s.stopped for s in stoppers):
                 bar.note(f"[{PACKAGE}] early stop after epoch {epoch + 1}: the validation -ELBO "
                          f"last improved at epoch {max(s.best_epoch for s in stoppers)}")
                 break
-        if val_ds is not None and not interrupt.requested:  # the final test is the best state's
+        stop = stop or (interrupt.requested and not multi)
+        if val_ds is not None and not stop:  # the final test is the best state's
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 trained = stoppers[i].epochs_trained(trains[i])
                 if tests[i].get("best_epoch") and tests[i].get("epochs_trained") == trained:
                     continue  # done before a kill (a run extended by --epochs is tested again)
+                multiprocess.sync("torchvae: best saved")
                 meta, _ = bests[i].restore_latest_intact(trainers[i], generators[i])
                 lifecycle.announce_nll(bar, c.final_nll_samples, len(test_ds.images), c.nll_limit, True)
                 tests[i] = {"type": "test", "epoch": int(meta["epoch"]), "step": trainers[i].step,
@@ -658,13 +700,14 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                             **evaluate(trainers[i], test_ds.images, seed=c.seed,
                                        nll_samples=c.final_nll_samples, epoch=int(meta["epoch"]),
                                        timings=timings)}
-                f.append_metrics([tests[i]])
-                boards[i].records([tests[i]])
-                with timings("figures"):
-                    figures_lib.write_run_figures(f, trainers[i], test_ds, seed=c.seed,
-                                                  board=boards[i], step=tests[i]["step"])
+                if lead:
+                    f.append_metrics([tests[i]])
+                    boards[i].records([tests[i]])
+                    with timings("figures"):
+                        figures_lib.write_run_figures(f, trainers[i], test_ds, seed=c.seed,
+                                                      board=boards[i], step=tests[i]["step"])
         wall = time.time() - t_start
-        if not interrupt.requested:
+        if not stop and lead:
             for i, (f, c) in enumerate(zip(folders, cfgs)):
                 lifecycle.finish(f, c, spec, train_ds.info, trains[i], tests[i], wall,
                                  trained=not finished, framework=FRAMEWORK,
@@ -673,4 +716,5 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
                                      f, trainers[i], test_ds, seed=c.seed))
             if n > 1 and not finished:
                 lifecycle.write_sweep_summary(workdir, cfgs, folders, sweep, wall, framework=FRAMEWORK)
-    return lifecycle.result(trains, tests, wall, interrupt.signum, timings.seconds)
+    signum = (multiprocess.max_process(interrupt.signum or 0) or None) if multi and stop else interrupt.signum
+    return lifecycle.result(trains, tests, wall, signum, timings.seconds)

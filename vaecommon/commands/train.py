@@ -3,7 +3,8 @@
     python scripts/train.py --model pytorch_examples --epochs 10 --workdir runs/pe
     python scripts/train.py --framework torch --model simple_vae --objective beta_vae --param beta=4
     python scripts/train.py --model pytorch_examples --sweep seed=0,1,2,3   # one vmapped program (JAX)
-    python scripts/train.py --coordinator-address host0:1234 --num-processes 2 --process-id 0  # JAX, on each host
+    python scripts/train.py --coordinator-address host0:1234 --num-processes 2 --process-id 0  # on each host
+    torchrun --nproc-per-node 2 scripts/train.py --framework torch --model pytorch_examples  # torch, gloo
     python scripts/train.py --model manning_glasses_vae --dataset image_folder --data-dir photos/ --input stream
 
 A run folder gets config.json, metrics.jsonl, checkpoints/, figures/ and summary.md; running the
@@ -33,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=1,
                    help="JAX: data-parallel over this many devices (batch sharded, params replicated)")
     g = p.add_argument_group(
-        "multi-process (JAX only; scripts/README.md#multi-process-training)",
+        "multi-process (scripts/README.md#multi-process-training)",
         "One process per host (or per accelerator), each started with the same arguments; the "
         "mesh spans all their devices. Each flag defaults to its JAXVAE_* environment variable; "
-        "--distributed alone leaves everything to JAX's cluster detection (SLURM, Open MPI, TPU).")
+        "--distributed alone leaves everything to JAX's cluster detection (SLURM, Open MPI, TPU). "
+        "--framework torch: torch.distributed with gloo; under torchrun (RANK, WORLD_SIZE, "
+        "MASTER_ADDR, MASTER_PORT set) no flag is needed.")
     g.add_argument("--coordinator-address", metavar="HOST:PORT",
                    help=f"process 0's address, reachable by all (${DIST_ENV['coordinator_address']})")
     g.add_argument("--num-processes", type=int, metavar="N",
@@ -92,22 +95,25 @@ def _dist_settings(args) -> tuple[dict, list[str]]:
     return given, names
 
 
+# the environment torchrun sets for each process (--framework torch starts torch.distributed)
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 def start_processes(args) -> None:
-    """Start JAX's multi-process runtime when asked (flags, JAXVAE_* or --distributed), before
-    anything else touches JAX. Raises ValueError (one line) for the torch twin or bad values."""
+    """Start the twin's multi-process runtime when asked (flags, JAXVAE_*, --distributed, or
+    for torch torchrun's environment), before anything else touches JAX. Raises ValueError (one
+    line) for bad values."""
     given, names = _dist_settings(args)
-    if not given and not args.distributed:
+    torchrun = args.framework == "torch" and all(os.environ.get(k) for k in TORCHRUN_ENV)
+    if not given and not args.distributed and not torchrun:
         return
-    flags = ", ".join(names) or "--distributed"
-    if args.framework != "jax":
-        raise ValueError(f"{flags}: multi-process training is JAX only (the torch twin has no "
-                         "multi-process path); use --framework jax")
     n, i = given.get("num_processes"), given.get("process_id")
     if n is not None and n < 1 or i is not None and (i < 0 or n is not None and i >= n):
         raise ValueError(f"--num-processes {n} --process-id {i}: the id must be in 0..N-1")
     from vaecommon.commands import twins
 
-    twins.module("jax", "multiprocess").initialize(**given)
+    # jax: jax.distributed.initialize; torch: torch.distributed.init_process_group("gloo")
+    twins.module(args.framework, "multiprocess").initialize(**given)
 
 
 def choices_text(params: bool = True) -> str:
