@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -23,7 +21,7 @@ import numpy as np
 
 from jaxvae import checkpoint as ckpt_lib
 from jaxvae import train
-from vaecommon import runs
+from vaecommon import launch, runs
 from vaecommon.config import TrainConfig, resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,54 +59,21 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-class _Runs:
+class _Runs(launch.ProcessGroups):
     """The test's worker processes, each ended by its PID when the test ends."""
-
-    def __init__(self, logs: Path):
-        self.logs, self.procs = logs, []
-        logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, workdir: Path, processes: int, plan: str = "") -> list:
         env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", MP_TEST_PLAN=plan,
                    XLA_FLAGS="--xla_force_host_platform_device_count=1")
-        for k in ("JAXVAE_COORDINATOR_ADDRESS", "JAXVAE_NUM_PROCESSES", "JAXVAE_PROCESS_ID"):
-            env.pop(k, None)
-        port, group = _free_port(), []
-        for i in range(processes):
+        port = launch.free_port()
+
+        def argv(i: int) -> list[str]:
             dist = ([] if processes == 1 else ["--coordinator-address", f"localhost:{port}",
                                                "--num-processes", str(processes),
                                                "--process-id", str(i)])
-            log = open(self.logs / f"{name}.{i}.log", "w")
-            group.append(subprocess.Popen([sys.executable, "-c", WORKER, *ARGS, "--workdir",
-                                           str(workdir), *dist], env=env, cwd=REPO,
-                                          stdout=log, stderr=subprocess.STDOUT))
-            log.close()
-        self.procs += group
-        return group
+            return [sys.executable, "-c", WORKER, *ARGS, "--workdir", str(workdir), *dist]
 
-    def log(self, name: str, i: int) -> str:
-        return (self.logs / f"{name}.{i}.log").read_text()[-3000:]
-
-    def wait(self, name: str, group: list, deadline: float) -> list[int]:
-        while any(p.poll() is None for p in group) and time.time() < deadline:
-            time.sleep(0.2)
-        if any(p.poll() is None for p in group):
-            self.kill(group)
-            raise AssertionError(f"{name}: still running after its time bound; "
-                                 + self.log(name, 0))
-        return [p.returncode for p in group]
-
-    def kill(self, group: list) -> None:
-        for p in group:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGKILL)
-            p.wait()
+        return self.spawn(name, processes, argv, env, cwd=REPO)
 
 
 def _collectives_failed(runs_: _Runs, name: str, codes: list[int]) -> str:

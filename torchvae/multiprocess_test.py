@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -23,7 +21,7 @@ import pytest
 import torch
 
 from torchvae import checkpoint as ckpt_lib
-from vaecommon import runs
+from vaecommon import launch, runs
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH, EPOCHS = 8, 4  # 256 examples / batch 32; 32 optimizer steps in all
@@ -61,62 +59,27 @@ WORKER = textwrap.dedent("""
     sys.exit(main(sys.argv[1:]))
 """)
 
-DIST_ENV = ("JAXVAE_COORDINATOR_ADDRESS", "JAXVAE_NUM_PROCESSES", "JAXVAE_PROCESS_ID",
-            "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-class _Runs:
+class _Runs(launch.ProcessGroups):
     """The test's worker processes, each ended by its PID when the test ends."""
-
-    def __init__(self, logs: Path):
-        self.logs, self.procs = logs, []
-        logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, workdir: Path, processes: int, plan: str = "",
               torchrun_env: bool = True) -> list:
         env = dict(os.environ, PYTHONPATH=str(REPO), MP_TEST_PLAN=plan, OMP_NUM_THREADS="1")
-        for k in DIST_ENV:
-            env.pop(k, None)
-        port, group = _free_port(), []
-        for i in range(processes):
-            dist, env_i = [], dict(env)
-            if processes > 1 and torchrun_env:  # what torchrun sets for each process
-                env_i.update(RANK=str(i), LOCAL_RANK=str(i), WORLD_SIZE=str(processes),
-                             MASTER_ADDR="localhost", MASTER_PORT=str(port))
-            elif processes > 1:
-                dist = ["--coordinator-address", f"localhost:{port}",
-                        "--num-processes", str(processes), "--process-id", str(i)]
-            log = open(self.logs / f"{name}.{i}.log", "w")
-            group.append(subprocess.Popen([sys.executable, "-c", WORKER, *ARGS, "--workdir",
-                                           str(workdir), *dist], env=env_i, cwd=REPO,
-                                          stdout=log, stderr=subprocess.STDOUT))
-            log.close()
-        self.procs += group
-        return group
+        port = launch.free_port()
 
-    def log(self, name: str, i: int) -> str:
-        return (self.logs / f"{name}.{i}.log").read_text()[-3000:]
+        def argv(i: int) -> list[str]:
+            dist = (["--coordinator-address", f"localhost:{port}", "--num-processes",
+                     str(processes), "--process-id", str(i)]
+                    if processes > 1 and not torchrun_env else [])
+            return [sys.executable, "-c", WORKER, *ARGS, "--workdir", str(workdir), *dist]
 
-    def wait(self, name: str, group: list, deadline: float) -> list[int]:
-        while any(p.poll() is None for p in group) and time.time() < deadline:
-            time.sleep(0.2)
-        if any(p.poll() is None for p in group):
-            self.kill(group)
-            raise AssertionError(f"{name}: still running after its time bound; "
-                                 + self.log(name, 0))
-        return [p.returncode for p in group]
+        def env_for(i: int) -> dict[str, str]:  # what torchrun sets for each process
+            return (dict(RANK=str(i), LOCAL_RANK=str(i), WORLD_SIZE=str(processes),
+                         MASTER_ADDR="localhost", MASTER_PORT=str(port))
+                    if processes > 1 and torchrun_env else {})
 
-    def kill(self, group: list) -> None:
-        for p in group:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGKILL)
-            p.wait()
+        return self.spawn(name, processes, argv, env, env_for, cwd=REPO)
 
 
 def _collectives_failed(runs_: _Runs, name: str, codes: list[int]) -> str:
@@ -218,7 +181,7 @@ def test_multi_process_settings_are_checked(monkeypatch, capsys):
     """One error line, exit 2, before anything starts (no process group, no run folder)."""
     from vaecommon.commands.train import main
 
-    for k in DIST_ENV:
+    for k in launch.LAUNCHER_ENV:
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("JAXVAE_NUM_PROCESSES", "2")
     cases = [(["--process-id", "0"], "needs --coordinator-address (or MASTER_ADDR/MASTER_PORT)"),
