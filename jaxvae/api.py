@@ -29,7 +29,7 @@ from jaxvae import figure_data as jfig
 from jaxvae import train as train_lib
 from jaxvae.streams import stream_key
 from vaecommon import runinfo, runs
-from vaecommon.config import TrainConfig, from_dict, resolve
+from vaecommon.config import TrainConfig, resolve
 from vaecommon.datasets import Dataset
 from vaecommon.presets import ModelSpec
 from vaecommon.run_figures import FigureArrays, as_nhwc
@@ -280,20 +280,15 @@ def write_training_state(workdir: str | Path, ts: TrainingState, record: dict[st
     Raises:
       RunFolderError: `workdir` holds a run; WeightsMismatchError: the state does not fit.
     """
-    runinfo.check_new_run_folder(workdir)
-    cfg = resolve(from_dict(ts.config), framework=FRAMEWORK)
-    run = runs.RunFolder(workdir)
-    trainer = train_lib.Trainer.create(cfg, runinfo.n_train(record, cfg))
-    states = [(d, convert.training_state_from_canonical(trainer, s), s.epoch, keep)
-              for d, s, keep in ((run.checkpoints, ts, cfg.keep_checkpoints),
-                                 (run.checkpoints / "best", best, 1)) if s is not None]
-    run.create()
-    for directory, state, epoch, keep in states:
-        ckpt_lib.CheckpointManager(directory, keep=keep).save(
-            state, epoch=epoch, root_key=jax.random.key(cfg.seed), config=dataclasses.asdict(cfg))
-    run.write_config(runinfo.state_record(
-        record, framework=FRAMEWORK, converted_from=converted_from,
-        versions=runs.versions(*train_lib.VERSIONS)))
-    run.write_summary(runinfo.state_summary(cfg, framework=FRAMEWORK, converted_from=converted_from,
-                                            step=ts.step, epoch=ts.epoch))
-    return run.root
+    def saver(cfg: TrainConfig, n_train: int):
+        trainer = train_lib.Trainer.create(cfg, n_train)
+
+        def prepare(s: TrainingState):
+            state = convert.training_state_from_canonical(trainer, s)
+            return lambda directory, keep: ckpt_lib.CheckpointManager(directory, keep=keep).save(
+                state, epoch=s.epoch, root_key=jax.random.key(cfg.seed), config=dataclasses.asdict(cfg))
+        return prepare
+
+    return runinfo.write_state_folder(workdir, ts, record, best=best, converted_from=converted_from,
+                                      framework=FRAMEWORK, versions=runs.versions(*train_lib.VERSIONS),
+                                      saver=saver)

@@ -672,17 +672,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
     rep = partial(multiprocess.replicate, mesh=mesh) if multi else (lambda t: t)
     loc = multiprocess.local_copy if multi else (lambda t: t)
     with contextlib.ExitStack() as stack:
-        failed = None
-        if lead:
-            try:
-                if not resume:
-                    moved = lifecycle.set_aside(lifecycle.member_folders(workdir, 1)[0])
-                    if moved:
-                        print(f"[{PACKAGE}] --no-resume: the old run was moved to {moved}", flush=True)
-                stack.enter_context(lifecycle.RunLock(workdir))
-                folders = [f.create() for f in folders]
-            except (ValueError, OSError) as e:
-                failed = e
+        folders, failed = lifecycle.open_run(stack, workdir, folders, resume=resume, lead=lead,
+                                             package=PACKAGE)
         if multiprocess.any_process(failed is not None):  # every process stops, not only 0
             raise failed or lifecycle.RunOwnershipError(
                 f"process 0 could not start the run in {workdir}: its error line says why")

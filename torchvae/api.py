@@ -30,7 +30,7 @@ from torchvae import train as train_lib
 from torchvae.streams import stream_generator
 from torchvae.convert import load_torch_file  # re-exported: the reader of save_torch_file's files
 from vaecommon import runinfo, runs
-from vaecommon.config import TrainConfig, from_dict, resolve
+from vaecommon.config import TrainConfig, resolve
 from vaecommon.datasets import Dataset
 from vaecommon.presets import ModelSpec
 from vaecommon.run_figures import FigureArrays, as_nhwc
@@ -277,29 +277,24 @@ def write_training_state(workdir: str | Path, ts: TrainingState, record: dict[st
     Raises:
       RunFolderError: `workdir` holds a run; WeightsMismatchError: the state does not fit.
     """
-    runinfo.check_new_run_folder(workdir)
-    cfg = resolve(from_dict(ts.config), framework=FRAMEWORK)
-    run = runs.RunFolder(workdir)
-    trainer = train_lib.Trainer.create(cfg, runinfo.n_train(record, cfg))
-    for s in (ts, best):  # both fit, before anything is written
-        if s is not None:
-            convert.training_state_from_canonical(trainer, s)
-    run.create()
-    for directory, s, keep in ((run.checkpoints / "best", best, 1),
-                               (run.checkpoints, ts, cfg.keep_checkpoints)):
-        if s is None:
-            continue
-        convert.training_state_from_canonical(trainer, s)
-        # the eps and binarization streams as a torch run holds them after s.step steps
-        gens = trainer.init_state(cfg.seed, s.step)
-        ckpt_lib.CheckpointManager(directory, keep=keep).save(
-            trainer, epoch=s.epoch, generators=gens, config=dataclasses.asdict(cfg))
-    run.write_config(runinfo.state_record(
-        record, framework=FRAMEWORK, converted_from=converted_from,
-        versions=runs.versions(*train_lib.VERSIONS)))
-    run.write_summary(runinfo.state_summary(cfg, framework=FRAMEWORK, converted_from=converted_from,
-                                            step=ts.step, epoch=ts.epoch))
-    return run.root
+    def saver(cfg: TrainConfig, n_train: int):
+        trainer = train_lib.Trainer.create(cfg, n_train)
+
+        def prepare(s: TrainingState):
+            convert.training_state_from_canonical(trainer, s)  # it fits (the trainer is reloaded
+                                                               # from s when it is saved)
+            def save(directory, keep):
+                convert.training_state_from_canonical(trainer, s)
+                # the eps and binarization streams as a torch run holds them after s.step steps
+                gens = trainer.init_state(cfg.seed, s.step)
+                ckpt_lib.CheckpointManager(directory, keep=keep).save(
+                    trainer, epoch=s.epoch, generators=gens, config=dataclasses.asdict(cfg))
+            return save
+        return prepare
+
+    return runinfo.write_state_folder(workdir, ts, record, best=best, converted_from=converted_from,
+                                      framework=FRAMEWORK, versions=runs.versions(*train_lib.VERSIONS),
+                                      saver=saver)
 
 
 def save_torch_file(path: str | Path, weights: Mapping[str, np.ndarray]) -> Path:

@@ -554,17 +554,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str | Path, *, resume: bool = 
         multiprocess.check_supported(base, trainers[0].model, n)
         trainers[0].rows = multiprocess.local_rows(base.batch_size)
     with contextlib.ExitStack() as stack:
-        failed = None
-        if lead:
-            try:
-                if not resume:
-                    moved = lifecycle.set_aside(lifecycle.member_folders(workdir, 1)[0])
-                    if moved:
-                        print(f"[{PACKAGE}] --no-resume: the old run was moved to {moved}", flush=True)
-                stack.enter_context(lifecycle.RunLock(workdir))
-                folders = [f.create() for f in folders]
-            except (ValueError, OSError) as e:
-                failed = e
+        folders, failed = lifecycle.open_run(stack, workdir, folders, resume=resume, lead=lead,
+                                             package=PACKAGE)
         if multiprocess.any_process(failed is not None):  # every process stops, not only 0
             raise failed or lifecycle.RunOwnershipError(
                 f"process 0 could not start the run in {workdir}: its error line says why")

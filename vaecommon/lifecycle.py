@@ -205,6 +205,30 @@ def set_aside(folder: runs.RunFolder) -> Path | None:
     return dest
 
 
+def open_run(stack, workdir: str | Path, folders: Sequence[runs.RunFolder], *, resume: bool,
+             lead: bool, package: str) -> tuple[list[runs.RunFolder], Exception | None]:
+    """Start writing a run folder: on `--no-resume` move the old run aside (`set_aside`), take
+    the `RunLock` (held until `stack` closes) and create the members' folders.
+
+    Only the lead process (process 0) touches the disk; the others get `folders` back as given.
+    An ordinary failure (the folder is locked, unwritable, ...) is returned, not raised, so a
+    multi-process trainer can first tell every process to stop (`any_process(failed is not None)`)
+    and then raise it.
+    """
+    folders = list(folders)
+    if not lead:
+        return folders, None
+    try:
+        if not resume:
+            moved = set_aside(member_folders(workdir, 1)[0])
+            if moved:
+                print(f"[{package}] --no-resume: the old run was moved to {moved}", flush=True)
+        stack.enter_context(RunLock(workdir))
+        return [f.create() for f in folders], None
+    except (ValueError, OSError) as e:
+        return folders, e
+
+
 # --------------------------------------------------------------------------------------------
 # What a run trains
 

@@ -118,3 +118,47 @@ def test_test_metrics_of_a_diverged_run_are_flagged_without_a_numpy_warning():
         warnings.simplefilter("error")
         res = lifecycle.test_metrics(sums, 4)
     assert res["nonfinite"] and res["active_units"] == 0
+
+
+def test_open_run_locks_creates_and_sets_aside(tmp_path, capsys):
+    import contextlib
+
+    work = tmp_path / "run"
+    folders = lifecycle.member_folders(work, 1)
+    with contextlib.ExitStack() as stack:  # a fresh run: the folder is created and locked
+        made, failed = lifecycle.open_run(stack, work, folders, resume=True, lead=True, package="t")
+        assert failed is None and made[0].root.is_dir() and (work / ".lock").exists()
+        (made[0].root / "metrics.jsonl").write_text("{}\n")
+        # a second trainer on the same folder gets the lock's error back, not raised
+        with contextlib.ExitStack() as other:
+            _, err = lifecycle.open_run(other, work, folders, resume=True, lead=True, package="t")
+        assert isinstance(err, lifecycle.RunOwnershipError) and "another process" in str(err)
+    # --no-resume moves the old run aside (kept on disk), then starts an empty one
+    with contextlib.ExitStack() as stack:
+        made, failed = lifecycle.open_run(stack, work, folders, resume=False, lead=True, package="t")
+    assert failed is None and not (work / "metrics.jsonl").exists()
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "metrics.jsonl").read_text() == "{}\n"
+    assert "--no-resume: the old run was moved to" in capsys.readouterr().out
+
+
+def test_open_run_on_a_follower_touches_nothing(tmp_path):
+    import contextlib
+
+    work = tmp_path / "run"
+    folders = lifecycle.member_folders(work, 2)
+    with contextlib.ExitStack() as stack:
+        made, failed = lifecycle.open_run(stack, work, folders, resume=False, lead=False, package="t")
+    assert failed is None and made == folders and not work.exists()
+
+
+def test_open_run_returns_an_unwritable_folder_as_its_error(tmp_path):
+    import contextlib
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the run folder's parent should be
+    work = blocker / "run"
+    with contextlib.ExitStack() as stack:
+        _, failed = lifecycle.open_run(stack, work, lifecycle.member_folders(work, 1), resume=True,
+                                       lead=True, package="t")
+    assert isinstance(failed, OSError)

@@ -31,7 +31,7 @@ __all__ = [
     "data_config", "check_input_shape", "pick_step", "run_label",
     # converted weights
     "input_kind", "run_of_step_dir", "config_record", "converted_summary", "meta_for_weights",
-    "check_new_run_folder", "state_record", "state_summary",
+    "check_new_run_folder", "state_record", "state_summary", "write_state_folder",
     "config_for_weights", "read_canonical_weights", "write_canonical_weights",
     # output
     "finite_or_str", "dumps",
@@ -293,6 +293,38 @@ def state_summary(cfg: TrainConfig, *, framework: str, converted_from: str, step
             "position and data position carried over\n"
             f"- continue it with `scripts/train.py --framework {framework} --workdir <this folder>` "
             "and the run's settings\n")
+
+
+def write_state_folder(workdir: str | Path, ts, record: dict[str, Any], *, best, converted_from: str,
+                       framework: str, versions: dict, saver) -> Path:
+    """The framework-free steps of `convert --to-run-folder`: a new run folder continuing the
+    canonical training state `ts` (`vaecommon.weights.TrainingState`; `best` is the
+    best-validation state or None), with config.json (`state_record`), summary.md
+    (`state_summary`) and one checkpoint of each state, written by the framework's `saver`.
+
+    `saver(cfg, n_train)` returns `prepare(state)`, which fits one canonical state to the
+    framework (raising `WeightsMismatchError` when it does not) and returns `save(directory,
+    keep)`. Every state is prepared before anything is written, so a state that does not fit
+    leaves no half-made folder behind.
+
+    Raises:
+      RunFolderError: `workdir` holds a run; WeightsMismatchError: a state does not fit.
+    """
+    check_new_run_folder(workdir)
+    cfg = config_lib.resolve(config_lib.from_dict(ts.config), framework=framework)
+    run = RunFolder(workdir)
+    prepare = saver(cfg, n_train(record, cfg))
+    saves = [(directory, prepare(s), keep)
+             for directory, s, keep in ((run.checkpoints / "best", best, 1),
+                                        (run.checkpoints, ts, cfg.keep_checkpoints)) if s is not None]
+    run.create()
+    for directory, save, keep in saves:
+        save(directory, keep)
+    run.write_config(state_record(record, framework=framework, converted_from=converted_from,
+                                  versions=versions))
+    run.write_summary(state_summary(cfg, framework=framework, converted_from=converted_from,
+                                    step=ts.step, epoch=ts.epoch))
+    return run.root
 
 
 def meta_for_weights(cfg: TrainConfig, *, converted_from: str) -> dict[str, Any]:

@@ -143,3 +143,40 @@ def test_dumps():
     back = json.loads(text)
     assert back["loss"] == "nan" and back["data"] == {"a": [1, 2]} and back["n"] == 3
     assert math.isnan(float(back["loss"]))
+
+
+def test_write_state_folder_prepares_every_state_before_writing(tmp_path):
+    from vaecommon.weights import TrainingState, WeightsMismatchError
+
+    cfg = resolve(TrainConfig(model="pytorch_examples", epochs=3))
+    record = {"config": dataclasses.asdict(cfg), "data": {"train": {"n": 1000}}, "devices": ["x"],
+              "versions": {"old": 1}, "framework": "torch"}
+    ts = TrainingState({}, {}, None, 20, 2, dataclasses.asdict(cfg))
+    best = ts._replace(step=10, epoch=1)
+    saved = []
+
+    def saver(c, n):
+        assert c == cfg and n == 1000
+
+        def prepare(s):
+            if s.step == 20 and fail:
+                raise WeightsMismatchError("state does not fit")
+            return lambda directory, keep: saved.append((directory.name, s.epoch, keep))
+        return prepare
+
+    fail = True  # the second state does not fit: nothing may be written, not even the first
+    with pytest.raises(WeightsMismatchError):
+        runinfo.write_state_folder(tmp_path / "a", ts, record, best=best, converted_from="src",
+                                   framework="jax", versions={"new": 2}, saver=saver)
+    assert saved == [] and not (tmp_path / "a").exists()
+    fail = False
+    root = runinfo.write_state_folder(tmp_path / "b", ts, record, best=best, converted_from="src",
+                                      framework="jax", versions={"new": 2}, saver=saver)
+    assert saved == [("best", 1, 1), ("checkpoints", 2, cfg.keep_checkpoints)]
+    written = json.loads((root / "config.json").read_text())
+    assert written["framework"] == "jax" and written["converted_from"] == "src"
+    assert written["versions"] == {"new": 2} and "devices" not in written
+    assert "step 20, epoch 2 of 3" in (root / "summary.md").read_text()
+    with pytest.raises(RunFolderError):  # a folder that holds a run is never written over
+        runinfo.write_state_folder(root, ts, record, best=None, converted_from="src",
+                                   framework="jax", versions={}, saver=saver)
