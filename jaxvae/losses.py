@@ -893,8 +893,8 @@ def tc_decomposition(
     }
 
 
-def posterior_diagnostics(z: jax.Array, mean: jax.Array, logvar: jax.Array, *, dataset_size
-                          ) -> dict[str, jax.Array]:
+def posterior_diagnostics(z: jax.Array, mean: jax.Array, logvar: jax.Array, *, dataset_size,
+                          mi_tc: bool | jax.Array = True) -> dict[str, jax.Array]:
     """Posterior-collapse diagnostics of one batch (not differentiated; every VAE run tracks them).
 
     kl_per_dim: (D,) batch mean of KL(q(z_d|x) || N(0, 1)); mean_sum, mean_sq: (D,) sums of the
@@ -902,14 +902,23 @@ def posterior_diagnostics(z: jax.Array, mean: jax.Array, logvar: jax.Array, *, d
     the active units of Burda et al.); mutual_info: the minibatch estimate of I(x; z) =
     E[log q(z|x) - log q(z)] and total_correlation: E[log q(z) - log prod_d q(z_d)], both with
     `tc_decomposition`'s stratified (mss) estimator, which gives 0 for identical posteriors
-    (a collapsed encoder). dataset_size: N of the training set.
+    (a collapsed encoder). dataset_size: N of the training set. mi_tc: whether to compute
+    mutual_info and total_correlation (a bool or a traced one, `lax.cond`); when False both are
+    0 (the trainer computes them on `vaecommon.lifecycle.sampled_step` steps only).
     """
     z, mean, logvar = (jax.lax.stop_gradient(a) for a in (z, mean, logvar))
-    d = tc_decomposition(z, mean, logvar, dataset_size=dataset_size, sampling="mss")
+
+    def estimates():
+        d = tc_decomposition(z, mean, logvar, dataset_size=dataset_size, sampling="mss")
+        return (jnp.mean(d["log_qz_x"] - d["log_qz"]), jnp.mean(d["log_qz"] - d["log_prod_qzi"]))
+
+    if isinstance(mi_tc, bool):
+        mi, tc = estimates() if mi_tc else (jnp.zeros((), z.dtype),) * 2
+    else:
+        mi, tc = jax.lax.cond(mi_tc, estimates, lambda: (jnp.zeros((), z.dtype),) * 2)
     return {"kl_per_dim": jnp.mean(kl_normal_per_dim(mean, logvar), axis=0),
             "mean_sum": jnp.sum(mean, axis=0), "mean_sq": jnp.sum(jnp.square(mean), axis=0),
-            "mutual_info": jnp.mean(d["log_qz_x"] - d["log_qz"]),
-            "total_correlation": jnp.mean(d["log_qz"] - d["log_prod_qzi"])}
+            "mutual_info": mi, "total_correlation": tc}
 
 
 def dip_penalties(cov: jax.Array) -> tuple[jax.Array, jax.Array]:

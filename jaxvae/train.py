@@ -263,7 +263,8 @@ class Trainer:
         )
         if out.logvar is not None:  # posterior-collapse diagnostics, tracked in every VAE run
             terms = {**terms, **losses.posterior_diagnostics(
-                out.z, out.mean, out.logvar, dataset_size=self.steps_per_epoch * cfg.batch_size)}
+                out.z, out.mean, out.logvar, dataset_size=self.steps_per_epoch * cfg.batch_size,
+                mi_tc=lifecycle.sampled_step(step))}
         new_rest = nnx.state(model, nnx.Not(nnx.Param))
         return loss.astype(jnp.float32), (terms, new_rest)
 

@@ -58,6 +58,10 @@ def test_apply_update_contract():
         assert not np.array_equal(a, b), "every parameter must move after one Adam step"
     # loss is recon + kl for the ELBO, per example, batch mean
     np.testing.assert_allclose(terms["loss"], terms["recon"] + terms["kl"], rtol=1e-6)
+    # mutual_info / total_correlation: computed at step 0 (lifecycle.sampled_step), 0 at step 1
+    assert terms["mutual_info"] > 0 and terms["total_correlation"] != 0  # TC: any sign (MSS)
+    _, later = jax.jit(tr.apply_update)(new, x, eps, extra)
+    assert later["mutual_info"] == 0 and later["total_correlation"] == 0 and later["kl"] > 0
 
 
 def test_apply_update_deterministic_and_key_dependent():

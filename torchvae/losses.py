@@ -691,7 +691,7 @@ def tc_decomposition(
 
 @torch.no_grad()
 def posterior_diagnostics(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, *,
-                          dataset_size) -> dict[str, torch.Tensor]:
+                          dataset_size, mi_tc: bool = True) -> dict[str, torch.Tensor]:
     """Posterior-collapse diagnostics of one batch (not differentiated; every VAE run tracks them).
 
     kl_per_dim: (D,) batch mean of KL(q(z_d|x) || N(0, 1)); mean_sum, mean_sq: (D,) sums of the
@@ -699,14 +699,19 @@ def posterior_diagnostics(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Ten
     the active units of Burda et al.); mutual_info: the minibatch estimate of I(x; z) =
     E[log q(z|x) - log q(z)] and total_correlation: E[log q(z) - log prod_d q(z_d)], both with
     `tc_decomposition`'s stratified (mss) estimator, which gives 0 for identical posteriors
-    (a collapsed encoder). dataset_size: N of the training set.
+    (a collapsed encoder). dataset_size: N of the training set. mi_tc: whether to compute
+    mutual_info and total_correlation; when False both are 0 (the trainer computes them on
+    `vaecommon.lifecycle.sampled_step` steps only).
     """
     z, mean, logvar = z.detach(), mean.detach(), logvar.detach()
-    d = tc_decomposition(z, mean, logvar, dataset_size=dataset_size, sampling="mss")
+    if mi_tc:
+        d = tc_decomposition(z, mean, logvar, dataset_size=dataset_size, sampling="mss")
+        mi, tc = (d["log_qz_x"] - d["log_qz"]).mean(), (d["log_qz"] - d["log_prod_qzi"]).mean()
+    else:
+        mi = tc = z.new_zeros(())
     return {"kl_per_dim": kl_normal_per_dim(mean, logvar).mean(0),
             "mean_sum": mean.sum(0), "mean_sq": mean.square().sum(0),
-            "mutual_info": (d["log_qz_x"] - d["log_qz"]).mean(),
-            "total_correlation": (d["log_qz"] - d["log_prod_qzi"]).mean()}
+            "mutual_info": mi, "total_correlation": tc}
 
 
 def dip_penalties(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

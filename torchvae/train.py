@@ -221,7 +221,8 @@ class Trainer:
             posterior = posterior and multiprocess.gather_rows(*posterior)
         if posterior is not None:  # posterior-collapse diagnostics, tracked in every VAE run
             terms = {**terms, **losses.posterior_diagnostics(
-                *posterior, dataset_size=self.steps_per_epoch * cfg.batch_size)}
+                *posterior, dataset_size=self.steps_per_epoch * cfg.batch_size,
+                mi_tc=lifecycle.sampled_step(self.step))}
         return loss, terms
 
     def apply_update(self, x: torch.Tensor, eps: torch.Tensor,

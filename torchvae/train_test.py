@@ -43,6 +43,10 @@ def test_apply_update_contract():
         assert torch.isfinite(a).all()
         assert not torch.equal(a, b), "every parameter must move after one Adam step"
     assert terms["loss"] == pytest.approx(terms["recon"] + terms["kl"], rel=1e-6)
+    # mutual_info / total_correlation: computed at step 0 (lifecycle.sampled_step), 0 at step 1
+    assert terms["mutual_info"] > 0 and terms["total_correlation"] != 0  # TC: any sign (MSS)
+    later = tr.apply_update(_batch(), eps, extra)
+    assert later["mutual_info"] == 0 and later["total_correlation"] == 0 and later["kl"] > 0
 
 
 def test_apply_update_deterministic_and_eps_dependent():

@@ -281,7 +281,9 @@ def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_
 
     `terms` holds each logged term per step of the epoch (host arrays), `step` the step count at its
     end, `epoch` its 0-based index, `last_checkpoint` the newest finite checkpoint (for the error);
-    a batch record is kept for the steps that are multiples of `every`.
+    a batch record is kept for the steps that are multiples of `every`. `SAMPLED_DIAGNOSTICS`
+    appear only in the records of the steps `sampled_step` picks, and the train record averages
+    them over those steps (and leaves them out when the epoch had none).
 
     Raises:
       NonFiniteLossError: naming the first non-finite step; nothing of the epoch is written.
@@ -296,11 +298,15 @@ def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch + 1}, step {first + bad}; {last_checkpoint}. Try a "
             "lower --lr, --logvar-clamp 10, or --grad-clip 1.0")
+    # a record's step counts the update it follows (1-based): step s + 1 ran at 0-based index s
+    sampled = np.array([sampled_step(first + i - 1) for i in range(n)], bool)
     records = [{"type": "batch", "step": first + i, "epoch": epoch + (i + 1) / n,
-                **{k: float(v[i]) for k, v in terms.items()}} for i in range(n)
+                **{k: float(v[i]) for k, v in terms.items()
+                   if k not in SAMPLED_DIAGNOSTICS or sampled[i]}} for i in range(n)
                if (first + i) % every == 0 or every == 1]
     train_record = {"type": "train", "epoch": epoch + 1, "step": step,
-                    **{k: float(np.mean(v)) for k, v in terms.items()},
+                    **{k: float(np.mean(v if k not in SAMPLED_DIAGNOSTICS else np.asarray(v)[sampled]))
+                       for k, v in terms.items() if k not in SAMPLED_DIAGNOSTICS or sampled.any()},
                     "time_s": seconds, "examples_per_s": n * batch_size / max(seconds, 1e-9)}
     if vectors:
         train_record.update(units_summary(vectors, n * batch_size))
@@ -309,6 +315,22 @@ def epoch_records(terms: dict[str, np.ndarray], *, step: int, epoch: int, batch_
 
 DIAGNOSTIC_VECTORS = ("kl_per_dim", "mean_sum", "mean_sq")
 """Per-step (D,) terms of `losses.posterior_diagnostics`: summarised per epoch, not per batch."""
+
+SAMPLED_DIAGNOSTICS = ("mutual_info", "total_correlation")
+"""Per-step terms of `losses.posterior_diagnostics` that training computes only on the steps
+`sampled_step` picks: their minibatch estimators cost B x B x D log-densities, which took 15% of
+an MLP epoch when computed on every step (scripts/README.md, Benchmarks). On other steps the
+trainers return 0 for them, and `epoch_records` leaves those steps out."""
+
+SAMPLED_EVERY = 8
+"""`SAMPLED_DIAGNOSTICS` are computed on the optimizer steps whose 0-based index (the step count
+before the update) is a multiple of this: 1 in 8 of an epoch's batches."""
+
+
+def sampled_step(step) -> bool:
+    """Whether the training step with 0-based index `step` computes `SAMPLED_DIAGNOSTICS`
+    (works on ints and on traced/array steps)."""
+    return step % SAMPLED_EVERY == 0
 
 
 def units_summary(vectors: dict[str, np.ndarray], n_examples: int) -> dict[str, Any]:

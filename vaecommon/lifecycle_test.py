@@ -162,3 +162,27 @@ def test_open_run_returns_an_unwritable_folder_as_its_error(tmp_path):
         _, failed = lifecycle.open_run(stack, work, lifecycle.member_folders(work, 1), resume=True,
                                        lead=True, package="t")
     assert isinstance(failed, OSError)
+
+
+def test_sampled_diagnostics_count_only_on_their_steps():
+    e = lifecycle.SAMPLED_EVERY
+    n = 2 * e + 3  # an epoch of steps e+1 .. 3e+3 (1-based): 0-based indices e .. 3e+2
+    first = e + 1
+    mi = np.arange(n, dtype=np.float64) + 1.0
+    sampled = [(first + i - 1) % e == 0 for i in range(n)]
+    mi[~np.array(sampled)] = 0.0  # what the trainers return on the other steps
+    terms = {"loss": np.ones(n), "mutual_info": mi, "total_correlation": 2 * mi}
+    records, train = lifecycle.epoch_records(terms, step=first + n - 1, epoch=1, batch_size=4,
+                                             seconds=1.0, last_checkpoint="none")
+    batches = [r for r in records if r["type"] == "batch"]
+    assert [("mutual_info" in r) for r in batches] == sampled and sum(sampled) == 3
+    assert [r["step"] for r in batches if "mutual_info" in r] == [e + 1, 2 * e + 1, 3 * e + 1]
+    by_hand = (1.0 + (e + 1.0) + (2 * e + 1.0)) / 3  # the values at i = 0, e, 2e
+    assert train["mutual_info"] == by_hand and train["total_correlation"] == 2 * by_hand
+    assert train["loss"] == 1.0
+    # an epoch without a sampled step (steps 2 .. e) has no estimate rather than a 0
+    terms = {"loss": np.ones(e - 1), "mutual_info": np.zeros(e - 1)}
+    _, train = lifecycle.epoch_records(terms, step=e, epoch=0, batch_size=4, seconds=1.0,
+                                       last_checkpoint="none")
+    assert "mutual_info" not in train and train["loss"] == 1.0
+    assert lifecycle.sampled_step(0) and lifecycle.sampled_step(e) and not lifecycle.sampled_step(1)
