@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae import train
+from jaxvae import train, xla_options
 from vaecommon.config import TrainConfig, resolve
 from vaecommon.schedule import epoch_batches
 
@@ -80,7 +80,7 @@ def _compiled_epoch(cfg: TrainConfig, images: np.ndarray, num_devices: int = 1):
     def epoch(state, images, idx):
         return trainer.train_epoch(state, images, idx, root)
 
-    fn = jax.jit(epoch, donate_argnums=(0,))
+    fn = xla_options.jit(epoch, donate_argnums=(0,))
     idx0 = jnp.asarray(epoch_batches(cfg.seed, 0, n, cfg.batch_size))
     t = time.perf_counter()
     compiled = fn.lower(state, x, idx0).compile()
@@ -144,7 +144,7 @@ def sweep_timing(cfg: TrainConfig, images: np.ndarray, members: int, *, reps: in
         return jnp.asarray(np.stack([epoch_batches(cfg.seed + m, e, n, cfg.batch_size)
                                      for m in range(members)]))
 
-    fn = jax.jit(epoch, donate_argnums=(0,))
+    fn = xla_options.jit(epoch, donate_argnums=(0,))
     t = time.perf_counter()
     compiled = fn.lower(state, idx_for(0), keys, hyper).compile()
     compile_s = time.perf_counter() - t
@@ -395,7 +395,7 @@ def input_timing(cfg: TrainConfig, *, input: str, steps: int, workers: int | Non
         trainer = train.Trainer.create(cfg, n)
         state = trainer.init_state(root)
         idx = jnp.asarray(epoch_batches(cfg.seed, 0, n, cfg.batch_size)[:steps])
-        fn = jax.jit(lambda s, i: trainer.train_epoch(s, x, i, root), donate_argnums=(0,))
+        fn = xla_options.jit(lambda s, i: trainer.train_epoch(s, x, i, root), donate_argnums=(0,))
         t = time.perf_counter()
         compiled = fn.lower(state, idx).compile()
         out["compile_s"] = time.perf_counter() - t

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae import xla_options
 from vaecommon import records
 from vaecommon.config import TrainConfig
 from vaecommon.datasets import DataError, Dataset
@@ -260,7 +261,7 @@ class StreamedEpochs:
                                                hyper, progress=progress, shared=shared)
             return state, terms, all_finite(state.params)
 
-        self.fn = jax.jit(one, donate_argnums=(0,))
+        self.fn = xla_options.jit(one, donate_argnums=(0,))
         self.compiled = None
 
     def _start(self, epoch: int) -> None:

@@ -41,6 +41,7 @@ from . import models
 from . import multiprocess
 from . import optim
 from . import stream_data
+from . import xla_options
 from jaxvae.streams import stream_key
 from vaecommon import lifecycle, runinfo
 from vaecommon.config import TrainConfig, check_resumable, resolve
@@ -377,7 +378,7 @@ class Trainer:
         """`build()` jitted once per Trainer and cached (evaluating every epoch recompiles
         nothing: the test batches keep their shapes, keys are arguments)."""
         if name not in self.compiled:
-            self.compiled[name] = jax.jit(build())
+            self.compiled[name] = xla_options.jit(build())
         return self.compiled[name]
 
     @property
@@ -615,7 +616,7 @@ def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress,
 
     if n > 1:
         one = jax.vmap(one)
-    return jax.jit(one, donate_argnums=(0,))
+    return xla_options.jit(one, donate_argnums=(0,))
 
 
 def _save_checkpoint(manager, state, *, epoch: int, root_key, cfg: TrainConfig) -> None:
