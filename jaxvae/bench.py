@@ -66,7 +66,7 @@ def _block(tree):
 def _compiled_epoch(cfg: TrainConfig, images: np.ndarray, num_devices: int = 1):
     """(trainer, compiled epoch(state, images, idx), initial state, device images, compile s)."""
     n = images.shape[0]
-    mesh = train.make_mesh(num_devices) if num_devices > 1 else None
+    mesh = train.data_parallel(num_devices, cfg.batch_size, 1)
     trainer = train.Trainer.create(cfg, n, mesh=mesh)
     root = jax.random.key(cfg.seed)
     state = trainer.init_state(root)

@@ -107,3 +107,15 @@ def test_matmul_flops_counts_dots_and_convolutions_in_nested_jaxprs():
     conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",  # noqa: E731
                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     assert bench.matmul_flops(conv, x, w) == 2 * (4 * 4 * 4) * (3 * 3 * 2)
+
+
+def test_forced_host_devices_row_runs_data_parallel():
+    """The bench's "forced host devices" row: the real worker in a subprocess with 2 host devices
+    (a data-parallel mesh over them); it trains and reports an epoch time."""
+    from vaecommon.commands import bench as cmd
+
+    r = cmd.run_worker({"kind": "jax", "quick": True, "devices": 2, "preset": "pytorch_examples",
+                        "batch": 128}, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+                       timeout=600)
+    assert "error" not in r, r
+    assert r["epoch_s"] > 0 and r["steps"] == 4000 // 128 and np.isfinite(r["final_loss"])

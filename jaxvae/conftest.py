@@ -19,6 +19,10 @@ HERE = Path(__file__).parent
 
 # test module -> {test function (every parametrization of it): why it is an integration test}
 INTEGRATION: dict[str, dict[str, str]] = {
+    "bench_test.py": {
+        "test_forced_host_devices_row_runs_data_parallel": "a bench worker subprocess with 2 "
+                                                            "forced host devices",
+    },
     "train_test.py": {
         "test_train_and_evaluate_writes_run_folder": "a whole train_and_evaluate run (2 epochs, "
                                                      "evaluation, figures, checkpoints)",

@@ -118,3 +118,14 @@ def test_gpu_report_refuses_a_cpu_backend_in_one_line(tmp_path, monkeypatch, cap
         bench.main(["--gpu", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "sees no GPU or TPU" in err[0]
+
+
+def test_markdown_scaling_rows_that_failed_say_why():
+    res = {"machine": "m", "quick": False, "batch": 128, "peak_gflops": 100.0, "rows": [],
+           "sweep": [{"members": 1, "error": "exit 1: boom"}, {"members": 2, "epoch_s": 4.0,
+                                                                 "compile_s": 1.0}],
+           "devices": [{"devices": 1, "epoch_s": 2.0}, {"devices": 2, "error": "exit 1: bad mesh"}]}
+    md = bench.markdown(res)
+    assert "| 1 | failed: exit 1: boom | | |" in md
+    assert "| 2 | 4.00 | - | 1.0 |" in md  # no one-member time to divide by
+    assert "| 2 | failed: exit 1: bad mesh | |" in md and "| 1 | 2.00 | 1.00 |" in md

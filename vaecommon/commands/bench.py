@@ -301,15 +301,25 @@ def markdown(res: dict) -> str:
         del lines[1:4]  # an --nll-only run: no epoch table
     if res.get("nll"):
         lines += ["", *nll_markdown(res["nll"], peak)]
+    def scaling(rows, key, columns):  # one row per measurement; a failed one says why
+        ok = [r for r in rows if "error" not in r]
+        one = rows[0]["epoch_s"] if ok and ok[0] is rows[0] else None
+        out = ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for r in rows:
+            if "error" in r:
+                out.append(f"| {r[key]} | failed: {r['error']} |" + " |" * (len(columns) - 2))
+                continue
+            cells = [str(r[key]), f"{r['epoch_s']:.2f}", f"{r['epoch_s'] / one:.2f}" if one else "-"]
+            if "compile s" in columns:
+                cells.append(f"{r['compile_s']:.1f}")
+            out.append("| " + " | ".join(cells) + " |")
+        return out
+
     if res["sweep"]:
-        one = res["sweep"][0]["epoch_s"]
-        lines += ["", "| vmap sweep members | epoch s | x one member | compile s |", "|---|---|---|---|"]
-        lines += [f"| {s['members']} | {s['epoch_s']:.2f} | {s['epoch_s'] / one:.2f} | {s['compile_s']:.1f} |"
-                  for s in res["sweep"]]
+        lines += scaling(res["sweep"], "members",
+                         ["vmap sweep members", "epoch s", "x one member", "compile s"])
     if res["devices"]:
-        one = res["devices"][0]["epoch_s"]
-        lines += ["", "| forced host devices | epoch s | x one device |", "|---|---|---|"]
-        lines += [f"| {d['devices']} | {d['epoch_s']:.2f} | {d['epoch_s'] / one:.2f} |" for d in res["devices"]]
+        lines += scaling(res["devices"], "devices", ["forced host devices", "epoch s", "x one device"])
     prof = res.get("profile")
     if prof and "error" not in prof:
         op = prof["op_s"]
