@@ -129,3 +129,29 @@ def test_markdown_scaling_rows_that_failed_say_why():
     assert "| 1 | failed: exit 1: boom | | |" in md
     assert "| 2 | 4.00 | - | 1.0 |" in md  # no one-member time to divide by
     assert "| 2 | failed: exit 1: bad mesh | |" in md and "| 1 | 2.00 | 1.00 |" in md
+
+
+def test_rounds_alternate_the_trainers_and_keep_each_ones_median(monkeypatch):
+    calls = []
+    times = {"jax": [3.0, 1.0, 2.0], "torch": [5.0, 9.0, 4.0], "torch_minimal": [6.0, 6.0, 6.0]}
+
+    def fake_worker(task, env_extra=None, timeout=None):
+        if task["kind"] == "peak":
+            return {"gflops": 100.0, "gbps": 10.0, "adam_bytes_per_param": 28}
+        calls.append(task["kind"])
+        n = sum(c == task["kind"] for c in calls) - 1
+        if task["kind"] == "torch" and n == 1:
+            return {"error": "killed"}
+        t = times[task["kind"]][n]
+        return {"epoch_s": t, "examples_per_s": 1000 / t, "peak_rss_mib": 1.0, "round": n}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    args = bench.build_parser().parse_args(["--presets", "pytorch_examples", "--rounds", "3",
+                                            "--no-dataloader", "--no-nll", "--no-scaling"])
+    res = bench.run_all(args)
+    assert calls == ["jax", "torch", "torch_minimal"] * 3  # alternating, round by round
+    row = res["rows"][0]
+    assert row["jax"]["epoch_s"] == 2.0 and row["jax"]["rounds_epoch_s"] == [3.0, 1.0, 2.0]
+    assert row["torch"]["epoch_s"] == 4.0 and row["torch"]["rounds_epoch_s"] == [5.0, 4.0]  # lower median
+    assert "3 alternating rounds" in bench.markdown({**res, "quick": False})
+    assert bench.median_run([{"error": "a"}, {"error": "b"}]) == {"error": "b"}

@@ -208,15 +208,19 @@ def run_all(args) -> dict:
     print(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s, memory {res['stream_gbps']:.1f} GB/s",
           file=sys.stderr)
     presets = () if args.nll_only else args.presets or PRESETS
+    rounds = max(1, getattr(args, "rounds", 1))
+    res["rounds"] = rounds
     for preset in presets:
-        row = {"preset": preset}
-        for kind in ("jax", "torch", "torch_minimal") + (("torch_dataloader",) if args.dataloader else ()):
-            if kind == "torch_dataloader" and (quick or not FASHION.exists()):
-                continue
-            print(f"{preset}: {kind} ...", file=sys.stderr)
-            row[kind] = run_worker({**base, "kind": kind, "preset": preset, "batch": args.batch},
-                                   timeout=args.task_timeout)
-        res["rows"].append(row)
+        kinds = [k for k in ("jax", "torch", "torch_minimal") + (("torch_dataloader",) if args.dataloader else ())
+                 if not (k == "torch_dataloader" and (quick or not FASHION.exists()))]
+        runs: dict[str, list] = {k: [] for k in kinds}
+        for r in range(rounds):  # the trainers alternate, so a slow spell of the machine hits all
+            for kind in kinds:
+                print(f"{preset}: {kind} ..." + (f" (round {r + 1} of {rounds})" if rounds > 1 else ""),
+                      file=sys.stderr)
+                runs[kind].append(run_worker({**base, "kind": kind, "preset": preset, "batch": args.batch},
+                                             timeout=args.task_timeout))
+        res["rows"].append({"preset": preset, **{k: median_run(v) for k, v in runs.items()}})
         _save_partial(args, res)
     if args.nll:
         nll_task = {**base, "preset": args.nll_preset,
@@ -246,6 +250,16 @@ def run_all(args) -> dict:
     return res
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Of one trainer's rounds, the run with the median epoch time (the lower median for an even
+    count), with every round's epoch time in "rounds_epoch_s"; failed rounds are left out (all
+    failed: the last failure)."""
+    ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["epoch_s"])
+    if not ok:
+        return runs[-1]
+    return {**ok[(len(ok) - 1) // 2], "rounds_epoch_s": [r["epoch_s"] for r in runs if "error" not in r]}
+
+
 def _save_partial(args, res) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +274,9 @@ def markdown(res: dict) -> str:
     peak, gbps = res["peak_gflops"], res.get("stream_gbps")
     lines = [f"Machine: {res['machine']}; measured peak float32 matmul {peak:.0f} GFLOP/s"
              + (f", elementwise memory rate {gbps:.1f} GB/s (4 MiB arrays)" if gbps else "") + "."
-             + (" QUICK run (4k examples, 1 repetition): not for quoting." if res["quick"] else ""),
+             + (" QUICK run (4k examples, 1 repetition): not for quoting." if res["quick"] else "")
+             + (f" Each trainer was measured in {res['rounds']} alternating rounds; a row is its "
+                "median round." if res.get("rounds", 1) > 1 else ""),
              "", "| preset | trainer | epoch s | examples/s | vs jaxvae | compile s | peak RSS MiB "
              "| FLOP-bound s | x bound | + Adam floor s | x FLOP+Adam bound |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -366,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presets", nargs="*", choices=PRESETS, help="presets to time (default: all five)")
     p.add_argument("--batch", type=int, default=128, help="batch size for every trainer")
     p.add_argument("--reps", type=int, default=3, help="timed epochs per measurement (median)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every trainer of a preset this many times, alternating, and "
+                        "report each one's median round (on a shared machine the speed drifts "
+                        "between measurements; alternating spreads a slow spell over all rows)")
     p.add_argument("--quick", action="store_true", help="4k examples, 1 repetition (smoke test)")
     p.add_argument("--no-dataloader", dest="dataloader", action="store_false",
                    help="skip the torchvision DataLoader rows (slowest)")
