@@ -912,10 +912,13 @@ def posterior_diagnostics(z: jax.Array, mean: jax.Array, logvar: jax.Array, *, d
         d = tc_decomposition(z, mean, logvar, dataset_size=dataset_size, sampling="mss")
         return (jnp.mean(d["log_qz_x"] - d["log_qz"]), jnp.mean(d["log_qz"] - d["log_prod_qzi"]))
 
+    def skipped():
+        return (jnp.zeros((), z.dtype),) * 2
+
     if isinstance(mi_tc, bool):
-        mi, tc = estimates() if mi_tc else (jnp.zeros((), z.dtype),) * 2
+        mi, tc = estimates() if mi_tc else skipped()
     else:
-        mi, tc = jax.lax.cond(mi_tc, estimates, lambda: (jnp.zeros((), z.dtype),) * 2)
+        mi, tc = jax.lax.cond(mi_tc, estimates, skipped)
     return {"kl_per_dim": jnp.mean(kl_normal_per_dim(mean, logvar), axis=0),
             "mean_sum": jnp.sum(mean, axis=0), "mean_sq": jnp.sum(jnp.square(mean), axis=0),
             "mutual_info": mi, "total_correlation": tc}

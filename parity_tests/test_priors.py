@@ -106,38 +106,35 @@ def test_elbo_terms_with_a_prior_use_the_single_sample_kl(fw):
         lib.elbo_terms(_t(x, fw), out, "bernoulli", kl_estimate="exact")
 
 
-@FWS
-def test_importance_weights_use_the_prior(fw):
+def _vampprior_weights_case(fw, k):
+    """Binary x (4, 6), a posterior over 2 latents, k samples of eps, a linear decoder and a
+    5-component VampPrior mixture. Returns (x, mean, logvar, eps as the twin's arrays; decode;
+    log_prior; the oracle's log weights (k, 4))."""
     x = (RNG.uniform(size=(4, 6)) > 0.5).astype(np.float32)
-    mean, logvar, eps = RNG.normal(size=(4, 2)), RNG.uniform(-1, 0, (4, 2)), RNG.normal(size=(3, 4, 2))
+    mean, logvar, eps = RNG.normal(size=(4, 2)), RNG.uniform(-1, 0, (4, 2)), RNG.normal(size=(k, 4, 2))
     w = RNG.normal(size=(2, 6))
     comps = (RNG.normal(size=(5, 2)), RNG.uniform(-1, 1, (5, 2)))
     lib = LIB[fw]
     decode = (lambda z: z @ jnp.asarray(w, jnp.float32)) if fw == "jax" else \
         (lambda z: z @ torch.as_tensor(w, dtype=torch.float32))
-    got = lib.log_importance_weights(_t(x, fw), _t(mean, fw), _t(logvar, fw), _t(eps, fw), decode,
-                                     "bernoulli",
-                                     log_prior=lambda v: lib.log_mixture(v, _t(comps[0], fw), _t(comps[1], fw)))
+    log_prior = lambda v: lib.log_mixture(v, _t(comps[0], fw), _t(comps[1], fw))  # noqa: E731
     want = oracle.log_importance_weights_prior(x, mean, logvar, eps, lambda z: z @ w,
                                                lambda v: oracle.log_mixture(v, *comps))
+    return [_t(a, fw) for a in (x, mean, logvar, eps)], decode, log_prior, want
+
+
+@FWS
+def test_importance_weights_use_the_prior(fw):
+    args, decode, log_prior, want = _vampprior_weights_case(fw, 3)
+    got = LIB[fw].log_importance_weights(*args, decode, "bernoulli", log_prior=log_prior)
     assert_close(_np(got), want, name="log w (vampprior)", rtol=2e-5, atol=2e-4)
 
 
 @FWS
 def test_chunked_nll_uses_the_prior(fw):
     """The chunked NLL (2 + 2 + 1 of k = 5 samples) with the VampPrior's log-density."""
-    x = (RNG.uniform(size=(4, 6)) > 0.5).astype(np.float32)
-    mean, logvar, eps = RNG.normal(size=(4, 2)), RNG.uniform(-1, 0, (4, 2)), RNG.normal(size=(5, 4, 2))
-    w = RNG.normal(size=(2, 6))
-    comps = (RNG.normal(size=(5, 2)), RNG.uniform(-1, 1, (5, 2)))
-    lib = LIB[fw]
-    decode = (lambda z: z @ jnp.asarray(w, jnp.float32)) if fw == "jax" else \
-        (lambda z: z @ torch.as_tensor(w, dtype=torch.float32))
-    got = lib.importance_sampled_nll(_t(x, fw), _t(mean, fw), _t(logvar, fw), _t(eps, fw), decode,
-                                     "bernoulli", chunk=2,
-                                     log_prior=lambda v: lib.log_mixture(v, _t(comps[0], fw), _t(comps[1], fw)))
-    lw = oracle.log_importance_weights_prior(x, mean, logvar, eps, lambda z: z @ w,
-                                             lambda v: oracle.log_mixture(v, *comps))
+    args, decode, log_prior, lw = _vampprior_weights_case(fw, 5)
+    got = LIB[fw].importance_sampled_nll(*args, decode, "bernoulli", chunk=2, log_prior=log_prior)
     want = -(oracle.logsumexp(lw, axis=0) - np.log(5))
     assert_close(_np(got), want, name="nll (vampprior, chunk 2)", rtol=2e-5, atol=2e-4)
 

@@ -16,7 +16,7 @@ import pytest
 from vaecommon import disentanglement as dis
 from vaecommon.shapes import Shapes
 
-pytest.importorskip("sklearn")
+pytest.importorskip("sklearn", reason="the disentanglement metrics need the research extra (scikit-learn)")
 
 
 class FactorsAsObservations:

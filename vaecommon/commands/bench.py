@@ -208,7 +208,7 @@ def run_all(args) -> dict:
     print(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s, memory {res['stream_gbps']:.1f} GB/s",
           file=sys.stderr)
     presets = () if args.nll_only else args.presets or PRESETS
-    rounds = max(1, getattr(args, "rounds", 1))
+    rounds = max(1, args.rounds)
     res["rounds"] = rounds
     for preset in presets:
         kinds = [k for k in ("jax", "torch", "torch_minimal") + (("torch_dataloader",) if args.dataloader else ())
