@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-__all__ = ["initialize", "is_lead", "count", "any_process", "max_process", "sync",
+__all__ = ["initialize", "shutdown", "is_lead", "count", "any_process", "max_process", "sync",
            "local_rows", "global_batches", "replicate", "local_copy"]
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -39,6 +39,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
+
+
+def shutdown(finished: bool) -> None:
+    """Nothing to do: JAX ends its own distributed runtime at interpreter exit (an `atexit` hook
+    that clears the backends, then calls `jax.distributed.shutdown`). The name matches the torch
+    twin's, whose gloo process group must be destroyed by hand; `finished` is unused here."""
+    del finished
 
 
 def count() -> int:

@@ -16,6 +16,8 @@ Twin: `jaxvae/multiprocess.py` (the same public names where the engines agree).
   and the trainer's clamped forward and IWAE's extra decodes call the model's parts directly.
 - `global_terms` all-reduces the logged terms (the global batch's loss); `gather_rows` gathers
   the posterior's (z, mean, logvar) of the global batch for the collapse diagnostics.
+- `shutdown` destroys the process group when the run ends (left to interpreter exit, gloo
+  sometimes aborted a process).
 - Decisions that must agree (stop on a signal, an error on process 0) go through `any_process`
   and `max_process`.
 
@@ -34,7 +36,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["initialize", "is_lead", "count", "any_process", "max_process", "sync",
+__all__ = ["initialize", "shutdown", "is_lead", "count", "any_process", "max_process", "sync",
            "local_rows", "local_batch", "average_gradients", "global_terms", "gather_rows",
            "check_supported", "PER_EXAMPLE_OBJECTIVES"]
 
@@ -78,6 +80,26 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         raise ValueError(f"--coordinator-address {coordinator_address!r}: expected HOST:PORT")
     dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}",
                             world_size=int(num_processes), rank=int(process_id), timeout=TIMEOUT)
+
+
+def shutdown(finished: bool) -> None:
+    """Destroy the process group (no-op without one); the command calls it when the run ends.
+
+    Left to interpreter exit, gloo's threads are torn down during static destruction, and a
+    process sometimes aborted after a successful run ("terminate called without an active
+    exception", SIGABRT; measured: 3 of 25 two-process runs, 0 of 40 with this call).
+    `finished`: every process reached the end of the run, so they first meet at a barrier (no
+    process closes its connections while another still reads from them). After an error a peer
+    may be gone: no barrier, and a failure to destroy is ignored (the run's error is the news).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        sync("torchvae: shutdown")
+        dist.destroy_process_group()
+        return
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager

@@ -56,7 +56,10 @@ WORKER = textwrap.dedent("""
     run = train.train_and_evaluate
     train.train_and_evaluate = lambda *a, **k: run(*a, **{**k, "on_epoch": on_epoch})
     from vaecommon.commands.train import main
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    if dist.is_initialized():  # left to exit, gloo sometimes aborted the process (SIGABRT)
+        sys.exit("the command left the process group open")
+    sys.exit(code)
 """)
 
 
@@ -84,7 +87,7 @@ class _Runs(launch.ProcessGroups):
 
 def _collectives_failed(runs_: _Runs, name: str, codes: list[int]) -> str:
     return (f"{name} exited {codes}: a 2-process CPU run needs torch.distributed with the gloo "
-            "backend on a localhost port; process 0's output ends with:\n" + runs_.log(name, 0))
+            "backend on a localhost port; the processes' output ends with:\n" + runs_.log(name))
 
 
 def _params(path: Path) -> dict[str, np.ndarray]:
@@ -128,7 +131,7 @@ def test_two_processes_match_one_and_resume_exactly_after_stop_and_kill(tmp_path
         assert runs_.wait("one", ref, deadline) == [0], runs_.log("one", 0)
         codes = runs_.wait("stopped", term, deadline)
         # both stop after epoch 2 (the next agreement), both with SIGTERM's exit status
-        assert codes == [128 + signal.SIGTERM] * 2, (codes, runs_.log("stopped", 0))
+        assert codes == [128 + signal.SIGTERM] * 2, (codes, runs_.log("stopped"))
         assert ckpt_lib.checkpoint_steps(stopped / "checkpoints")[-1] == 2 * STEPS_PER_EPOCH
 
         # the same global batches and noise: the losses differ only by the reduction order of
@@ -163,7 +166,7 @@ def test_two_processes_match_one_and_resume_exactly_after_stop_and_kill(tmp_path
         assert ckpt_lib.checkpoint_steps(stopped / "checkpoints")[-1] == 3 * STEPS_PER_EPOCH
         last = runs_.start("resumed", stopped, 2)
         codes = runs_.wait("resumed", last, time.time() + PHASE_SECONDS)
-        assert codes == [0, 0], runs_.log("resumed", 0)
+        assert codes == [0, 0], (codes, runs_.log("resumed"))
         assert "resumed" in runs_.log("resumed", 0)
     finally:
         runs_.kill(runs_.procs)

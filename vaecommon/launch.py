@@ -54,18 +54,22 @@ class ProcessGroups:
         self.procs += group
         return group
 
-    def log(self, name: str, i: int) -> str:
-        """The end of process i's output."""
-        return (self.logs / f"{name}.{i}.log").read_text()[-3000:]
+    def log(self, name: str, i: int | None = None) -> str:
+        """The end of process i's output; with `i` None, every process's, each under a header
+        (a process that died at exit says why only in its own output)."""
+        if i is not None:
+            return (self.logs / f"{name}.{i}.log").read_text()[-3000:]
+        paths = sorted(self.logs.glob(f"{name}.*.log"), key=lambda p: int(p.suffixes[-2][1:]))
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in paths)
 
     def wait(self, name: str, group: list[subprocess.Popen], deadline: float) -> list[int]:
         """The exit codes, once every process has ended; past `deadline` (a time.time()) the
-        group is killed and AssertionError names it with process 0's output."""
+        group is killed and AssertionError names it with every process's output."""
         while any(p.poll() is None for p in group) and time.time() < deadline:
             time.sleep(0.2)
         if any(p.poll() is None for p in group):
             self.kill(group)
-            raise AssertionError(f"{name}: still running after its time bound; " + self.log(name, 0))
+            raise AssertionError(f"{name}: still running after its time bound; " + self.log(name))
         return [p.returncode for p in group]
 
     def kill(self, group: list[subprocess.Popen]) -> None:

@@ -99,21 +99,24 @@ def _dist_settings(args) -> tuple[dict, list[str]]:
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def start_processes(args) -> None:
+def start_processes(args):
     """Start the twin's multi-process runtime when asked (flags, JAXVAE_*, --distributed, or
-    for torch torchrun's environment), before anything else touches JAX. Raises ValueError (one
-    line) for bad values."""
+    for torch torchrun's environment), before anything else touches JAX. Returns the twin's
+    `multiprocess` module (whose `shutdown` ends the runtime), None for a 1-process run. Raises
+    ValueError (one line) for bad values."""
     given, names = _dist_settings(args)
     torchrun = args.framework == "torch" and all(os.environ.get(k) for k in TORCHRUN_ENV)
     if not given and not args.distributed and not torchrun:
-        return
+        return None
     n, i = given.get("num_processes"), given.get("process_id")
     if n is not None and n < 1 or i is not None and (i < 0 or n is not None and i >= n):
         raise ValueError(f"--num-processes {n} --process-id {i}: the id must be in 0..N-1")
     from vaecommon.commands import twins
 
     # jax: jax.distributed.initialize; torch: torch.distributed.init_process_group("gloo")
-    twins.module(args.framework, "multiprocess").initialize(**given)
+    processes = twins.module(args.framework, "multiprocess")
+    processes.initialize(**given)
+    return processes
 
 
 def choices_text(params: bool = True) -> str:
@@ -168,15 +171,21 @@ def main(argv=None) -> int:
             raise ValueError("--input stream is JAX only: the torch trainer reads resident data")
         if args.workers is not None and args.workers < 0:
             raise ValueError(f"--workers {args.workers}: must be 0 or more")
-        start_processes(args)
-        cfg = config_from_args(args)
-        workdir = args.workdir or f"runs/{cfg.model}-{args.framework}-s{cfg.seed}"
-        sweep = parse_sweep(args.sweep)
-        from vaecommon.commands import twins
+        processes = start_processes(args)
+        finished = False
+        try:
+            cfg = config_from_args(args)
+            workdir = args.workdir or f"runs/{cfg.model}-{args.framework}-s{cfg.seed}"
+            sweep = parse_sweep(args.sweep)
+            from vaecommon.commands import twins
 
-        result = twins.module(args.framework, "train").train_and_evaluate(cfg, workdir, resume=not args.no_resume, sweep=sweep,
-                                          num_devices=args.devices, progress=not args.no_progress,
-                                          **streaming)
+            result = twins.module(args.framework, "train").train_and_evaluate(
+                cfg, workdir, resume=not args.no_resume, sweep=sweep, num_devices=args.devices,
+                progress=not args.no_progress, **streaming)
+            finished = True
+        finally:
+            if processes is not None:
+                processes.shutdown(finished)
     brief = {k: v for k, v in result.items() if k not in ("kl_per_dim", "train", "members")}
     print(json.dumps({"workdir": workdir, **brief}, default=str, indent=1))
     if result.get("interrupted"):
