@@ -128,10 +128,14 @@ def bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """
     x = x.to(logits.dtype)
     if not (logits.requires_grad or x.requires_grad):
-        # Without autograd (evaluation, the test NLL) the same formula from vectorized ops,
-        # faster on CPU than F.binary_cross_entropy_with_logits's kernel (log1p is scalar in ATen).
-        per = torch.exp(-logits.abs()).add_(1.0).log_()
-        per += logits.clamp(min=0) - x * logits
+        # Without autograd (evaluation, the test NLL) the same formula from vectorized ops, as
+        # max(l, 0) - x l - log(sigmoid(|l|)) in four passes over the block (log1p, and with it
+        # F.binary_cross_entropy_with_logits's kernel and F.softplus, is scalar in ATen). On
+        # (3200, 784) logits, one thread: 7-15 ms, against 37-58 ms for the earlier
+        # log(1 + exp(-|l|)) form's seven passes.
+        # sigmoid(|l|) rounds to 1 for |l| > 17: an error below e^-17 < 1e-7 per pixel.
+        per = torch.relu(logits).addcmul_(x, logits, value=-1.0)
+        per -= logits.abs().sigmoid_().log_()
         return _sum_per_example(per)
     return _sum_per_example(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
 
