@@ -138,7 +138,8 @@ def sweep_timing(cfg: TrainConfig, images: np.ndarray, members: int, *, reps: in
     x = jnp.asarray(images)
 
     def epoch(state, idx, keys, hyper):
-        return jax.vmap(lambda s, i, k, h: trainer.train_epoch(s, x, i, k, h))(state, idx, keys, hyper)
+        return jax.vmap(lambda s, i, k, h, st: trainer.train_epoch(s, x, i, k, h, start_step=st),
+                        in_axes=(0, 0, 0, 0, None))(state, idx, keys, hyper, state.step[0])
 
     def idx_for(e):
         return jnp.asarray(np.stack([epoch_batches(cfg.seed + m, e, n, cfg.batch_size)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -123,3 +125,55 @@ def test_sweep_resume_is_bit_identical_and_refuses_a_changed_member(tmp_path, mo
     with pytest.raises(ValueError, match=r"member_0.*different config \(lr: 0.001 -> 0.5\)"):
         train.train_and_evaluate(cfg.replace(lr=0.5), tmp_path / "straight", sweep=values, progress=False)
     assert (tmp_path / "straight" / "member_0" / "metrics.jsonl").read_text() == before
+
+
+def _conds(jaxpr) -> int:
+    """The number of `cond` equations in a jaxpr, nested jaxprs (scan, pjit, ...) included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += eqn.primitive.name == "cond"
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (list, tuple)) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _conds(inner)
+    return total
+
+
+def test_a_sweep_keeps_the_sampled_diagnostics_a_cond(monkeypatch):
+    """The 1-in-8 MI/TC estimates (`lifecycle.sampled_step`) are a `lax.cond` on the step. In a
+    vmapped sweep every member's step is batched, and a batched predicate turns the cond into a
+    select that computes both branches on every step; the sweep's program decides from member
+    0's step, unbatched (the members train in lockstep), so the cond stays."""
+    cfg = resolve(SMALL)
+    trainer = train.Trainer.create(cfg, N_TRAIN)
+    states = [trainer.init_state(jax.random.key(s)) for s in (0, 1)]
+    state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    images = jnp.zeros((N_TRAIN, 28, 28, 1), jnp.float32)
+    idx = jnp.stack([jnp.asarray(trainer.batch_indices(0, N_TRAIN))] * 2)
+    keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
+    hyper = {"lr": jnp.full((2,), cfg.lr, jnp.float32)}
+    bar = lifecycle.Progress(False, total=1, initial=0)
+    program = train._epoch_program(trainer, images, 2, bar)
+    assert _conds(program.trace(state, idx, keys, hyper, None).jaxpr.jaxpr) == 1
+    # the same vmap deciding from the batched step has none left: what the test guards against
+    batched = jax.vmap(lambda s, i, k, h: trainer.train_epoch(s, images, i, k, h))
+    assert _conds(jax.make_jaxpr(batched)(state, idx, keys, hyper).jaxpr) == 0
+
+
+def test_sweep_members_sample_the_diagnostics_on_their_solo_runs_steps(tmp_path, monkeypatch):
+    """5 steps per epoch (160 examples, batch 32), 2 epochs: MI/TC are computed on 0-based steps
+    0 and 8, the second in the middle of epoch 2. Each member's batch records carry them on the
+    same steps as its solo run, with the same values (a wrong step would read 0 there)."""
+    cfg = SMALL.replace(limit_train=160, batch_log_every=1)
+    values = {"seed": [0, 1]}
+    _no_figures(monkeypatch)
+    train.train_and_evaluate(cfg, tmp_path / "sweep", sweep=values, progress=False)
+    for i, c in enumerate(lifecycle.member_configs(cfg, values)[0]):
+        train.train_and_evaluate(c, tmp_path / f"solo{i}", progress=False)
+        got, want = ({r["step"]: r["mutual_info"] for r in runs.read_metrics(folder)
+                      if r["type"] == "batch" and "mutual_info" in r}
+                     for folder in (tmp_path / "sweep" / f"member_{i}", tmp_path / f"solo{i}"))
+        assert sorted(got) == sorted(want) == [1, 9]  # 1-based record steps
+        np.testing.assert_allclose([got[s] for s in (1, 9)], [want[s] for s in (1, 9)], rtol=1e-4)
+        assert all(got[s] != 0 for s in (1, 9))

@@ -242,8 +242,9 @@ class Trainer:
 
     # ---- the one update -------------------------------------------------------------------
 
-    def loss_fn(self, params, rest, x, eps, extra, step, hyper):
-        """Scalar loss, (terms, updated rest) for one batch."""
+    def loss_fn(self, params, rest, x, eps, extra, step, hyper, mi_tc=None):
+        """Scalar loss, (terms, updated rest) for one batch. `mi_tc`: whether this step computes
+        the sampled diagnostics (None: `lifecycle.sampled_step(step)`)."""
         cfg = self.cfg
         if cfg.precision == "bfloat16":
             params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
@@ -265,11 +266,11 @@ class Trainer:
         if out.logvar is not None:  # posterior-collapse diagnostics, tracked in every VAE run
             terms = {**terms, **losses.posterior_diagnostics(
                 out.z, out.mean, out.logvar, dataset_size=self.steps_per_epoch * cfg.batch_size,
-                mi_tc=lifecycle.sampled_step(step))}
+                mi_tc=lifecycle.sampled_step(step) if mi_tc is None else mi_tc)}
         new_rest = nnx.state(model, nnx.Not(nnx.Param))
         return loss.astype(jnp.float32), (terms, new_rest)
 
-    def apply_update(self, state: TrainState, x, eps, extra=None, hyper=None
+    def apply_update(self, state: TrainState, x, eps, extra=None, hyper=None, mi_tc=None
                      ) -> tuple[TrainState, dict]:
         """One optimizer step on batch `x` with noise `eps`. Pure; jit/scan/vmap friendly.
 
@@ -279,12 +280,14 @@ class Trainer:
           eps: (B, D) standard normal noise for z = mean + exp(logvar/2) * eps.
           extra: the objective's extra noise (see `draw_noise`), or None.
           hyper: dict of traced hyperparameters ({"lr": ..., swept objective params}).
+          mi_tc: whether this step computes the sampled collapse diagnostics; None:
+            `lifecycle.sampled_step(state.step)`.
         Returns:
           (new state, terms): terms are the objective's scalar terms plus "grad_norm".
         """
         hyper = self.hyper if hyper is None else hyper
         (loss, (terms, new_rest)), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(
-            state.params, state.rest, x, eps, extra, state.step, hyper
+            state.params, state.rest, x, eps, extra, state.step, hyper, mi_tc
         )
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         lr = jnp.asarray(hyper["lr"], jnp.float32)
@@ -301,7 +304,8 @@ class Trainer:
         return epoch_batches(self.cfg.seed, epoch, n, self.cfg.batch_size)
 
     def train_epoch(self, state: TrainState, images: jax.Array | None, idx: jax.Array, root_key: jax.Array,
-                    hyper=None, progress: Callable | None = None, shared: dict | None = None):
+                    hyper=None, progress: Callable | None = None, shared: dict | None = None,
+                    start_step: jax.Array | None = None):
         """Scan `apply_update` over one epoch.
 
         Args:
@@ -314,6 +318,10 @@ class Trainer:
           root_key: the run's root key (eps and binarization keys are folded from the step).
           shared: with TrainConfig.noise "shared", the epoch's `shared_epoch_noise` arrays
             (eps, extra, uniform), used instead of the keys' streams.
+          start_step: `state.step` at the start of the epoch, given unbatched by a vmapped sweep
+            (its members are always at the same step): which steps compute the sampled collapse
+            diagnostics then stays a `lax.cond`; decided from the batched `state.step` it would
+            become a select that computes them on every step. None: from `state.step`.
         Returns:
           (state, terms): terms stacked per step, each (steps,).
         """
@@ -327,7 +335,7 @@ class Trainer:
             a.size * a.dtype.itemsize for a in jax.tree.leaves(one_step)) <= _PREDRAW_BYTES
 
         def body(state, xs):
-            ids, noise, sh = xs
+            ids, noise, sh, mi_tc = xs
             x = images[ids] if images is not None else ids  # (B, H, W, C), gathered on device
             if self.mesh is not None:
                 x = jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P("data")))
@@ -341,7 +349,7 @@ class Trainer:
                 eps, extra = noise if predraw else self.step_noise(root_key, state.step, batch)
             if self.mesh is not None:
                 eps = jax.lax.with_sharding_constraint(eps, NamedSharding(self.mesh, P("data")))
-            state, terms = self.apply_update(state, x, eps, extra, hyper)
+            state, terms = self.apply_update(state, x, eps, extra, hyper, mi_tc)
             if progress is not None:
                 every = max(1, self.steps_per_epoch // 20)
                 jax.lax.cond(
@@ -355,7 +363,9 @@ class Trainer:
         if predraw:
             step_ids = state.step + jnp.arange(steps, dtype=jnp.asarray(state.step).dtype)
             noise = jax.vmap(lambda s: self.step_noise(root_key, s, batch))(step_ids)
-        return jax.lax.scan(body, state, (idx, noise, shared))
+        mi_tc = None if start_step is None else lifecycle.sampled_step(
+            start_step + jnp.arange(steps, dtype=jnp.asarray(start_step).dtype))
+        return jax.lax.scan(body, state, (idx, noise, shared, mi_tc))
 
     def shared_noise(self, seed: int, epoch: int, image_shape) -> dict[str, jax.Array]:
         """The epoch's framework-neutral noise (`vaecommon.schedule.shared_epoch_noise`), on the
@@ -606,16 +616,20 @@ def _epoch_program(trainer: Trainer, images, n: int, bar: lifecycle.Progress,
     shows the bar)."""
     callback = bar.step if bar.bar is not None else (lambda *_: None) if progress else None
 
-    def one(state, idx, key, hyper, shared):
+    def one(state, idx, key, hyper, shared, start_step=None):
         state, terms = trainer.train_epoch(state, images, idx, key, hyper, progress=callback,
-                                           shared=shared)
+                                           shared=shared, start_step=start_step)
         out = state, terms, _all_finite(state.params)
         if trainer.mesh is not None:  # replicated: every process reads them whole
             out = jax.lax.with_sharding_constraint(out, NamedSharding(trainer.mesh, P()))
         return out
 
     if n > 1:
-        one = jax.vmap(one)
+        members = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None))
+
+        def one(state, idx, key, hyper, shared):
+            # the members train in lockstep: member 0's step, unbatched, is every member's
+            return members(state, idx, key, hyper, shared, state.step[0])
     return xla_options.jit(one, donate_argnums=(0,))
 
 

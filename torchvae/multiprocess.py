@@ -87,7 +87,7 @@ def shutdown(finished: bool) -> None:
 
     Left to interpreter exit, gloo's threads are torn down during static destruction, and a
     process sometimes aborted after a successful run ("terminate called without an active
-    exception", SIGABRT; measured: 3 of 25 two-process runs, 0 of 40 with this call).
+    exception", SIGABRT; measured: 5 of 55 two-process runs, 0 of 40 with this call).
     `finished`: every process reached the end of the run, so they first meet at a barrier (no
     process closes its connections while another still reads from them). After an error a peer
     may be gone: no barrier, and a failure to destroy is ignored (the run's error is the news).
