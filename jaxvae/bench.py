@@ -20,7 +20,7 @@ from vaecommon.config import TrainConfig, resolve
 from vaecommon.schedule import epoch_batches
 
 __all__ = ["peak_matmul_gflops", "stream_gbps", "ADAM_BYTES_PER_PARAM", "epoch_timing", "sweep_timing",
-           "input_timing", "matmul_flops", "nll_timing"]
+           "input_timing", "matmul_flops", "equations", "nll_timing"]
 
 
 def _best_seconds(f, *args, reps: int, inner: int = 1) -> float:
@@ -168,26 +168,30 @@ def matmul_flops(fn, *args) -> int:
     """FLOPs (2 per multiply-add) of the dot_general and conv_general_dilated equations in
     fn(*args)'s jaxpr, nested jaxprs included. A transposed (input-dilated) convolution counts
     its inserted zeros too, so for conv models this is an upper bound."""
-    def count(jaxpr) -> int:
-        total = 0
-        for eqn in jaxpr.eqns:
-            out = int(np.prod(eqn.outvars[0].aval.shape))
-            if eqn.primitive.name == "dot_general":
-                (contract, _), _ = eqn.params["dimension_numbers"]
-                lhs = eqn.invars[0].aval.shape
-                total += 2 * out * int(np.prod([lhs[i] for i in contract]))
-            elif eqn.primitive.name == "conv_general_dilated":
-                rhs = eqn.invars[1].aval.shape
-                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
-                total += 2 * out * int(np.prod([rhs[i] for i in spec[1:]]))
-            for v in eqn.params.values():
-                for sub in v if isinstance(v, (tuple, list)) else (v,):
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        total += count(inner)
-        return total
+    total = 0
+    for eqn in equations(jax.make_jaxpr(fn)(*args).jaxpr):
+        out = int(np.prod(eqn.outvars[0].aval.shape))
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2 * out * int(np.prod([lhs[i] for i in contract]))
+        elif eqn.primitive.name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
+            total += 2 * out * int(np.prod([rhs[i] for i in spec[1:]]))
+    return total
 
-    return count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+def equations(jaxpr):
+    """Every equation of `jaxpr` and of the jaxprs nested in it (scan, cond, pjit, custom_vjp
+    bodies), depth first."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from equations(inner)
 
 
 def nll_timing(cfg: TrainConfig, images: np.ndarray, *, k: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae import train
+from jaxvae import bench, train
 from vaecommon import lifecycle
 from jaxvae.train_test import _final_params, _leaves  # a member's checkpoint reads like a run's
 from vaecommon import runs
@@ -129,15 +129,7 @@ def test_sweep_resume_is_bit_identical_and_refuses_a_changed_member(tmp_path, mo
 
 def _conds(jaxpr) -> int:
     """The number of `cond` equations in a jaxpr, nested jaxprs (scan, pjit, ...) included."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        total += eqn.primitive.name == "cond"
-        for v in eqn.params.values():
-            for sub in v if isinstance(v, (list, tuple)) else (v,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    total += _conds(inner)
-    return total
+    return sum(eqn.primitive.name == "cond" for eqn in bench.equations(jaxpr))
 
 
 def test_a_sweep_keeps_the_sampled_diagnostics_a_cond(monkeypatch):
