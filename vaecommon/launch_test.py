@@ -35,7 +35,8 @@ def test_a_group_past_its_deadline_is_killed_and_named_with_its_output(tmp_path)
     groups = launch.ProcessGroups(tmp_path)
     code = "import time; print('waiting', flush=True); time.sleep(600)"
     group = groups.spawn("slow", 2, lambda i: [sys.executable, "-c", code], env={})
-    while not all(f.stat().st_size for f in sorted(tmp_path.glob("slow.*.log"))):
+    printed = time.time() + 60
+    while not all(f.stat().st_size for f in tmp_path.glob("slow.*.log")) and time.time() < printed:
         time.sleep(0.1)  # both have printed
     with pytest.raises(AssertionError, match=r"(?s)slow: still running.*slow\.0\.log\nwaiting\n.*slow\.1\.log\nwaiting"):
         groups.wait("slow", group, time.time() + 0.5)
