@@ -131,7 +131,7 @@ def test_markdown_scaling_rows_that_failed_say_why():
     assert "| 2 | failed: exit 1: bad mesh | |" in md and "| 1 | 2.00 | 1.00 |" in md
 
 
-def test_rounds_alternate_the_trainers_and_keep_each_ones_median(monkeypatch):
+def test_rounds_alternate_the_trainers_and_keep_each_ones_median(monkeypatch, tmp_path):
     calls = []
     times = {"jax": [3.0, 1.0, 2.0], "torch": [5.0, 9.0, 4.0], "torch_minimal": [6.0, 6.0, 6.0]}
 
@@ -147,7 +147,8 @@ def test_rounds_alternate_the_trainers_and_keep_each_ones_median(monkeypatch):
 
     monkeypatch.setattr(bench, "run_worker", fake_worker)
     args = bench.build_parser().parse_args(["--presets", "pytorch_examples", "--rounds", "3",
-                                            "--no-dataloader", "--no-nll", "--no-scaling"])
+                                            "--no-dataloader", "--no-nll", "--no-scaling",
+                                            "--out", str(tmp_path)])
     res = bench.run_all(args)
     assert calls == ["jax", "torch", "torch_minimal"] * 3  # alternating, round by round
     row = res["rows"][0]
