@@ -319,9 +319,10 @@ class Trainer:
           shared: with TrainConfig.noise "shared", the epoch's `shared_epoch_noise` arrays
             (eps, extra, uniform), used instead of the keys' streams.
           start_step: `state.step` at the start of the epoch, given unbatched by a vmapped sweep
-            (its members are always at the same step): which steps compute the sampled collapse
-            diagnostics then stays a `lax.cond`; decided from the batched `state.step` it would
-            become a select that computes them on every step. None: from `state.step`.
+            (its members are always at the same step): the epoch's step numbers then decide
+            unbatched which steps compute the sampled collapse diagnostics, a `lax.cond`; from
+            the batched `state.step` it would become a select that computes them on every step.
+            None: `state.step`.
         Returns:
           (state, terms): terms stacked per step, each (steps,).
         """
@@ -359,13 +360,10 @@ class Trainer:
                 )
             return state, terms
 
-        noise = None
-        if predraw:
-            step_ids = state.step + jnp.arange(steps, dtype=jnp.asarray(state.step).dtype)
-            noise = jax.vmap(lambda s: self.step_noise(root_key, s, batch))(step_ids)
-        mi_tc = None if start_step is None else lifecycle.sampled_step(
-            start_step + jnp.arange(steps, dtype=jnp.asarray(start_step).dtype))
-        return jax.lax.scan(body, state, (idx, noise, shared, mi_tc))
+        first = state.step if start_step is None else start_step
+        step_ids = first + jnp.arange(steps, dtype=jnp.asarray(state.step).dtype)  # the epoch's steps
+        noise = jax.vmap(lambda s: self.step_noise(root_key, s, batch))(step_ids) if predraw else None
+        return jax.lax.scan(body, state, (idx, noise, shared, lifecycle.sampled_step(step_ids)))
 
     def shared_noise(self, seed: int, epoch: int, image_shape) -> dict[str, jax.Array]:
         """The epoch's framework-neutral noise (`vaecommon.schedule.shared_epoch_noise`), on the
